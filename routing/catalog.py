@@ -1,0 +1,198 @@
+"""The model catalog: models, their deployments, prices, windows, capabilities and scores.
+
+Loaded from TOML (the shipped `default_catalog.toml`, or the file `LLMQUEUE_CATALOG` names)
+and validated whole at start: an unknown price, an unknown model in a deployment, a
+duplicate name or a malformed file raises `CatalogError` naming the file and the field.
+Nothing here is ever defaulted silently; a free model says `input_price = 0` itself.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_CATALOG_PATH = Path(__file__).with_name("default_catalog.toml")
+
+PROVIDERS = ("openai", "azure", "anthropic", "gemini", "cohere", "mistral", "bedrock", "ollama", "compatible")
+CAPABILITIES = ("tools", "vision", "json_mode", "json_schema", "streaming")
+
+# The environment variable each provider's key conventionally lives in.
+DEFAULT_KEY_ENV: dict[str, str | None] = {
+    "openai": "OPENAI_API_KEY",
+    "azure": "AZURE_OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "cohere": "CO_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "bedrock": "AWS_ACCESS_KEY_ID",  # and the rest of the AWS credential chain
+    "ollama": None,  # local: no key
+    "compatible": None,
+}
+
+
+class CatalogError(ValueError):
+    """The catalog file cannot be used; the message names the file and what is wrong."""
+
+
+class ModelSpec(BaseModel):
+    """One model as the catalog declares it. Prices are USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str
+    provider: str
+    context_window: int = Field(gt=0)
+    max_output_tokens: int = Field(gt=0)
+    input_price: Decimal = Field(ge=0)
+    output_price: Decimal = Field(ge=0)
+    cached_input_price: Decimal | None = Field(default=None, ge=0)
+    capabilities: frozenset[str] = frozenset()
+    quality: float = Field(ge=0, le=100)
+    latency_ms: float = Field(default=1000, gt=0)  # a typical latency, until health observes one
+    tags: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _known_names(self) -> ModelSpec:
+        if self.provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {self.provider!r}; expected one of {', '.join(PROVIDERS)}")
+        unknown = set(self.capabilities) - set(CAPABILITIES)
+        if unknown:
+            raise ValueError(f"unknown capabilities {sorted(unknown)}; expected some of {CAPABILITIES}")
+        return self
+
+
+class DeploymentSpec(BaseModel):
+    """Where a model is served: an endpoint, the key's variable and its rate limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    weight: float = Field(default=1.0, gt=0)
+    # Provider-specific: Azure's api_version and deployment, Bedrock's region, a model id
+    # that differs from the catalog's (Bedrock ARNs, Azure deployment names).
+    api_version: str | None = None
+    region: str | None = None
+    provider_model: str | None = None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A deployment joined with its model, as routing and workers use it."""
+
+    spec: DeploymentSpec
+    model: ModelSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def provider(self) -> str:
+        return self.model.provider
+
+    @property
+    def provider_model(self) -> str:
+        return self.spec.provider_model or self.model.id
+
+    @property
+    def api_key_env(self) -> str | None:
+        if self.spec.api_key_env is not None:
+            return self.spec.api_key_env
+        return DEFAULT_KEY_ENV.get(self.provider)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    models: dict[str, ModelSpec]
+    deployments: dict[str, Deployment]
+    source: str = "<memory>"
+    by_model: dict[str, list[Deployment]] = field(default_factory=dict)
+
+    def model(self, model_id: str) -> ModelSpec | None:
+        return self.models.get(model_id)
+
+    def deployment(self, name: str) -> Deployment | None:
+        return self.deployments.get(name)
+
+    def deployments_of(self, model_id: str) -> list[Deployment]:
+        return self.by_model.get(model_id, [])
+
+    def providers(self) -> list[str]:
+        return sorted({m.provider for m in self.models.values()})
+
+
+def catalog_from_dict(data: dict[str, Any], source: str = "<memory>") -> Catalog:
+    """Validate a parsed catalog. Every model must have at least one deployment."""
+    unknown_top = set(data) - {"models", "deployments"}
+    if unknown_top:
+        raise CatalogError(f"{source}: unknown top-level keys {sorted(unknown_top)}")
+    models: dict[str, ModelSpec] = {}
+    for i, raw in enumerate(data.get("models", [])):
+        try:
+            spec = ModelSpec.model_validate(raw)
+        except ValidationError as exc:
+            raise CatalogError(f"{source}: models[{i}] ({raw.get('id', '?')}): {_first_error(exc)}") from None
+        if spec.id in models:
+            raise CatalogError(f"{source}: models[{i}]: duplicate model id {spec.id!r}")
+        models[spec.id] = spec
+    if not models:
+        raise CatalogError(f"{source}: no models declared")
+    deployments: dict[str, Deployment] = {}
+    by_model: dict[str, list[Deployment]] = {}
+    for i, raw in enumerate(data.get("deployments", [])):
+        try:
+            dspec = DeploymentSpec.model_validate(raw)
+        except ValidationError as exc:
+            raise CatalogError(
+                f"{source}: deployments[{i}] ({raw.get('name', '?')}): {_first_error(exc)}"
+            ) from None
+        if dspec.name in deployments:
+            raise CatalogError(f"{source}: deployments[{i}]: duplicate deployment name {dspec.name!r}")
+        model = models.get(dspec.model)
+        if model is None:
+            raise CatalogError(f"{source}: deployments[{i}] ({dspec.name}): unknown model {dspec.model!r}")
+        dep = Deployment(dspec, model)
+        deployments[dspec.name] = dep
+        by_model.setdefault(model.id, []).append(dep)
+    orphans = sorted(set(models) - set(by_model))
+    if orphans:
+        raise CatalogError(f"{source}: models with no deployment: {orphans}")
+    return Catalog(models=models, deployments=deployments, source=source, by_model=by_model)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "value"
+    return f"{where}: {err['msg']}"
+
+
+def load_catalog(path: str | Path | None = None) -> Catalog:
+    """Read and validate a catalog file; `None` means `$LLMQUEUE_CATALOG` or the default."""
+    chosen = Path(path or os.environ.get("LLMQUEUE_CATALOG") or DEFAULT_CATALOG_PATH)
+    try:
+        data = tomllib.loads(chosen.read_text())
+    except FileNotFoundError:
+        raise CatalogError(f"{chosen}: catalog file not found (set LLMQUEUE_CATALOG to a TOML file)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{chosen}: not valid TOML: {exc}") from None
+    return catalog_from_dict(data, str(chosen))
+
+
+@cache
+def _cached(path: str) -> Catalog:
+    return load_catalog(path)
+
+
+def get_catalog() -> Catalog:
+    """The process's catalog, loaded once per file path."""
+    return _cached(os.environ.get("LLMQUEUE_CATALOG") or str(DEFAULT_CATALOG_PATH))

@@ -1,0 +1,89 @@
+"""What a provider adapter is, and how a deployment becomes a concrete endpoint to call.
+
+An adapter is one small module in this package holding one class that satisfies
+`Provider`: it is built once per deployment (building SDK clients is costly, so the worker
+caches them), and its `complete` translates one `ChatRequest` into its SDK's call and the
+answer back into a `ChatResponse`, raising only the errors in `errors.py`. The adapter never
+retries: the SDK's own retries are off and the worker owns retry and failover.
+
+`resolve_target` decides where a deployment's calls go: the real provider when its key is in
+the environment, the built-in emulator when it is not and the emulator is enabled, or a
+`MissingCredentials` error naming the variable to set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from llmqueue.types import ChatRequest, ChatResponse
+from routing.catalog import Deployment
+from workers.providers.errors import MissingCredentials
+
+TextSink = Callable[[str], Awaitable[None]]
+
+EMULATOR_KEY = "emulator-key-not-secret"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A deployment resolved to an endpoint. `api_key` is never logged or stored."""
+
+    deployment: Deployment
+    base_url: str | None
+    api_key: str | None
+    timeout_s: float
+    emulated: bool
+
+    def __repr__(self) -> str:  # keep the key out of every log line and traceback
+        return (
+            f"Target(deployment={self.deployment.name!r}, base_url={self.base_url!r}, "
+            f"emulated={self.emulated})"
+        )
+
+
+class Provider(Protocol):
+    """One provider's adapter. See the module docstring."""
+
+    name: ClassVar[str]
+    emulator_path: ClassVar[str]  # where the emulator serves this provider's wire format
+
+    def __init__(self, target: Target) -> None: ...
+
+    async def complete(self, request: ChatRequest, *, on_text: TextSink | None = None) -> ChatResponse:
+        """Make one call. With `on_text`, stream and hand each text delta to it as it arrives."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def resolve_target(
+    deployment: Deployment,
+    *,
+    emulator_url: str | None,
+    emulator_mode: str = "auto",
+    timeout_s: float = 120.0,
+    emulator_path: str = "",
+    environ: dict[str, str] | None = None,
+) -> Target:
+    """Where this deployment's calls go.
+
+    emulator_mode: "always" sends every call to the emulator; "never" never does;
+    "auto" does so only for a deployment whose key variable is unset.
+    """
+    env = os.environ if environ is None else environ
+    key_env = deployment.api_key_env
+    key = env.get(key_env) if key_env else None
+    use_emulator = emulator_url is not None and (
+        emulator_mode == "always" or (emulator_mode == "auto" and key_env is not None and not key)
+    )
+    if use_emulator:
+        assert emulator_url is not None
+        return Target(deployment, emulator_url.rstrip("/") + emulator_path, EMULATOR_KEY, timeout_s, True)
+    if key_env and not key:
+        raise MissingCredentials(
+            f"deployment {deployment.name!r} needs an API key: set the environment variable {key_env}"
+        )
+    return Target(deployment, deployment.spec.base_url, key, timeout_s, False)
