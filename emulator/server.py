@@ -39,7 +39,6 @@ FORMAT_MODULES = (
 def build_app(emu: Emulator | None = None) -> web.Application:
     emu = emu or Emulator()
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app["emulator"] = emu
     for name in FORMAT_MODULES:
         try:
             module = importlib.import_module(name)
