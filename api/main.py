@@ -1,0 +1,45 @@
+"""The FastAPI application: routes per resource, one error shape, OpenAPI docs at /docs.
+
+The API validates, writes and enqueues; it never calls a provider.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from routing.catalog import get_catalog
+
+# Route modules, each exposing `router`. Resources added by later work register here.
+ROUTE_MODULES = (
+    "api.routes.health",
+    "api.routes.jobs",
+    "api.routes.models",
+    "api.routes.providers",
+    "api.routes.stats",
+    "api.routes.files",
+    "api.routes.batches",
+    "api.routes.openai_compat",
+)
+
+
+def create_app() -> FastAPI:
+    get_catalog()  # a malformed catalog fails the start, not the first request
+    app = FastAPI(
+        title="llmqueue",
+        version="0.1.0",
+        description="Asynchronous, durable LLM generation jobs routed across providers. "
+        "Authenticate with `Authorization: Bearer <key>` (`llmqueue keys create`).",
+    )
+    install_error_handlers(app)
+    for name in ROUTE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,112 @@
+"""/v1/jobs: submit a generation job, read it, list, cancel and stream it."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from sqlalchemy import select
+
+from api.deps import OwnerDep, SessionDep
+from api.errors import ApiError
+from api.schemas.jobs import JobAccepted, JobCreate, JobList, JobPublic
+from api.streaming import job_event_stream
+from api.validation import check_routable
+from jobstore import transitions
+from jobstore.jobs import IdempotencyConflict, create_job, get_job, owner_spend
+from jobstore.models import Job
+from routing.catalog import get_catalog
+from workers.tasks import enqueue_dispatch
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+@router.post("", status_code=202, response_model=JobAccepted,
+             responses={409: {"description": "Idempotency-Key reused with a different request"},
+                        422: {"description": "Invalid request, unknown model, or nothing can serve it"}})
+def submit_job(
+    body: JobCreate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    owner: OwnerDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JobAccepted:
+    """Accept a job: validate it, store it, commit, then hand its id to the dispatcher."""
+    budget = None
+    if owner.budget_usd is not None:
+        budget = owner.budget_usd - owner_spend(session, owner.id)
+    decision = check_routable(body, get_catalog(), budget)
+    deadline = datetime.now(UTC) + timedelta(seconds=body.deadline_s) if body.deadline_s else None
+    try:
+        job, created = create_job(
+            session, owner_id=owner.id, request=body.chat_request(), model=body.model,
+            strategy=decision.strategy, routing=body.routing_options(), metadata=body.metadata,
+            stream=body.stream, idempotency_key=idempotency_key, deadline_at=deadline,
+        )
+        session.commit()
+    except IdempotencyConflict as exc:
+        session.rollback()
+        raise ApiError(409, str(exc), param="Idempotency-Key", code="idempotency_conflict") from None
+    if created:
+        enqueue_dispatch([job.id])
+    url = f"{base_url(request)}/v1/jobs/{job.id}"
+    response.headers["Location"] = url
+    return JobAccepted(id=job.id, status=job.status, url=url, created=created)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses={404: {"description": "No such job for this key"}})
+def read_job(job_id: str, request: Request, session: SessionDep, owner: OwnerDep) -> JobPublic:
+    job = get_job(session, job_id, owner.id)
+    if job is None:
+        raise ApiError(404, f"no job {job_id!r} for this API key", param="job_id", code="job_not_found")
+    return JobPublic.of(job, base_url(request))
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    request: Request,
+    session: SessionDep,
+    owner: OwnerDep,
+    status: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    before: Annotated[str | None, Query(description="A job id: list jobs created before it")] = None,
+) -> JobList:
+    query = select(Job).where(Job.owner_id == owner.id)
+    if status:
+        query = query.where(Job.status == status)
+    if before:
+        anchor = get_job(session, before, owner.id)
+        if anchor is None:
+            raise ApiError(422, f"unknown job id {before!r} in 'before'", param="before")
+        query = query.where(Job.created_at < anchor.created_at)
+    rows = list(session.scalars(query.order_by(Job.created_at.desc()).limit(limit + 1)))
+    return JobList(data=[JobPublic.of(j, base_url(request)) for j in rows[:limit]], has_more=len(rows) > limit)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel(job_id: str, request: Request, session: SessionDep, owner: OwnerDep) -> JobPublic:
+    """Cancel an open job. A call already in flight finishes (and is billed) but does not revive it."""
+    job = get_job(session, job_id, owner.id)
+    if job is None:
+        raise ApiError(404, f"no job {job_id!r} for this API key", param="job_id", code="job_not_found")
+    transitions.cancel_job(session, job_id, datetime.now(UTC))
+    session.commit()
+    session.refresh(job)
+    return JobPublic.of(job, base_url(request))
+
+
+@router.get("/{job_id}/stream", responses={200: {"content": {"text/event-stream": {}}}})
+def stream_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Response:
+    """Server-Sent Events: `delta` events with text as it is generated, then one `done`."""
+    job = get_job(session, job_id, owner.id)
+    if job is None:
+        raise ApiError(404, f"no job {job_id!r} for this API key", param="job_id", code="job_not_found")
+    return job_event_stream(job_id)

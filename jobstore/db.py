@@ -1,0 +1,61 @@
+"""Engines and sessions for the job store, one engine per database URL per process.
+
+SQLite (the embedded default) gets WAL and a busy timeout so the API and worker processes
+can share one file; Postgres gets a pool sized for a threaded worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from llmqueue.settings import get_settings
+
+
+@cache
+def engine_for(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_size=20, max_overflow=80, pool_pre_ping=True, pool_recycle=1800)
+
+
+def get_engine() -> Engine:
+    return engine_for(get_settings().sqlalchemy_url)
+
+
+@cache
+def _sessionmaker(url: str) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine_for(url), expire_on_commit=False)
+
+
+def session_factory() -> sessionmaker[Session]:
+    return _sessionmaker(get_settings().sqlalchemy_url)
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """A session whose work commits on success and rolls back on any error."""
+    session = session_factory()()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

@@ -1,0 +1,140 @@
+"""The `llmqueue` command: run the services, manage keys, and the demo.
+
+Service commands (`migrate`, `api`, `worker`, `emulator`) are what docker-compose and
+Flower's users run; `demo` runs the whole pipeline embedded on one machine.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from decimal import Decimal, InvalidOperation
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from workers.queues import ALL_QUEUES
+
+app = typer.Typer(
+    help="llmqueue: asynchronous, durable LLM jobs routed across providers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the job store's schema (Alembic) at DATABASE_URL."""
+    from jobstore.migrate import upgrade
+    from llmqueue.settings import get_settings
+
+    upgrade()
+    console.print(f"schema is at head on {_redact(get_settings().sqlalchemy_url)}")
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", access_log=False)
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(
+        "--queues", "-Q",
+        help="Comma-separated queues: dispatch, provider.openai, provider.anthropic, ... or 'all'.")] = "all",
+    concurrency: Annotated[int, typer.Option(
+        "--concurrency", "-c", help="Calls in flight per process (threads).")] = 200,
+    name: Annotated[str | None, typer.Option(help="Celery node name.")] = None,
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "WARNING",
+) -> None:
+    """Run a Celery worker for the dispatcher and/or provider queues (thread pool)."""
+    chosen = list(ALL_QUEUES) if queues == "all" else [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = [q for q in chosen if q not in ALL_QUEUES]
+    if unknown:
+        _fail(f"unknown queue(s) {unknown}; choose from: {', '.join(ALL_QUEUES)} (or 'all')")
+    from workers.celery_app import app as celery_app
+
+    argv = ["worker", "-Q", ",".join(chosen), "-P", "threads", "-c", str(concurrency), "--loglevel", loglevel,
+            "--without-gossip", "--without-mingle"]
+    if name:
+        argv += ["-n", name]
+    celery_app.worker_main(argv)
+
+
+@app.command()
+def emulator(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+) -> None:
+    """Run the provider emulator (OpenAI, Anthropic, Gemini, ... wire formats)."""
+    from emulator.server import serve
+
+    console.print(f"provider emulator on http://{host}:{port} (control: /_emulator/config)")
+    serve(host, port)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
+    budget: Annotated[str | None, typer.Option(help="Spend limit in USD, e.g. 25.00.")] = None,
+) -> None:
+    """Create an API key. The secret is printed once; only its hash is stored."""
+    from jobstore.db import transaction
+    from jobstore.jobs import create_api_key
+
+    budget_usd = None
+    if budget is not None:
+        try:
+            budget_usd = Decimal(budget)
+        except InvalidOperation:
+            _fail(f"--budget must be a number of USD like 25.00, not {budget!r}")
+    with transaction() as session:
+        key, secret = create_api_key(session, name, budget_usd)
+        key_id = key.id
+    err.print(f"created key {key_id} ({name}); store the secret now, it is not shown again:")
+    print(secret)
+
+
+@app.command()
+def demo(
+    docs: Annotated[str, typer.Option(help="Folder of .txt/.md documents to summarise.")] = "examples",
+    latency_ms: Annotated[float, typer.Option(help="Emulated provider latency.")] = 400,
+) -> None:
+    """Summarise the sample documents through the whole pipeline, embedded: no services needed."""
+    from llmqueue.demo import run_demo
+
+    sys.exit(run_demo(docs, latency_ms))
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Process settings from the environment, validated once at start.
+
+With nothing set, llmqueue runs embedded: SQLite files under `.llmqueue/` (or
+`$LLMQUEUE_HOME`), kombu's SQLAlchemy transport as the broker, and the built-in emulator
+for any provider whose key is missing. `DATABASE_URL` switches the job store to Postgres,
+`CELERY_BROKER_URL` (or `REDIS_URL`) the broker to Redis, and `REDIS_URL` turns on shared
+health, rate-limit and streaming state.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMQUEUE_", extra="ignore")
+
+    home: Path = Field(default=Path(".llmqueue"))
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
+    broker_url: str | None = Field(default=None, validation_alias=AliasChoices("CELERY_BROKER_URL"))
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL"))
+    redis_prefix: str = "llmq:"
+    # Where the built-in emulator listens, and when calls go to it: "auto" (deployments
+    # whose key is unset), "always" (tests, benchmarks) or "never".
+    emulator_url: str | None = None
+    emulator_mode: str = "auto"
+    catalog: str | None = None
+    provider_timeout_s: float = Field(default=120.0, gt=0)
+    # Longer than any call: a message unacked this long is handed to another worker.
+    visibility_timeout_s: int = Field(default=3600, gt=0)
+    retries_per_deployment: int = Field(default=4, ge=0)
+    retry_base_s: float = Field(default=1.0, gt=0)
+    retry_max_s: float = Field(default=60.0, gt=0)
+    max_wait_for_cooldown_s: float = Field(default=900.0, ge=0)
+    api_base_url: str = "http://127.0.0.1:8000"
+
+    @field_validator("emulator_mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        if value not in ("auto", "always", "never"):
+            raise ValueError("LLMQUEUE_EMULATOR_MODE must be auto, always or never")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The job store's URL, with Postgres URLs pinned to the psycopg 3 driver."""
+        url = self.database_url or f"sqlite:///{(self.home / 'llmqueue.db').resolve()}"
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+    @property
+    def celery_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        if self.redis_url:
+            return self.redis_url
+        return f"sqla+sqlite:///{(self.home / 'broker.db').resolve()}"
+
+
+@cache
+def get_settings() -> Settings:
+    settings = Settings()
+    if settings.embedded:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    return settings

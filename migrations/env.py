@@ -1,0 +1,39 @@
+"""Alembic environment: the job store's metadata, and the URL from llmqueue's settings."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Connection
+
+from jobstore.db import engine_for
+from jobstore.models import Base
+from llmqueue.settings import get_settings
+
+target_metadata = Base.metadata
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    url = context.config.get_main_option("sqlalchemy.url") or get_settings().sqlalchemy_url
+    connectable = engine_for(url)
+    with connectable.connect() as connection:
+        _run(connection)
+        connection.commit()
+
+
+if context.is_offline_mode():
+    context.configure(url=get_settings().sqlalchemy_url, target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    run_migrations_online()

@@ -1,0 +1,170 @@
+"""Hard filters: which deployments may serve a request at all, and why the others may not.
+
+`score_deployments` attaches to each deployment the facts every filter and strategy needs
+(input tokens counted for its provider, expected output tokens, estimated cost). Each
+filter is one small function returning a human-readable exclusion reason or None;
+`first_exclusion` runs them in `FILTERS` order. The breaker filter runs last, so a
+deployment it excludes is one that is *only* waiting for its cooldown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from routing.catalog import Deployment
+from routing.costs import estimate_cost, expected_output_tokens
+from routing.health import DeploymentHealth
+from routing.tokens import count_request_tokens
+
+if TYPE_CHECKING:
+    from routing.router import RoutingRequest
+
+BREAKER = "breaker"
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A deployment with its request-specific estimates. `group` orders manual fallbacks."""
+
+    deployment: Deployment
+    input_tokens: int
+    output_tokens: int  # expected: max_tokens when given, else a typical answer length
+    estimated_cost_usd: Decimal
+    group: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.deployment.name
+
+    @property
+    def model_id(self) -> str:
+        return self.deployment.model.id
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    deployment: str
+    model: str
+    reason: str  # e.g. "context: 130000 input + 4000 max_tokens > 128000 window"
+    filter: str = ""  # the filter's name: capabilities, context, budget, breaker, ...
+
+
+def score_deployments(pool: Iterable[tuple[Deployment, int]], req: RoutingRequest) -> list[Scored]:
+    """Estimate tokens and cost of `req` on each (deployment, group); tokens counted once per provider."""
+    tokens: dict[str, int] = {}
+    scored = []
+    for dep, group in pool:
+        if dep.provider not in tokens:
+            tokens[dep.provider] = count_request_tokens(req.request, dep.provider)
+        n_in = tokens[dep.provider]
+        n_out = expected_output_tokens(dep.model, req.request.max_tokens, n_in)
+        scored.append(Scored(dep, n_in, n_out, estimate_cost(dep.model, n_in, n_out), group))
+    return scored
+
+
+Filter = Callable[["Scored", "RoutingRequest", "DeploymentHealth | None", float], "str | None"]
+FILTERS: dict[str, Filter] = {}
+
+
+def _filter(name: str) -> Callable[[Filter], Filter]:
+    def register(fn: Filter) -> Filter:
+        FILTERS[name] = fn
+        return fn
+
+    return register
+
+
+def _usd(value: Decimal) -> str:
+    return f"${value:f}"
+
+
+@_filter("failover")
+def failed_over(s: Scored, req: RoutingRequest, health: DeploymentHealth | None, now: float) -> str | None:
+    return "failover: already tried for this job" if s.name in req.exclude else None
+
+
+@_filter("capabilities")
+def capabilities(s: Scored, req: RoutingRequest, health: DeploymentHealth | None, now: float) -> str | None:
+    needed = set(req.request.required_capabilities())
+    if req.stream:
+        needed.add("streaming")
+    missing = sorted(needed - set(s.deployment.model.capabilities))
+    if not missing:
+        return None
+    return f"capabilities: request needs {', '.join(sorted(needed))}; model lacks {', '.join(missing)}"
+
+
+@_filter("max_output")
+def max_output(s: Scored, req: RoutingRequest, health: DeploymentHealth | None, now: float) -> str | None:
+    max_tokens, limit = req.request.max_tokens, s.deployment.model.max_output_tokens
+    if max_tokens is not None and max_tokens > limit:
+        return f"max_output: {max_tokens} max_tokens > {limit} max output tokens"
+    return None
+
+
+@_filter("context")
+def context(s: Scored, req: RoutingRequest, health: DeploymentHealth | None, now: float) -> str | None:
+    window = s.deployment.model.context_window
+    max_tokens = req.request.max_tokens
+    out, label = (
+        (max_tokens, "max_tokens") if max_tokens is not None else (s.output_tokens, "expected output")
+    )
+    if s.input_tokens + out > window:
+        return f"context: {s.input_tokens} input + {out} {label} > {window} window"
+    return None
+
+
+@_filter("quality")
+def quality_floor(s: Scored, req: RoutingRequest, health: DeploymentHealth | None, now: float) -> str | None:
+    quality = s.deployment.model.quality
+    if req.min_quality is not None and quality < req.min_quality:
+        return f"quality: {quality:g} < min_quality {req.min_quality:g}"
+    return None
+
+
+@_filter("cost_ceiling")
+def cost_ceiling(s: Scored, req: RoutingRequest, health: DeploymentHealth | None, now: float) -> str | None:
+    if req.max_cost_usd is not None and s.estimated_cost_usd > req.max_cost_usd:
+        return f"cost_ceiling: estimate {_usd(s.estimated_cost_usd)} > max_cost_usd {_usd(req.max_cost_usd)}"
+    return None
+
+
+@_filter("budget")
+def budget(s: Scored, req: RoutingRequest, health: DeploymentHealth | None, now: float) -> str | None:
+    remaining = req.budget_remaining_usd
+    if remaining is not None and s.estimated_cost_usd > remaining:
+        return f"budget: estimate {_usd(s.estimated_cost_usd)} > remaining budget {_usd(remaining)}"
+    return None
+
+
+def breaker_blocks(health: DeploymentHealth | None, now: float) -> bool:
+    """Open and still cooling down. Half-open stays eligible: the store admits a few probes."""
+    return (
+        health is not None
+        and health.breaker == "open"
+        and health.open_until is not None
+        and now < health.open_until
+    )
+
+
+@_filter(BREAKER)
+def breaker(s: Scored, req: RoutingRequest, health: DeploymentHealth | None, now: float) -> str | None:
+    if health is None or not breaker_blocks(health, now):
+        return None
+    assert health.open_until is not None
+    return f"breaker: open until {health.open_until:.3f} ({health.open_until - now:.1f} s from now)"
+
+
+def first_exclusion(
+    s: Scored, req: RoutingRequest, health: Mapping[str, DeploymentHealth], now: float
+) -> Exclusion | None:
+    """The first filter that rejects `s`, as an Exclusion, or None when it is eligible."""
+    h = health.get(s.name)
+    for name, fn in FILTERS.items():
+        reason = fn(s, req, h, now)
+        if reason is not None:
+            return Exclusion(s.name, s.model_id, reason, name)
+    return None

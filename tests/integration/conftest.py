@@ -1,0 +1,184 @@
+"""The real stack for integration tests: a fresh Postgres database migrated by Alembic,
+Redis, the API served by uvicorn over HTTP, and Celery workers in their own processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import redis
+import uvicorn
+
+from emulator.server import free_port
+from tests.conftest import PG_ADMIN_URL, TEST_DB, EmulatorHandle
+
+ENDED = ("succeeded", "failed", "cancelled")
+
+
+@pytest.fixture(scope="session")
+def database() -> Iterator[str]:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{TEST_DB}"')
+    from jobstore.migrate import upgrade
+
+    upgrade()
+    yield os.environ["DATABASE_URL"]
+    from jobstore.db import get_engine
+
+    get_engine().dispose()
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_clean() -> Iterator[None]:
+    yield
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    for key in client.scan_iter(match=os.environ["LLMQUEUE_REDIS_PREFIX"] + "*", count=1000):
+        client.delete(key)
+
+
+class WorkerProcess:
+    """`llmqueue worker` in a child process: a real Celery worker on the real broker."""
+
+    def __init__(self, queues: str = "all", concurrency: int = 50, env: dict[str, str] | None = None) -> None:
+        self.queues = queues
+        self.concurrency = concurrency
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.log: list[str] = []
+
+    def start(self, timeout: float = 40) -> WorkerProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llmqueue.cli", "worker", "-Q", self.queues, "-c", str(self.concurrency),
+             "--loglevel", "INFO", "--name", f"w{time.monotonic_ns()}@%h"],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.log.append(line)
+                if " ready." in line:
+                    ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(timeout):
+            self.stop()
+            raise RuntimeError("worker did not become ready:\n" + "".join(self.log[-40:]))
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class ApiServer:
+    def __init__(self) -> None:
+        from api.main import create_app
+
+        self.port = free_port()
+        config = uvicorn.Config(create_app(), host="127.0.0.1", port=self.port, log_level="warning",
+                                access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ApiServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz").status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("API did not start")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@dataclass
+class Stack:
+    api_url: str
+    key: str
+    emulator: EmulatorHandle
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {self.key}"},
+                                   timeout=30)
+
+    def submit(self, body: dict[str, Any], **headers: str) -> httpx.Response:
+        return self.client.post("/v1/jobs", json=body, headers=headers)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        r = self.client.get(f"/v1/jobs/{job_id}")
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+        return data
+
+    def wait(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["status"] in ENDED:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
+            time.sleep(0.1)
+
+
+def make_key(name: str = "test") -> str:
+    from jobstore.db import transaction
+    from jobstore.jobs import create_api_key
+
+    with transaction() as session:
+        _, secret = create_api_key(session, name)
+    return secret
+
+
+@pytest.fixture(scope="session")
+def api_server(database: str, redis_clean: None) -> Iterator[ApiServer]:
+    server = ApiServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(database: str, redis_clean: None, emulator_server: Any) -> Iterator[WorkerProcess]:
+    proc = WorkerProcess().start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def stack(api_server: ApiServer, worker: WorkerProcess, emulator: EmulatorHandle) -> Stack:
+    return Stack(api_server.url, make_key(), emulator)

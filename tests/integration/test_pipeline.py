@@ -1,0 +1,26 @@
+"""One job through the whole real pipeline: HTTP API, Postgres, Redis broker, a Celery
+worker process, the openai SDK and the emulator over HTTP."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from tests.integration.conftest import Stack
+
+HELLO = {"messages": [{"role": "user", "content": "Summarise: the quick brown fox."}], "model": "gpt-4o-mini"}
+
+
+def test_job_succeeds_with_result_usage_and_cost(stack: Stack) -> None:
+    r = stack.submit(HELLO)
+    assert r.status_code == 202, r.text
+    accepted = r.json()
+    assert accepted["url"].endswith(f"/v1/jobs/{accepted['id']}")
+    job = stack.wait(accepted["id"])
+    assert job["status"] == "succeeded", job
+    assert "the quick brown fox" in job["result"]
+    assert job["provider"] == "openai" and job["model"] == "gpt-4o-mini"
+    assert job["usage"]["input_tokens"] > 0 and job["usage"]["output_tokens"] > 0
+    expected = (Decimal(job["usage"]["input_tokens"]) * Decimal("0.15")
+                + Decimal(job["usage"]["output_tokens"]) * Decimal("0.60")) / Decimal(1_000_000)
+    assert Decimal(job["cost_usd"]) == expected.quantize(Decimal("0.00000001"))
+    assert len(job["attempts"]) == 1 and job["attempts"][0]["status"] == "succeeded"

@@ -1,0 +1,208 @@
+"""The Anthropic adapter through the real anthropic SDK against the emulator over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from emulator.core import count_tokens
+from llmqueue.types import ChatRequest, FinishReason
+from routing.catalog import get_catalog
+from tests.conftest import EmulatorHandle
+from workers.providers import adapter_class, errors
+from workers.providers.anthropic import AnthropicProvider, to_anthropic_params
+from workers.providers.base import resolve_target
+
+DEPLOYMENT = "anthropic/claude-haiku-4-5"
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def provider(emulator: EmulatorHandle) -> AnthropicProvider:
+    dep = get_catalog().deployment(DEPLOYMENT)
+    assert dep is not None
+    target = resolve_target(
+        dep, emulator_url=emulator.url, emulator_mode="always", emulator_path=AnthropicProvider.emulator_path
+    )
+    return AnthropicProvider(target)
+
+
+async def complete(p: AnthropicProvider, request: ChatRequest, sink=None):  # type: ignore[no-untyped-def]
+    try:
+        return await p.complete(request, on_text=sink)
+    finally:
+        await p.aclose()
+
+
+def req(**kw) -> ChatRequest:  # type: ignore[no-untyped-def]
+    kw.setdefault("messages", [{"role": "user", "content": "Tell me about the sea"}])
+    return ChatRequest.model_validate(kw)
+
+
+TOOLS = [{"function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+def test_registry_finds_the_adapter() -> None:
+    assert adapter_class("anthropic") is AnthropicProvider
+
+
+def test_plain_text_with_usage(emulator: EmulatorHandle) -> None:
+    r = run(complete(provider(emulator), req()))
+    assert "Tell me about the sea" in r.text
+    assert "claude-haiku-4-5" in r.text
+    assert r.finish_reason is FinishReason.STOP
+    assert r.usage.input_tokens == count_tokens("Tell me about the sea") + 4
+    assert r.usage.output_tokens == count_tokens(r.text)
+    assert r.usage.cached_input_tokens == 0
+    assert r.provider_request_id and r.provider_request_id.startswith("req_")
+    assert r.model == "claude-haiku-4-5"
+    assert "anthropic-ratelimit-requests-limit" in r.rate_limit_headers
+    assert len(emulator.calls(provider="anthropic")) == 1
+
+
+def test_system_prompt_and_multi_turn(emulator: EmulatorHandle) -> None:
+    messages = [
+        {"role": "system", "content": "Be brief"},
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "first answer"},
+        {"role": "user", "content": "second question"},
+    ]
+    params = to_anthropic_params(req(messages=messages), "claude-haiku-4-5", 64000)
+    assert params["system"] == "Be brief"
+    assert [m["role"] for m in params["messages"]] == ["user", "assistant", "user"]
+    r = run(complete(provider(emulator), req(messages=messages)))
+    assert "second question" in r.text
+    texts = ["Be brief", "first question", "first answer", "second question"]
+    assert r.usage.input_tokens == sum(count_tokens(t) + 4 for t in texts)
+
+
+def test_max_tokens_truncates_with_length(emulator: EmulatorHandle) -> None:
+    r = run(complete(provider(emulator), req(max_tokens=3)))
+    assert r.finish_reason is FinishReason.LENGTH
+    assert r.usage.output_tokens == 3
+
+
+def test_tool_call_round_trip(emulator: EmulatorHandle) -> None:
+    first = run(complete(provider(emulator), req(tools=TOOLS)))
+    assert first.finish_reason is FinishReason.TOOL_CALLS
+    call = first.tool_calls[0]
+    assert call.id.startswith("toolu_")
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "example"}
+    second = run(complete(provider(emulator), req(tools=TOOLS, messages=[
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
+    ])))
+    assert second.finish_reason is FinishReason.STOP
+    assert "sunny, 21C" in second.text
+
+
+def test_tool_choice_none_answers_in_text(emulator: EmulatorHandle) -> None:
+    r = run(complete(provider(emulator), req(tools=TOOLS, tool_choice="none")))
+    assert r.finish_reason is FinishReason.STOP and not r.tool_calls
+
+
+def test_json_mode_by_instruction(emulator: EmulatorHandle) -> None:
+    request = req(response_format={"type": "json_object"})
+    assert "JSON object" in to_anthropic_params(request, "m", 10)["system"]
+    r = run(complete(provider(emulator), request))
+    assert isinstance(json.loads(r.text), dict)
+
+
+def test_image_input_base64_and_url(emulator: EmulatorHandle) -> None:
+    request = req(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "what is in these pictures"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+    ]}])
+    blocks = to_anthropic_params(request, "m", 10)["messages"][0]["content"]
+    assert blocks[1]["source"] == {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+    assert blocks[2]["source"] == {"type": "url", "url": "https://example.com/cat.jpg"}
+    r = run(complete(provider(emulator), request))
+    assert r.usage.input_tokens > 2 * 85
+
+
+def test_streaming_delivers_deltas(emulator: EmulatorHandle) -> None:
+    got: list[str] = []
+
+    async def sink(delta: str) -> None:
+        got.append(delta)
+
+    r = run(complete(provider(emulator), req(), sink))
+    assert len(got) > 3
+    assert "".join(got) == r.text
+    assert r.finish_reason is FinishReason.STOP
+    assert r.usage.input_tokens == count_tokens("Tell me about the sea") + 4
+    assert r.usage.output_tokens == count_tokens(r.text)
+    assert r.provider_request_id
+    assert "anthropic-ratelimit-requests-limit" in r.rate_limit_headers
+
+
+def test_streaming_tool_call(emulator: EmulatorHandle) -> None:
+    async def sink(delta: str) -> None:
+        raise AssertionError("a tool call streams no text")
+
+    r = run(complete(provider(emulator), req(tools=TOOLS), sink))
+    assert r.finish_reason is FinishReason.TOOL_CALLS
+    assert json.loads(r.tool_calls[0].function.arguments) == {"city": "example"}
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ({"status": 429, "retry_after": 2.5}, errors.RateLimited),
+        ({"status": 400, "code": "insufficient_quota"}, errors.QuotaExhausted),
+        ({"status": 529}, errors.Transient),
+        ({"status": 500}, errors.Transient),
+        ({"status": 503}, errors.Transient),
+        ({"status": 400, "message": "bad temperature"}, errors.InvalidRequest),
+        ({"status": 400, "code": "context_length_exceeded", "message": "too long"}, errors.ContextTooLong),
+        ({"status": 400, "code": "content_filter", "message": "filtered"}, errors.ContentFiltered),
+        ({"status": 401}, errors.AuthError),
+        ({"status": 403}, errors.AuthError),
+    ],
+)
+def test_errors_are_mapped(emulator: EmulatorHandle, script: dict, expected: type) -> None:  # type: ignore[type-arg]
+    emulator.configure({"anthropic": {"script": [script]}})
+    with pytest.raises(expected) as info:
+        run(complete(provider(emulator), req()))
+    assert type(info.value) is expected
+    assert info.value.status_code == script["status"]
+    assert info.value.provider_request_id
+    if expected is errors.RateLimited:
+        assert info.value.retry_after == 2.5
+    if script.get("message"):
+        assert script["message"] in info.value.message
+
+
+def test_streaming_errors_are_mapped(emulator: EmulatorHandle) -> None:
+    emulator.configure({"anthropic": {"script": [{"status": 429, "retry_after": 1}]}})
+
+    async def sink(delta: str) -> None:
+        pass
+
+    with pytest.raises(errors.RateLimited) as info:
+        run(complete(provider(emulator), req(), sink))
+    assert info.value.retry_after == 1
+
+
+def test_connection_refused_is_transient() -> None:
+    dep = get_catalog().deployment(DEPLOYMENT)
+    assert dep is not None
+    target = resolve_target(dep, emulator_url="http://127.0.0.1:9", emulator_mode="always",
+                            emulator_path=AnthropicProvider.emulator_path)
+    with pytest.raises(errors.Transient):
+        run(complete(AnthropicProvider(target), req()))
+
+
+def test_missing_key_names_the_variable() -> None:
+    dep = get_catalog().deployment(DEPLOYMENT)
+    assert dep is not None
+    with pytest.raises(errors.MissingCredentials, match="ANTHROPIC_API_KEY"):
+        resolve_target(dep, emulator_url=None, environ={})

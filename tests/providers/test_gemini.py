@@ -1,0 +1,215 @@
+"""The Gemini adapter through the real google-genai SDK against the emulator over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from google.genai import types
+
+from llmqueue.types import ChatRequest, ChatResponse, FinishReason
+from routing.catalog import get_catalog
+from tests.conftest import EmulatorHandle
+from workers.providers import adapter_class, errors
+from workers.providers.base import TextSink, resolve_target
+from workers.providers.gemini import GeminiProvider, from_gemini_response, usage_from_gemini
+
+TOOLS = [{"function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+def provider(url: str, deployment: str = "gemini/gemini-2.5-flash") -> GeminiProvider:
+    dep = get_catalog().deployment(deployment)
+    assert dep is not None
+    target = resolve_target(dep, emulator_url=url, emulator_mode="always", emulator_path=GeminiProvider.emulator_path)
+    return GeminiProvider(target)
+
+
+def complete(url: str, request: ChatRequest, sink: TextSink | None = None, **kw: Any) -> ChatResponse:
+    async def go() -> ChatResponse:
+        p = provider(url, **kw)
+        try:
+            return await p.complete(request, on_text=sink)
+        finally:
+            await p.aclose()
+
+    return asyncio.run(go())
+
+
+def req(**kw: Any) -> ChatRequest:
+    kw.setdefault("messages", [{"role": "user", "content": "Tell me about the sea"}])
+    return ChatRequest.model_validate(kw)
+
+
+def test_registry_finds_the_adapter() -> None:
+    assert adapter_class("gemini") is GeminiProvider
+
+
+def test_plain_text_with_usage(emulator: EmulatorHandle) -> None:
+    r = complete(emulator.url, req())
+    assert "Tell me about the sea" in r.text
+    assert r.finish_reason is FinishReason.STOP
+    assert r.usage.input_tokens > 0
+    # gemini-2.5-flash thinks by default: thoughts are output tokens and reported as reasoning
+    assert r.usage.reasoning_tokens > 0 and r.usage.output_tokens > r.usage.reasoning_tokens
+    assert r.provider_request_id and r.model == "gemini-2.5-flash"
+    assert emulator.calls(provider="gemini")[0]["model"] == "gemini-2.5-flash"
+
+
+def test_lite_model_reports_no_thinking(emulator: EmulatorHandle) -> None:
+    r = complete(emulator.url, req(), deployment="gemini/gemini-2.5-flash-lite")
+    assert r.usage.reasoning_tokens == 0 and r.usage.output_tokens > 0
+
+
+def test_system_prompt_and_multi_turn(emulator: EmulatorHandle) -> None:
+    r = complete(emulator.url, req(messages=[
+        {"role": "system", "content": "Be brief"},
+        {"role": "developer", "content": "Use plain words"},
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "first answer"},
+        {"role": "user", "content": "second question"},
+    ]))
+    assert "second question" in r.text
+
+
+def test_tool_call_round_trip(emulator: EmulatorHandle) -> None:
+    first = complete(emulator.url, req(tools=TOOLS, tool_choice="auto"))
+    assert first.finish_reason is FinishReason.TOOL_CALLS
+    call = first.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "example"}
+    assert call.id
+    second = complete(emulator.url, req(tools=TOOLS, messages=[
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
+    ]))
+    assert second.finish_reason is FinishReason.STOP
+    assert "sunny, 21C" in second.text
+
+
+def test_tool_choice_none_answers_in_text(emulator: EmulatorHandle) -> None:
+    r = complete(emulator.url, req(tools=TOOLS, tool_choice="none"))
+    assert r.tool_calls == [] and r.finish_reason is FinishReason.STOP
+
+
+def test_json_mode(emulator: EmulatorHandle) -> None:
+    r = complete(emulator.url, req(response_format={"type": "json_object"}))
+    assert isinstance(json.loads(r.text), dict)
+
+
+def test_json_schema(emulator: EmulatorHandle) -> None:
+    schema = {"type": "object", "properties": {"title": {"type": "string"}, "year": {"type": "integer"}}}
+    r = complete(emulator.url, req(response_format={"type": "json_schema",
+                                                   "json_schema": {"name": "book", "schema": schema}}))
+    assert json.loads(r.text) == {"title": "example", "year": 42}
+
+
+def test_image_input(emulator: EmulatorHandle) -> None:
+    r = complete(emulator.url, req(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "what is in this picture"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+    ]}]))
+    assert r.usage.input_tokens > 2 * 85
+
+
+def test_bad_image_data_is_invalid(emulator: EmulatorHandle) -> None:
+    with pytest.raises(errors.InvalidRequest):
+        complete(emulator.url, req(messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,not base64!"}}]}]))
+
+
+def test_streaming_delivers_deltas(emulator: EmulatorHandle) -> None:
+    got: list[str] = []
+
+    async def sink(delta: str) -> None:
+        got.append(delta)
+
+    r = complete(emulator.url, req(), sink)
+    assert len(got) > 3
+    assert "".join(got) == r.text
+    assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0
+    assert r.provider_request_id and r.finish_reason is FinishReason.STOP
+
+
+def test_streaming_tool_call(emulator: EmulatorHandle) -> None:
+    async def sink(delta: str) -> None:
+        raise AssertionError("a tool call has no text")
+
+    r = complete(emulator.url, req(tools=TOOLS), sink)
+    assert r.finish_reason is FinishReason.TOOL_CALLS
+    assert json.loads(r.tool_calls[0].function.arguments) == {"city": "example"}
+
+
+def test_usage_counts_cache_and_thoughts() -> None:
+    meta = types.GenerateContentResponseUsageMetadata(
+        prompt_token_count=1000, cached_content_token_count=800, candidates_token_count=50,
+        thoughts_token_count=30, tool_use_prompt_token_count=5,
+    )
+    u = usage_from_gemini(meta)
+    assert (u.input_tokens, u.cached_input_tokens, u.output_tokens, u.reasoning_tokens) == (1005, 800, 80, 30)
+
+
+def test_safety_finish() -> None:
+    def response(parts: list[dict[str, Any]]) -> Any:
+        return types.GenerateContentResponse.model_validate({"candidates": [
+            {"content": {"role": "model", "parts": parts}, "finish_reason": "SAFETY"}]})
+
+    with pytest.raises(errors.ContentFiltered):
+        from_gemini_response(response([]))
+    partial = from_gemini_response(response([{"text": "Once upon"}]))
+    assert partial.finish_reason is FinishReason.CONTENT_FILTER and partial.text == "Once upon"
+
+
+ERROR_CASES = [
+    ({"status": 429, "retry_after": 2.5}, errors.RateLimited),
+    ({"status": 429, "code": "insufficient_quota",
+      "message": "You exceeded your current quota, please check your plan and billing details."},
+     errors.QuotaExhausted),
+    ({"status": 500}, errors.Transient),
+    ({"status": 503}, errors.Transient),
+    ({"status": 400, "message": "Invalid value at 'generation_config.temperature'"}, errors.InvalidRequest),
+    ({"status": 400, "code": "context_length_exceeded"}, errors.ContextTooLong),
+    ({"status": 400, "code": "content_filter"}, errors.ContentFiltered),
+    ({"status": 401}, errors.AuthError),
+    ({"status": 403, "message": "Permission denied on resource project"}, errors.AuthError),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+@pytest.mark.parametrize(("script", "expected"), ERROR_CASES)
+def test_errors_are_mapped(emulator: EmulatorHandle, script: dict[str, Any], expected: type, stream: bool) -> None:
+    emulator.configure({"gemini": {"script": [script]}})
+
+    async def sink(delta: str) -> None:
+        pass
+
+    with pytest.raises(expected) as info:
+        complete(emulator.url, req(), sink if stream else None)
+    assert type(info.value) is expected
+    if expected is errors.RateLimited:
+        assert info.value.retry_after == 2.5
+    if script.get("message"):
+        assert script["message"] in info.value.message
+
+
+def test_rate_limit_without_retry_info(emulator: EmulatorHandle) -> None:
+    emulator.configure({"gemini": {"script": [{"status": 429}]}})
+    with pytest.raises(errors.RateLimited) as info:
+        complete(emulator.url, req())
+    assert info.value.retry_after is None
+
+
+def test_connection_refused_is_transient() -> None:
+    with pytest.raises(errors.Transient):
+        complete("http://127.0.0.1:9", req())
+
+
+def test_missing_key_names_the_variable() -> None:
+    dep = get_catalog().deployment("gemini/gemini-2.5-flash")
+    assert dep is not None
+    with pytest.raises(errors.MissingCredentials, match="GEMINI_API_KEY"):
+        resolve_target(dep, emulator_url=None, environ={})

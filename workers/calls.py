@@ -1,0 +1,180 @@
+"""One provider call for one attempt: claim it, call, classify, record, decide what next.
+
+`run_attempt` is a plain function; the Celery task in `tasks.py` sends what it returns.
+The attempt is claimed with a lease a little longer than the provider timeout, so a
+redelivered message for a call still in flight waits instead of calling twice, and one
+for a worker that died (SIGKILL) takes the call over once the lease has run out.
+What each error class leads to is `errors.action_for`'s decision, not this module's.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from jobstore import transitions
+from jobstore.db import transaction
+from jobstore.models import Attempt, AttemptStatus, Job, JobStatus
+from llmqueue.settings import Settings, get_settings
+from llmqueue.types import ChatRequest, ChatResponse
+from routing.catalog import Catalog, Deployment, get_catalog
+from routing.costs import settle_cost
+from workers import health, streams
+from workers.call_loop import get_call_loop
+from workers.next_step import NextStep, Nothing, SendAttempt, SendDispatch
+from workers.providers.errors import Action, ProviderError, Transient, action_for
+
+log = logging.getLogger(__name__)
+LEASE_MARGIN_S = 15.0
+_rng = random.Random()
+
+
+def backoff_seconds(retry_number: int, retry_after: float | None, settings: Settings, rng: random.Random) -> float:
+    """The provider's Retry-After when it sent one (plus up to 10% so a crowd of retries
+    does not land at once); else exponential backoff with equal jitter, capped."""
+    if retry_after is not None:
+        return retry_after * (1 + 0.1 * rng.random())
+    ceiling = min(settings.retry_max_s, settings.retry_base_s * 2 ** max(0, retry_number - 1))
+    return ceiling / 2 + rng.random() * ceiling / 2
+
+
+def consecutive_failures_on(job: Job, deployment: str) -> int:
+    """Failed attempts on this deployment since the job last moved to it."""
+    count = 0
+    for attempt in sorted(job.attempts, key=lambda a: a.number, reverse=True):
+        if attempt.deployment != deployment:
+            break
+        if attempt.status == AttemptStatus.FAILED:
+            count += 1
+    return count
+
+
+def run_attempt(attempt_id: str, *, catalog: Catalog | None = None, settings: Settings | None = None) -> NextStep:
+    catalog = catalog or get_catalog()
+    settings = settings or get_settings()
+    token = uuid.uuid4().hex
+    now = datetime.now(UTC)
+    lease = now + timedelta(seconds=settings.provider_timeout_s + LEASE_MARGIN_S)
+    with transaction() as session:
+        attempt = session.get(Attempt, attempt_id)
+        if attempt is None:
+            return Nothing(f"attempt {attempt_id} not found")
+        job = session.get(Job, attempt.job_id)
+        assert job is not None
+        if job.status in (JobStatus.CANCELLED, JobStatus.SUCCEEDED, JobStatus.FAILED):
+            return Nothing(f"job is {job.status}")
+        if attempt.status in (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.CANCELLED):
+            return _repair(job)
+        if not transitions.claim_attempt(session, attempt_id, token, now, lease):
+            held = attempt.lease_until
+            wait = (_aware(held) - now).total_seconds() + 1 if held else 5.0
+            return SendAttempt(attempt_id, attempt.provider, max(1.0, wait))
+        request = ChatRequest.model_validate(job.request)
+        stream = job.stream
+        job_id = job.id
+    deployment = catalog.deployment(attempt.deployment)
+    if deployment is None:
+        return _finish_failure(attempt, token, ProviderError(f"deployment {attempt.deployment!r} left the catalog"),
+                               Action.FAILOVER, None, settings)
+    if not health.admit(deployment.name, time.time()):
+        return _finish_failure(attempt, token, Transient("circuit breaker open"), Action.FAILOVER, None, settings)
+    started = time.perf_counter()
+    try:
+        response = _call(deployment, request, job_id if stream else None, settings)
+    except ProviderError as exc:
+        latency = (time.perf_counter() - started) * 1000
+        health.record_failure(deployment.name, time.time(), exc)
+        return _finish_failure(attempt, token, exc, action_for(exc), latency, settings)
+    latency = (time.perf_counter() - started) * 1000
+    health.record_success(deployment.name, time.time(), latency)
+    outcome = transitions.CallOutcome(
+        text=response.text,
+        tool_calls=[c.model_dump(mode="json") for c in response.tool_calls] or None,
+        finish_reason=response.finish_reason.value,
+        input_tokens=response.usage.input_tokens,
+        output_tokens=response.usage.output_tokens,
+        cached_input_tokens=response.usage.cached_input_tokens,
+        reasoning_tokens=response.usage.reasoning_tokens,
+        cost_usd=settle_cost(deployment.model, response.usage),
+        latency_ms=round(latency, 2),
+        provider_request_id=response.provider_request_id,
+        rate_limit_headers=response.rate_limit_headers,
+    )
+    with transaction() as session:
+        written = transitions.record_success(session, attempt, token, outcome, datetime.now(UTC))
+    if stream:
+        streams.publish(job_id, "done", "succeeded")
+    return Nothing("succeeded" if written else "lost the claim; result discarded")
+
+
+def _call(deployment: Deployment, request: ChatRequest, stream_job: str | None, settings: Settings) -> ChatResponse:
+    loop = get_call_loop()
+
+    async def go() -> ChatResponse:
+        adapter = await loop.adapter(
+            deployment,
+            emulator_url=settings.emulator_url,
+            emulator_mode=settings.emulator_mode,
+            timeout_s=settings.provider_timeout_s,
+        )
+        if stream_job is None:
+            return await adapter.complete(request)
+
+        async def sink(delta: str) -> None:
+            streams.publish(stream_job, "delta", delta)
+
+        return await adapter.complete(request, on_text=sink)
+
+    return loop.run(go(), timeout=settings.provider_timeout_s + LEASE_MARGIN_S / 2)
+
+
+def _finish_failure(
+    attempt: Attempt, token: str, error: ProviderError, action: Action, latency: float | None, settings: Settings
+) -> NextStep:
+    now = datetime.now(UTC)
+    with transaction() as session:
+        job = session.get(Job, attempt.job_id)
+        assert job is not None
+        failures = consecutive_failures_on(job, attempt.deployment) + 1
+        if action is Action.RETRY and failures > settings.retries_per_deployment:
+            action = Action.FAILOVER
+        error_type = f"failover:{error.kind}" if action is Action.FAILOVER else error.kind
+        if not transitions.record_failure(
+            session, attempt, token, error_type=error_type, message=error.message,
+            retry_after_s=error.retry_after, latency_ms=latency, now=now,
+        ):
+            return Nothing("lost the claim")
+        log.info("attempt %s on %s: %s -> %s", attempt.id, attempt.deployment, error.kind, action.value)
+        if action is Action.FAIL:
+            transitions.fail_job(session, job.id, error_type=error.kind, message=error.message, now=now)
+            if job.stream:
+                streams.publish(job.id, "done", "failed")
+            return Nothing("failed")
+        if action is Action.RETRY:
+            countdown = backoff_seconds(failures, error.retry_after, settings, _rng)
+            retry = transitions.schedule_retry(session, attempt, now + timedelta(seconds=countdown))
+            if retry is None:
+                return Nothing("job closed")
+            return SendAttempt(retry.id, retry.provider, countdown)
+        if transitions.requeue(session, job.id):
+            return SendDispatch(job.id)
+        return Nothing("job closed")
+
+
+def _repair(job: Job) -> NextStep:
+    """A redelivered message for a finished attempt: resend whatever its commit promised
+    (a crash between commit and send would otherwise strand the job)."""
+    if job.status == JobStatus.QUEUED:
+        return SendDispatch(job.id)
+    latest = max(job.attempts, key=lambda a: a.number, default=None)
+    if latest is not None and latest.status == AttemptStatus.PENDING:
+        wait = (_aware(latest.not_before) - datetime.now(UTC)).total_seconds() if latest.not_before else 0.0
+        return SendAttempt(latest.id, latest.provider, max(0.0, wait))
+    return Nothing("attempt already finished")
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

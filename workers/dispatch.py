@@ -1,0 +1,131 @@
+"""The dispatcher: route a queued job to a deployment and hand it to that provider's queue.
+
+`dispatch_job` is a plain function (the Celery task in `tasks.py` only sends what it
+returns). It is safe to run twice for one job: the queued -> dispatched transition is
+conditional, and a job found dispatched with its attempt still pending (a crash between
+commit and send) has that attempt sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy.orm import Session
+
+from jobstore import transitions
+from jobstore.db import transaction
+from jobstore.jobs import owner_spend
+from jobstore.models import ApiKey, AttemptStatus, Job, JobStatus
+from llmqueue.settings import get_settings
+from llmqueue.types import ChatRequest
+from routing.catalog import Catalog, get_catalog
+from routing.router import NoRoute, RoutingError, RoutingRequest, route
+from workers.health import health_snapshot, next_rotation
+from workers.next_step import NextStep, Nothing, SendAttempt, SendDispatch
+
+log = logging.getLogger(__name__)
+
+_rng = random.Random()
+
+
+def routing_request_for(job: Job, *, exclude: frozenset[str], budget: Decimal | None) -> RoutingRequest:
+    options = job.routing or {}
+    max_cost = options.get("max_cost_usd")
+    return RoutingRequest(
+        request=ChatRequest.model_validate(job.request),
+        model=job.model_requested,
+        strategy=job.strategy,
+        fallbacks=tuple(options.get("fallbacks") or ()),
+        cost_weight=float(options.get("cost_weight", 0.6)),
+        min_quality=options.get("min_quality"),
+        max_cost_usd=Decimal(str(max_cost)) if max_cost is not None else None,
+        budget_remaining_usd=budget,
+        exclude=exclude,
+        stream=bool(job.stream),
+    )
+
+
+def failed_over_deployments(job: Job) -> frozenset[str]:
+    """Deployments this job already gave up on (their attempts ended in a failover)."""
+    return frozenset(a.deployment for a in job.attempts if a.error_type and a.error_type.startswith("failover:"))
+
+
+def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime | None = None) -> NextStep:
+    catalog = catalog or get_catalog()
+    now = now or datetime.now(UTC)
+    with transaction() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return Nothing(f"job {job_id} not found")
+        if job.status == JobStatus.DISPATCHED:
+            pending = transitions.latest_attempt(session, job_id)
+            if pending is not None and pending.status == AttemptStatus.PENDING:
+                return SendAttempt(pending.id, pending.provider)
+            return Nothing("already dispatched")
+        if job.status != JobStatus.QUEUED:
+            return Nothing(f"job is {job.status}")
+        if job.deadline_at is not None and _aware(job.deadline_at) <= now:
+            transitions.fail_job(session, job_id, error_type="deadline_exceeded",
+                                 message="the job's deadline passed before any deployment could serve it",
+                                 now=now)
+            return Nothing("deadline exceeded")
+        if job.not_before is not None and _aware(job.not_before) > now:
+            return SendDispatch(job_id, (_aware(job.not_before) - now).total_seconds())
+        owner = session.get(ApiKey, job.owner_id)
+        budget = None
+        if owner is not None and owner.budget_usd is not None:
+            budget = owner.budget_usd - owner_spend(session, owner.id)
+        req = routing_request_for(job, exclude=failed_over_deployments(job), budget=budget)
+        names = list(catalog.deployments)
+        try:
+            decision = route(
+                req,
+                catalog,
+                health_snapshot(names, now.timestamp()),
+                now=now.timestamp(),
+                rng=_rng,
+                rotation=next_rotation("round_robin") if (job.strategy == "round_robin") else 0,
+            )
+        except NoRoute as exc:
+            transitions.fail_job(session, job_id, error_type="no_route", message=str(exc), now=now)
+            return Nothing("no route")
+        except RoutingError as exc:
+            transitions.fail_job(session, job_id, error_type="routing_error", message=str(exc), now=now)
+            return Nothing("routing error")
+        if not decision.candidates:
+            return _wait_for_cooldown(session, job, decision.retry_at, now)
+        chosen = decision.candidates[0].deployment
+        attempt = transitions.begin_dispatch(
+            session,
+            job_id,
+            provider=chosen.provider,
+            model=chosen.model.id,
+            deployment=chosen.name,
+            explanation=decision.explanation(),
+        )
+        if attempt is None:
+            return Nothing("raced: job no longer queued")
+        return SendAttempt(attempt.id, attempt.provider)
+
+
+def _wait_for_cooldown(session: Session, job: Job, retry_at: float | None, now: datetime) -> NextStep:
+    """Every candidate is cooling down: wait for the earliest to reopen, up to the deadline."""
+    limit = now + timedelta(seconds=get_settings().max_wait_for_cooldown_s)
+    if job.deadline_at is not None:
+        limit = min(limit, _aware(job.deadline_at))
+    wake = datetime.fromtimestamp(retry_at, UTC) if retry_at else now + timedelta(seconds=5)
+    if wake > limit:
+        transitions.fail_job(
+            session, job.id, error_type="all_deployments_down",
+            message="every eligible deployment is cooling down past the job's deadline", now=now,
+        )
+        return Nothing("cooldown past deadline")
+    transitions.requeue(session, job.id, not_before=wake)
+    return SendDispatch(job.id, max(0.05, (wake - now).total_seconds()))
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

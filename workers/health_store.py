@@ -1,0 +1,120 @@
+"""The shared, Redis-backed health of every deployment, and the round-robin counter.
+
+Every worker process reads and updates the same state: one JSON `HealthState` per deployment
+at `{prefix}health:{deployment}`. Each update is an optimistic transaction (WATCH the key,
+read, apply the pure transition from `routing/health.py`, MULTI/SET/EXEC, retry when another
+process wrote in between), so concurrent updates from many processes are never lost.
+Round-robin rotation is a Redis INCR at `{prefix}rr:{key}`. Time is always passed in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import redis
+from redis.client import Pipeline
+
+from routing import health as h
+from routing.health import BreakerPolicy, DeploymentHealth, HealthState
+
+T = TypeVar("T")
+
+
+class HealthStore:
+    """Breaker state and latency stats per deployment, shared through Redis under `prefix`."""
+
+    def __init__(
+        self,
+        redis: redis.Redis,
+        prefix: str = "llmqueue:",
+        policy: BreakerPolicy = h.DEFAULT_POLICY,
+        ttl_s: int = 7 * 24 * 3600,
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.policy = policy
+        self.ttl_s = ttl_s  # a deployment nobody called for this long starts afresh
+
+    def key(self, deployment: str) -> str:
+        return f"{self.prefix}health:{deployment}"
+
+    @staticmethod
+    def _decode(raw: Any) -> HealthState:
+        if raw is None:
+            return HealthState()
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        data: dict[str, Any] = json.loads(text)
+        return HealthState.from_dict(data)
+
+    def _update(self, deployment: str, change: Callable[[HealthState], tuple[T, HealthState]]) -> T:
+        """Apply `change` to the stored state atomically; writes only when the state changed."""
+        key = self.key(deployment)
+        pipe: Pipeline
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    state = self._decode(pipe.get(key))
+                    result, new = change(state)
+                    pipe.multi()
+                    if new != state:
+                        pipe.set(key, json.dumps(new.to_dict()), ex=self.ttl_s)
+                    pipe.execute()
+                    return result
+                except redis.WatchError:
+                    continue
+
+    def state(self, deployment: str) -> HealthState:
+        return self._decode(self.redis.get(self.key(deployment)))
+
+    def record_success(self, deployment: str, latency_ms: float, now: float) -> DeploymentHealth:
+        """A call succeeded; returns the deployment's health after it."""
+
+        def change(state: HealthState) -> tuple[DeploymentHealth, HealthState]:
+            new = h.record_success(state, now, latency_ms, self.policy)
+            return h.snapshot(new, now, self.policy), new
+
+        return self._update(deployment, change)
+
+    def record_failure(
+        self, deployment: str, now: float, retry_after: float | None = None
+    ) -> DeploymentHealth:
+        """A call failed in a way that is the deployment's fault; returns its health after it."""
+
+        def change(state: HealthState) -> tuple[DeploymentHealth, HealthState]:
+            new = h.record_failure(state, now, self.policy, retry_after)
+            return h.snapshot(new, now, self.policy), new
+
+        return self._update(deployment, change)
+
+    def admit(self, deployment: str, now: float) -> bool:
+        """May a call go to `deployment` now? Counts the call as a probe when half-open."""
+        return self._update(deployment, lambda state: h.admit(state, now, self.policy))
+
+    def snapshot(self, names: Iterable[str], now: float) -> dict[str, DeploymentHealth]:
+        """The health of each named deployment (a deployment never seen is healthy)."""
+        names = list(names)
+        if not names:
+            return {}
+        raws: list[Any] = self.redis.mget([self.key(n) for n in names])
+        return {
+            n: h.snapshot(self._decode(raw), now, self.policy) for n, raw in zip(names, raws, strict=True)
+        }
+
+    def next_rotation(self, key: str) -> int:
+        """The next value of a counter shared by every process (round robin's position)."""
+        return int(self.redis.incr(f"{self.prefix}rr:{key}"))
+
+    def reset(self) -> None:
+        """Forget every deployment's health and every rotation counter under this prefix."""
+        for pattern in (f"{self.prefix}health:*", f"{self.prefix}rr:*"):
+            batch: list[Any] = []
+            for key in self.redis.scan_iter(match=pattern, count=500):
+                batch.append(key)
+                if len(batch) >= 500:
+                    self.redis.delete(*batch)
+                    batch.clear()
+            if batch:
+                self.redis.delete(*batch)

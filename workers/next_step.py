@@ -1,0 +1,31 @@
+"""What a task asks to be sent after its transaction commits.
+
+The plain functions in `dispatch.py` and `calls.py` commit their state change and return
+one of these; the thin tasks in `tasks.py` send it. Enqueueing only after the commit means
+a message never names a row that does not exist yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SendAttempt:
+    attempt_id: str
+    provider: str
+    countdown: float = 0.0
+
+
+@dataclass(frozen=True)
+class SendDispatch:
+    job_id: str
+    countdown: float = 0.0
+
+
+@dataclass(frozen=True)
+class Nothing:
+    reason: str
+
+
+NextStep = SendAttempt | SendDispatch | Nothing

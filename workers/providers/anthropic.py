@@ -1,0 +1,306 @@
+"""Anthropic's Messages API through the official `anthropic` SDK.
+
+`AnthropicProvider` owns the translation between our OpenAI-shaped request and Anthropic's:
+system and developer messages become the `system` prompt, assistant tool calls become
+`tool_use` blocks and tool messages `tool_result` blocks in a user turn, images become
+`image` blocks (base64 from data: URLs, `url` sources otherwise). Anthropic has no JSON mode,
+so `json_object` is asked for in the system prompt; `json_schema` uses the API's structured
+output (`output_config.format`). `max_tokens` is required by the API and defaults to the
+model's output limit from the catalog. `seed` has no Anthropic equivalent and is dropped;
+`top_p` is sent only without `temperature` (current Claude models reject both together), and
+`temperature` is capped at Anthropic's maximum of 1.
+
+The SDK's retries are off (`max_retries=0`): the worker owns retries. The client uses the
+SDK's aiohttp transport, as the OpenAI adapter does, and is built once per deployment.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import anthropic
+
+from llmqueue.types import (
+    ChatRequest,
+    ChatResponse,
+    FinishReason,
+    FunctionCall,
+    Message,
+    ToolCall,
+    Usage,
+    pick_rate_limit_headers,
+)
+from workers.providers.base import Target, TextSink
+from workers.providers.errors import (
+    AuthError,
+    ContentFiltered,
+    ContextTooLong,
+    InvalidRequest,
+    ProviderError,
+    QuotaExhausted,
+    RateLimited,
+    Transient,
+    parse_retry_after,
+    status_error,
+)
+
+FINISH_REASONS = {
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "pause_turn": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "model_context_window_exceeded": FinishReason.LENGTH,
+    "tool_use": FinishReason.TOOL_CALLS,
+    "refusal": FinishReason.CONTENT_FILTER,
+}
+
+JSON_INSTRUCTION = (
+    "Respond with a single valid JSON object and nothing else: no prose, no code fences."
+)
+
+
+def _image_block(url: str) -> dict[str, Any]:
+    if url.startswith("data:"):
+        header, _, data = url.partition(",")
+        media_type = header.removeprefix("data:").split(";")[0] or "image/png"
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _user_blocks(message: Message) -> list[dict[str, Any]]:
+    if isinstance(message.content, str):
+        return [{"type": "text", "text": message.content}]
+    blocks: list[dict[str, Any]] = []
+    for part in message.content or []:
+        if part.type == "text":
+            blocks.append({"type": "text", "text": part.text or ""})
+        elif part.image_url is not None:
+            blocks.append(_image_block(part.image_url.url))
+    return blocks
+
+
+def _assistant_blocks(message: Message) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    if message.text():
+        blocks.append({"type": "text", "text": message.text()})
+    for call in message.tool_calls or []:
+        try:
+            arguments = json.loads(call.function.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"tool call {call.id} has arguments that are not JSON: {exc}") from exc
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.function.name, "input": arguments})
+    return blocks
+
+
+def to_anthropic_params(request: ChatRequest, model: str, default_max_tokens: int) -> dict[str, Any]:
+    """Our request as keyword arguments for `messages.create`."""
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for message in request.messages:
+        if message.role in ("system", "developer"):
+            system.append(message.text())
+            continue
+        if message.role == "tool":
+            role = "user"
+            result = {"type": "tool_result", "tool_use_id": message.tool_call_id, "content": message.text()}
+            blocks = [result]
+        elif message.role == "assistant":
+            role, blocks = "assistant", _assistant_blocks(message)
+        else:
+            role, blocks = "user", _user_blocks(message)
+        if turns and turns[-1]["role"] == role:  # the API wants alternating turns
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    params: dict[str, Any] = {
+        "model": model,
+        "messages": turns,
+        "max_tokens": request.max_tokens or default_max_tokens,
+    }
+    fmt = request.response_format
+    if fmt is not None and fmt.type == "json_object":
+        system.append(JSON_INSTRUCTION)
+    elif fmt is not None and fmt.type == "json_schema" and fmt.json_schema is not None:
+        params["output_config"] = {"format": {"type": "json_schema", "schema": fmt.json_schema.schema_}}
+    if system:
+        params["system"] = "\n\n".join(system)
+    if request.stop:
+        params["stop_sequences"] = request.stop
+    sampling: dict[str, Any] = {}
+    if request.temperature is not None:
+        sampling["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is 0..1
+    elif request.top_p is not None:
+        sampling["top_p"] = request.top_p
+    if sampling:
+        params["extra_body"] = sampling
+    if request.tools:
+        params["tools"] = [
+            {"name": t.function.name, "description": t.function.description or "",
+             "input_schema": t.function.parameters}
+            for t in request.tools
+        ]
+        choice = _tool_choice(request.tool_choice)
+        if choice is not None:
+            params["tool_choice"] = choice
+    return params
+
+
+def _tool_choice(choice: Any) -> dict[str, Any] | None:
+    if choice is None:
+        return None
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        return {"type": "tool", "name": name} if name else {"type": "auto"}
+    return {"auto": {"type": "auto"}, "none": {"type": "none"}, "required": {"type": "any"}}[choice]
+
+
+def usage_from_anthropic(usage: Any) -> Usage:
+    """Anthropic's `input_tokens` leaves out cached tokens; ours counts every prompt token."""
+    if usage is None:
+        return Usage()
+    cache_read = getattr(usage, "cache_read_input_tokens", None) or 0
+    cache_write = getattr(usage, "cache_creation_input_tokens", None) or 0
+    return Usage(
+        input_tokens=(getattr(usage, "input_tokens", None) or 0) + cache_read + cache_write,
+        output_tokens=getattr(usage, "output_tokens", None) or 0,
+        cached_input_tokens=cache_read,
+    )
+
+
+def from_anthropic_message(message: Any, headers: Any = None) -> ChatResponse:
+    text: list[str] = []
+    calls: list[ToolCall] = []
+    for block in message.content:
+        if block.type == "text":
+            text.append(block.text)
+        elif block.type == "tool_use":
+            calls.append(ToolCall(id=block.id, function=FunctionCall(name=block.name, arguments=json.dumps(block.input))))
+    return ChatResponse(
+        text="".join(text),
+        tool_calls=calls,
+        finish_reason=FINISH_REASONS.get(message.stop_reason or "end_turn", FinishReason.STOP),
+        usage=usage_from_anthropic(message.usage),
+        provider_request_id=(headers.get("request-id") if headers is not None else None) or message.id,
+        rate_limit_headers=pick_rate_limit_headers(headers),
+        model=message.model,
+    )
+
+
+def map_anthropic_error(exc: Exception) -> ProviderError:
+    """Any exception the anthropic SDK raises, as one of our error classes."""
+    if isinstance(exc, anthropic.APITimeoutError):
+        return Transient(f"timed out: {exc}")
+    if isinstance(exc, anthropic.APIConnectionError):
+        return Transient(f"connection failed: {exc}")
+    if isinstance(exc, anthropic.APIStatusError):
+        headers = exc.response.headers
+        request_id = exc.request_id
+        retry_after = parse_retry_after(headers.get("retry-after"))
+        kind = str(exc.type or "")
+        message = str(exc.api_message or exc.message)
+        status = exc.status_code
+        lowered = message.lower()
+        args: dict[str, Any] = {"status_code": status, "provider_request_id": request_id}
+        if kind == "billing_error" or "credit balance" in lowered:
+            return QuotaExhausted(message, **args)
+        if "prompt is too long" in lowered:
+            return ContextTooLong(message, **args)
+        if "content filtering" in lowered:
+            return ContentFiltered(message, **args)
+        if kind in ("authentication_error", "permission_error"):
+            return AuthError(message, **args)
+        if kind == "rate_limit_error" or status == 429:
+            return RateLimited(message, retry_after=retry_after, **args)
+        if kind in ("overloaded_error", "api_error", "timeout_error") or status >= 500:
+            return Transient(message, retry_after=retry_after, **args)
+        return status_error(status, message, retry_after=retry_after, request_id=request_id)
+    if isinstance(exc, ValueError):  # the SDK's own argument checks
+        return InvalidRequest(str(exc))
+    if isinstance(exc, anthropic.AnthropicError):
+        return Transient(str(exc))
+    raise exc
+
+
+class AnthropicProvider:
+    """Anthropic's Messages API."""
+
+    name: ClassVar[str] = "anthropic"
+    emulator_path: ClassVar[str] = "/anthropic"  # the SDK appends /v1/messages
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.client = anthropic.AsyncAnthropic(
+            api_key=target.api_key,
+            base_url=target.base_url,
+            max_retries=0,
+            timeout=target.timeout_s,
+            http_client=anthropic.DefaultAioHttpClient(timeout=target.timeout_s),
+        )
+
+    async def complete(self, request: ChatRequest, *, on_text: TextSink | None = None) -> ChatResponse:
+        deployment = self.target.deployment
+        try:
+            params = to_anthropic_params(request, deployment.provider_model, deployment.model.max_output_tokens)
+            if on_text is None:
+                raw = await self.client.messages.with_raw_response.create(**params)
+                return from_anthropic_message(await raw.parse(), raw.headers)
+            return await self._stream(params, on_text)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise map_anthropic_error(exc) from exc
+
+    async def _stream(self, params: dict[str, Any], on_text: TextSink) -> ChatResponse:
+        raw = await self.client.messages.with_raw_response.create(**params, stream=True)
+        stream: Any = await raw.parse()
+        text: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        stop_reason = "end_turn"
+        usage: dict[str, int] = {}
+        message_id = model = None
+        async for event in stream:
+            if event.type == "message_start":
+                message_id, model = event.message.id, event.message.model
+                usage = _usage_fields(event.message.usage, usage)
+            elif event.type == "content_block_start" and event.content_block.type == "tool_use":
+                block = event.content_block
+                calls[event.index] = {"id": block.id, "name": block.name, "arguments": ""}
+            elif event.type == "content_block_delta":
+                if event.delta.type == "text_delta":
+                    text.append(event.delta.text)
+                    await on_text(event.delta.text)
+                elif event.delta.type == "input_json_delta" and event.index in calls:
+                    calls[event.index]["arguments"] += event.delta.partial_json
+            elif event.type == "message_delta":
+                stop_reason = event.delta.stop_reason or stop_reason
+                usage = _usage_fields(event.usage, usage)
+        return ChatResponse(
+            text="".join(text),
+            tool_calls=[
+                ToolCall(id=c["id"], function=FunctionCall(name=c["name"], arguments=c["arguments"] or "{}"))
+                for _, c in sorted(calls.items())
+            ],
+            finish_reason=FINISH_REASONS.get(stop_reason, FinishReason.STOP),
+            usage=usage_from_anthropic(SimpleNamespace(**usage)),
+            provider_request_id=raw.headers.get("request-id") or message_id,
+            rate_limit_headers=pick_rate_limit_headers(raw.headers),
+            model=model,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+def _usage_fields(usage: Any, seen: dict[str, int]) -> dict[str, int]:
+    """Stream usage comes in `message_start` and again (cumulative) in `message_delta`."""
+    merged = dict(seen)
+    for name in USAGE_FIELDS:
+        value = getattr(usage, name, None)
+        if value is not None:
+            merged[name] = value
+    return merged

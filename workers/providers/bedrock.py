@@ -1,0 +1,348 @@
+"""AWS Bedrock through boto3's `bedrock-runtime` Converse and ConverseStream APIs.
+
+Owns the translation between our OpenAI-shaped request and Converse: system and developer
+messages become `system` blocks; messages become `user`/`assistant` turns of content blocks
+(adjacent turns of one role merged, as Converse requires alternation); images become `image`
+blocks with raw bytes (http URLs are fetched, since Converse takes no URLs); tool calls and
+results become `toolUse` / `toolResult` blocks; a JSON schema becomes `outputConfig`. boto3 is
+synchronous, so every call runs on this adapter's own thread pool, and a stream is read one
+event per hop so each text delta reaches `on_text` as it arrives. The client is built once,
+with botocore's retries off (`total_max_attempts=1`) and its timeouts set. Against the
+emulator it gets dummy credentials and `endpoint_url`; otherwise the default AWS credential
+chain and the deployment's region.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar, TypeVar
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from llmqueue.types import (
+    ChatRequest,
+    ChatResponse,
+    ContentPart,
+    FinishReason,
+    FunctionCall,
+    Message,
+    ToolCall,
+    Usage,
+    pick_rate_limit_headers,
+)
+from workers.providers.base import Target, TextSink
+from workers.providers.errors import (
+    AuthError,
+    ContentFiltered,
+    ContextTooLong,
+    InvalidRequest,
+    ProviderError,
+    QuotaExhausted,
+    RateLimited,
+    Transient,
+    parse_retry_after,
+    status_error,
+)
+
+T = TypeVar("T")
+MAX_CONCURRENCY = 64  # threads, and botocore's connection pool, per deployment
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+_END = object()
+
+FINISH_REASONS = {
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "model_context_window_exceeded": FinishReason.LENGTH,
+    "tool_use": FinishReason.TOOL_CALLS,
+    "content_filtered": FinishReason.CONTENT_FILTER,
+    "guardrail_intervened": FinishReason.CONTENT_FILTER,
+}
+TRANSIENT = {
+    "ServiceUnavailableException", "InternalServerException", "ModelNotReadyException",
+    "ModelTimeoutException", "ModelStreamErrorException", "ModelErrorException", "InternalFailure",
+}
+AUTH = {
+    "AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException",
+    "ExpiredTokenException", "MissingAuthenticationTokenException", "IncompleteSignatureException",
+}
+CONTEXT_HINTS = ("too long", "too many tokens", "too many input tokens", "context window", "context length")
+FILTER_HINTS = ("content filter", "blocked by", "content policy")
+
+
+def _image_bytes(part: ContentPart, timeout_s: float) -> tuple[str, bytes]:
+    assert part.image_url is not None
+    url = part.image_url.url
+    if url.startswith("data:"):
+        header, _, payload = url.partition(",")
+        mime = header[5:].split(";")[0]
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidRequest(f"image data URL is not valid base64: {exc}") from None
+    else:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (http(s) only, below)
+                mime = resp.headers.get_content_type()
+                data = resp.read(MAX_IMAGE_BYTES + 1)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise InvalidRequest(f"could not fetch image {url[:200]!r}: {exc}") from None
+        if len(data) > MAX_IMAGE_BYTES:
+            raise InvalidRequest(f"image {url[:200]!r} is larger than {MAX_IMAGE_BYTES} bytes")
+    fmt = mime.removeprefix("image/").replace("jpg", "jpeg")
+    if fmt not in ("png", "jpeg", "gif", "webp"):
+        raise InvalidRequest(f"Bedrock takes png, jpeg, gif or webp images, not {mime!r}")
+    return fmt, data
+
+
+def _tool_result(message: Message) -> dict[str, Any]:
+    text = message.text()
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    content = [{"json": parsed}] if isinstance(parsed, dict) else [{"text": text or "(empty)"}]
+    return {"toolResult": {"toolUseId": message.tool_call_id, "content": content}}
+
+
+def _blocks(message: Message, timeout_s: float) -> list[dict[str, Any]]:
+    if message.role == "tool":
+        return [_tool_result(message)]
+    blocks: list[dict[str, Any]] = []
+    parts = message.content if isinstance(message.content, list) else None
+    if parts is None and message.content:
+        blocks.append({"text": message.content})
+    for part in parts or []:
+        if part.type == "text" and part.text:
+            blocks.append({"text": part.text})
+        elif part.type == "image_url":
+            fmt, data = _image_bytes(part, timeout_s)
+            blocks.append({"image": {"format": fmt, "source": {"bytes": data}}})
+    for tc in message.tool_calls or []:
+        args = json.loads(tc.function.arguments or "{}")
+        blocks.append({"toolUse": {"toolUseId": tc.id, "name": tc.function.name, "input": args}})
+    return blocks
+
+
+def to_bedrock_params(request: ChatRequest, model_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    """Keyword arguments for `converse` / `converse_stream`. May fetch http image URLs."""
+    system = [{"text": m.text()} for m in request.messages if m.role in ("system", "developer") and m.text()]
+    messages: list[dict[str, Any]] = []
+    for message in request.messages:
+        if message.role in ("system", "developer"):
+            continue
+        role = "assistant" if message.role == "assistant" else "user"
+        blocks = _blocks(message, timeout_s)
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": role, "content": blocks})
+    params: dict[str, Any] = {"modelId": model_id, "messages": messages}
+    if system:
+        params["system"] = system
+    inference = {
+        "maxTokens": request.max_tokens, "temperature": request.temperature,
+        "topP": request.top_p, "stopSequences": request.stop,
+    }
+    if any(v is not None for v in inference.values()):
+        params["inferenceConfig"] = {k: v for k, v in inference.items() if v is not None}
+    has_tool_blocks = any(m.role == "tool" or m.tool_calls for m in request.messages)
+    if request.tools and (request.tool_choice != "none" or has_tool_blocks):
+        tools = [{"toolSpec": {
+            "name": t.function.name,
+            **({"description": t.function.description} if t.function.description else {}),
+            "inputSchema": {"json": t.function.parameters},
+        }} for t in request.tools]
+        params["toolConfig"] = {"tools": tools}
+        choice = request.tool_choice
+        if choice == "required":
+            params["toolConfig"]["toolChoice"] = {"any": {}}
+        elif isinstance(choice, dict) and (choice.get("function") or {}).get("name"):
+            params["toolConfig"]["toolChoice"] = {"tool": {"name": choice["function"]["name"]}}
+    fmt = request.response_format
+    if fmt is not None and fmt.type == "json_object":
+        raise InvalidRequest("Bedrock Converse has no JSON mode; send a json_schema response_format instead")
+    if fmt is not None and fmt.type == "json_schema" and fmt.json_schema is not None:
+        schema = {"name": fmt.json_schema.name, "schema": json.dumps(fmt.json_schema.schema_)}
+        params["outputConfig"] = {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": schema}}}
+    return params
+
+
+def usage_from_bedrock(usage: dict[str, Any] | None) -> Usage:
+    if not usage:
+        return Usage()
+    cache_read = usage.get("cacheReadInputTokens") or 0
+    cache_write = usage.get("cacheWriteInputTokens") or 0
+    return Usage(
+        input_tokens=(usage.get("inputTokens") or 0) + cache_read + cache_write,
+        output_tokens=usage.get("outputTokens") or 0,
+        cached_input_tokens=cache_read,
+    )
+
+
+def _finish(stop_reason: str | None, text: str, calls: list[ToolCall], request_id: str | None) -> FinishReason:
+    finish = FINISH_REASONS.get(stop_reason or "end_turn", FinishReason.ERROR)
+    if finish is FinishReason.CONTENT_FILTER and not text and not calls:
+        raise ContentFiltered(f"Bedrock stopped on content policy: {stop_reason}", provider_request_id=request_id)
+    return finish
+
+
+def from_bedrock_response(response: dict[str, Any], model_id: str) -> ChatResponse:
+    meta = response.get("ResponseMetadata") or {}
+    blocks = ((response.get("output") or {}).get("message") or {}).get("content") or []
+    text = "".join(b["text"] for b in blocks if "text" in b)
+    calls = [
+        ToolCall(id=b["toolUse"]["toolUseId"],
+                 function=FunctionCall(name=b["toolUse"]["name"], arguments=json.dumps(b["toolUse"].get("input"))))
+        for b in blocks if "toolUse" in b
+    ]
+    return ChatResponse(
+        text=text,
+        tool_calls=calls,
+        finish_reason=_finish(response.get("stopReason"), text, calls, meta.get("RequestId")),
+        usage=usage_from_bedrock(response.get("usage")),
+        provider_request_id=meta.get("RequestId"),
+        rate_limit_headers=pick_rate_limit_headers(meta.get("HTTPHeaders")),
+        model=model_id,
+    )
+
+
+def map_bedrock_error(exc: Exception) -> ProviderError:
+    """Any exception boto3/botocore raises for a Converse call, as one of our error classes."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error") or {}
+        meta = exc.response.get("ResponseMetadata") or {}
+        raw_code = str(error.get("Code") or "")
+        code = raw_code[:1].upper() + raw_code[1:]  # stream exception events are camelCase
+        message = str(error.get("Message") or exc)
+        status = meta.get("HTTPStatusCode")
+        request_id = meta.get("RequestId")
+        lowered = message.lower()
+        kw: dict[str, Any] = {"status_code": status, "provider_request_id": request_id}
+        if code == "ThrottlingException":
+            headers = meta.get("HTTPHeaders") or {}
+            return RateLimited(message, retry_after=parse_retry_after(headers.get("retry-after")), **kw)
+        if code in TRANSIENT:
+            return Transient(message, **kw)
+        if code in AUTH:
+            return AuthError(message, **kw)
+        if code == "ServiceQuotaExceededException":
+            return QuotaExhausted(message, **kw)
+        if code == "ValidationException":
+            if any(hint in lowered for hint in CONTEXT_HINTS):
+                return ContextTooLong(message, **kw)
+            if any(hint in lowered for hint in FILTER_HINTS):
+                return ContentFiltered(message, **kw)
+            return InvalidRequest(message, **kw)
+        return status_error(status or 500, message, request_id=request_id)
+    if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
+        return AuthError(f"no usable AWS credentials: {exc}")
+    if isinstance(exc, botocore.exceptions.ParamValidationError):
+        return InvalidRequest(f"request rejected by botocore: {exc}")
+    if isinstance(exc, (botocore.exceptions.BotoCoreError, ConnectionError, TimeoutError)):
+        return Transient(f"{type(exc).__name__}: {exc}")
+    raise exc
+
+
+class BedrockProvider:
+    """Bedrock Runtime's Converse / ConverseStream."""
+
+    name: ClassVar[str] = "bedrock"
+    emulator_path: ClassVar[str] = "/bedrock"
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.model_id = target.deployment.provider_model
+        self.executor = ThreadPoolExecutor(max_workers=MAX_CONCURRENCY, thread_name_prefix="bedrock")
+        self.client = self.build_client(target)
+
+    def build_client(self, target: Target) -> Any:
+        config = Config(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=min(10.0, target.timeout_s),
+            read_timeout=target.timeout_s,
+            max_pool_connections=MAX_CONCURRENCY,
+        )
+        region = target.deployment.spec.region
+        if target.emulated:
+            session = boto3.session.Session(
+                aws_access_key_id="emulator", aws_secret_access_key=target.api_key or "emulator",
+                region_name=region or "us-east-1",
+            )
+            return session.client("bedrock-runtime", endpoint_url=target.base_url, config=config)
+        session = boto3.session.Session(region_name=region)
+        return session.client("bedrock-runtime", endpoint_url=target.base_url, config=config)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def complete(self, request: ChatRequest, *, on_text: TextSink | None = None) -> ChatResponse:
+        try:
+            params = await self._run(to_bedrock_params, request, self.model_id, self.target.timeout_s)
+            if on_text is None:
+                response = await self._run(lambda: self.client.converse(**params))
+                return from_bedrock_response(response, self.model_id)
+            return await self._stream(params, on_text)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise map_bedrock_error(exc) from exc
+
+    async def _stream(self, params: dict[str, Any], on_text: TextSink) -> ChatResponse:
+        response = await self._run(lambda: self.client.converse_stream(**params))
+        meta = response.get("ResponseMetadata") or {}
+        stream = response["stream"]
+        events = iter(stream)
+        text: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        stop_reason: str | None = None
+        usage: dict[str, Any] | None = None
+        try:
+            while (item := await self._run(next, events, _END)) is not _END:
+                assert isinstance(item, dict)
+                if "contentBlockStart" in item:
+                    start = item["contentBlockStart"]
+                    tool = (start.get("start") or {}).get("toolUse")
+                    if tool:
+                        calls[start["contentBlockIndex"]] = {"id": tool["toolUseId"], "name": tool["name"], "input": ""}
+                elif "contentBlockDelta" in item:
+                    delta = item["contentBlockDelta"]
+                    piece = delta["delta"]
+                    if piece.get("text"):
+                        text.append(piece["text"])
+                        await on_text(piece["text"])
+                    elif "toolUse" in piece and delta["contentBlockIndex"] in calls:
+                        calls[delta["contentBlockIndex"]]["input"] += piece["toolUse"].get("input") or ""
+                elif "messageStop" in item:
+                    stop_reason = item["messageStop"].get("stopReason")
+                elif "metadata" in item:
+                    usage = item["metadata"].get("usage")
+        finally:
+            stream.close()
+        joined = "".join(text)
+        tool_calls = [
+            ToolCall(id=c["id"], function=FunctionCall(name=c["name"], arguments=c["input"] or "{}"))
+            for _, c in sorted(calls.items())
+        ]
+        return ChatResponse(
+            text=joined,
+            tool_calls=tool_calls,
+            finish_reason=_finish(stop_reason, joined, tool_calls, meta.get("RequestId")),
+            usage=usage_from_bedrock(usage),
+            provider_request_id=meta.get("RequestId"),
+            rate_limit_headers=pick_rate_limit_headers(meta.get("HTTPHeaders")),
+            model=self.model_id,
+        )
+
+    async def aclose(self) -> None:
+        await self._run(self.client.close)
+        self.executor.shutdown(wait=False)

@@ -1,0 +1,357 @@
+"""Google Gemini (the Gemini Developer API) through the `google-genai` SDK's async client.
+
+Owns the translation between our OpenAI-shaped request and Gemini's `contents`: system and
+developer messages become `system_instruction`; assistant turns become `model` turns with
+`function_call` parts; tool results become `function_response` parts, named after the call
+they answer (Gemini matches results by name); images become `inline_data` (data: URLs) or
+`file_data` (http URLs); JSON mode is `response_mime_type` plus `response_json_schema`.
+Answers come back from `candidates[0]` and `usage_metadata` (thinking tokens count as output,
+as OpenAI counts reasoning tokens). A blocked prompt or a safety stop with nothing generated
+raises `ContentFiltered`. The SDK's retries are off (`HttpRetryOptions(attempts=1)`) and its
+timeout set; the worker owns retries.
+
+Not carried: Gemini's thought signatures on function calls (our `ToolCall` has no slot for
+them; Gemini 2.5 does not require them back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import mimetypes
+import re
+import uuid
+from typing import Any, ClassVar
+
+import aiohttp
+import httpx
+import pydantic
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from llmqueue.types import (
+    ChatRequest,
+    ChatResponse,
+    ContentPart,
+    FinishReason,
+    FunctionCall,
+    Message,
+    ToolCall,
+    Usage,
+    pick_rate_limit_headers,
+)
+from workers.providers.base import Target, TextSink
+from workers.providers.errors import (
+    AuthError,
+    ContentFiltered,
+    ContextTooLong,
+    InvalidRequest,
+    ProviderError,
+    QuotaExhausted,
+    RateLimited,
+    Transient,
+    status_error,
+)
+
+GENERATED_ID_PREFIX = "call_llmq_"  # ids we made up because Gemini sent none: never sent back
+FILTER_REASONS = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
+FINISH_REASONS = {
+    "STOP": FinishReason.STOP,
+    "MAX_TOKENS": FinishReason.LENGTH,
+    **{reason: FinishReason.CONTENT_FILTER for reason in FILTER_REASONS},
+}
+TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+CONTEXT_HINTS = ("exceeds the maximum number of tokens", "input token count", "too long", "context length")
+
+
+def _image_part(part: ContentPart) -> types.Part:
+    assert part.image_url is not None
+    url = part.image_url.url
+    if url.startswith("data:"):
+        header, _, payload = url.partition(",")
+        mime = header[5:].split(";")[0] or "image/png"
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidRequest(f"image data URL is not valid base64: {exc}") from None
+        return types.Part(inline_data=types.Blob(data=data, mime_type=mime))
+    mime = mimetypes.guess_type(url.split("?")[0])[0] or "image/jpeg"
+    return types.Part(file_data=types.FileData(file_uri=url, mime_type=mime))
+
+
+def _tool_result(content: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(content)
+    except ValueError:
+        return {"result": content}
+    return parsed if isinstance(parsed, dict) else {"result": parsed}
+
+
+def _parts(message: Message, call_names: dict[str, str]) -> list[types.Part]:
+    if message.role == "tool":
+        call_id = message.tool_call_id or ""
+        response = types.FunctionResponse(
+            name=call_names.get(call_id, call_id),
+            response=_tool_result(message.text()),
+            id=None if call_id.startswith(GENERATED_ID_PREFIX) else call_id,
+        )
+        return [types.Part(function_response=response)]
+    parts: list[types.Part] = []
+    if isinstance(message.content, list):
+        for item in message.content:
+            parts.append(types.Part(text=item.text) if item.type == "text" else _image_part(item))
+    elif message.content:
+        parts.append(types.Part(text=message.content))
+    for tc in message.tool_calls or []:
+        call_names[tc.id] = tc.function.name
+        args = json.loads(tc.function.arguments or "{}")
+        call_id = None if tc.id.startswith(GENERATED_ID_PREFIX) else tc.id
+        parts.append(types.Part(function_call=types.FunctionCall(name=tc.function.name, args=args, id=call_id)))
+    return parts
+
+
+def to_gemini_contents(request: ChatRequest) -> tuple[list[types.Content], str | None]:
+    """Gemini's `contents` (adjacent turns of one role merged) and the system instruction."""
+    system: list[str] = []
+    contents: list[types.Content] = []
+    call_names: dict[str, str] = {}
+    for message in request.messages:
+        if message.role in ("system", "developer"):
+            system.append(message.text())
+            continue
+        role = "model" if message.role == "assistant" else "user"
+        parts = _parts(message, call_names)
+        if contents and contents[-1].role == role:
+            contents[-1].parts = [*(contents[-1].parts or []), *parts]
+        else:
+            contents.append(types.Content(role=role, parts=parts))
+    return contents, "\n\n".join(system) if system else None
+
+
+def to_gemini_config(request: ChatRequest, system: str | None) -> types.GenerateContentConfig:
+    config = types.GenerateContentConfig(
+        system_instruction=system,
+        max_output_tokens=request.max_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        stop_sequences=request.stop,
+        seed=request.seed,
+        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+    )
+    if request.tools:
+        config.tools = [types.Tool(function_declarations=[
+            types.FunctionDeclaration(
+                name=t.function.name, description=t.function.description,
+                parameters_json_schema=t.function.parameters,
+            )
+            for t in request.tools
+        ])]
+    choice = request.tool_choice
+    if isinstance(choice, str):
+        config.tool_config = types.ToolConfig(
+            function_calling_config=types.FunctionCallingConfig(mode=TOOL_MODES[choice])  # type: ignore[arg-type]
+        )
+    elif isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        config.tool_config = types.ToolConfig(function_calling_config=types.FunctionCallingConfig(
+            mode="ANY", allowed_function_names=[name] if name else None,  # type: ignore[arg-type]
+        ))
+    fmt = request.response_format
+    if fmt is not None and fmt.type != "text":
+        config.response_mime_type = "application/json"
+        if fmt.type == "json_schema" and fmt.json_schema is not None:
+            config.response_json_schema = fmt.json_schema.schema_
+    return config
+
+
+def usage_from_gemini(meta: Any) -> Usage:
+    if meta is None:
+        return Usage()
+    thoughts = meta.thoughts_token_count or 0
+    return Usage(
+        input_tokens=(meta.prompt_token_count or 0) + (meta.tool_use_prompt_token_count or 0),
+        output_tokens=(meta.candidates_token_count or 0) + thoughts,
+        cached_input_tokens=meta.cached_content_token_count or 0,
+        reasoning_tokens=thoughts,
+    )
+
+
+def _blocked(response: Any) -> ContentFiltered | None:
+    feedback = response.prompt_feedback
+    if feedback is not None and feedback.block_reason is not None and not response.candidates:
+        reason = getattr(feedback.block_reason, "value", feedback.block_reason)
+        return ContentFiltered(f"Gemini blocked the prompt: {reason}", provider_request_id=response.response_id)
+    return None
+
+
+def _finish(reason: Any, text: str, calls: list[ToolCall], request_id: str | None) -> FinishReason:
+    name = str(getattr(reason, "value", reason) or "STOP")
+    if name in FILTER_REASONS and not text and not calls:
+        raise ContentFiltered(f"Gemini stopped on content policy: {name}", provider_request_id=request_id)
+    if calls and name == "STOP":
+        return FinishReason.TOOL_CALLS
+    return FINISH_REASONS.get(name, FinishReason.ERROR)
+
+
+def _tool_call(fc: Any) -> ToolCall:
+    call_id = fc.id or f"{GENERATED_ID_PREFIX}{uuid.uuid4().hex[:20]}"
+    return ToolCall(id=call_id, function=FunctionCall(name=fc.name or "", arguments=json.dumps(fc.args or {})))
+
+
+def from_gemini_response(response: Any) -> ChatResponse:
+    blocked = _blocked(response)
+    if blocked is not None:
+        raise blocked
+    candidate = (response.candidates or [None])[0]
+    parts = (candidate.content.parts or []) if candidate is not None and candidate.content else []
+    text = "".join(p.text for p in parts if p.text and not p.thought)
+    calls = [_tool_call(p.function_call) for p in parts if p.function_call is not None]
+    http = response.sdk_http_response
+    return ChatResponse(
+        text=text,
+        tool_calls=calls,
+        finish_reason=_finish(candidate.finish_reason if candidate else None, text, calls, response.response_id),
+        usage=usage_from_gemini(response.usage_metadata),
+        provider_request_id=response.response_id,
+        rate_limit_headers=pick_rate_limit_headers(http.headers if http else None),
+        model=response.model_version,
+    )
+
+
+def _retry_delay(details: Any) -> float | None:
+    for detail in _detail_list(details):
+        if str(detail.get("@type", "")).endswith("RetryInfo"):
+            match = re.fullmatch(r"([0-9.]+)s", str(detail.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None
+
+
+def _detail_list(details: Any) -> list[dict[str, Any]]:
+    error = details.get("error", details) if isinstance(details, dict) else {}
+    found = error.get("details") if isinstance(error, dict) else None
+    return [d for d in found if isinstance(d, dict)] if isinstance(found, list) else []
+
+
+def _is_daily_quota(message: str, details: Any) -> bool:
+    if "billing" in message.lower():
+        return True
+    for detail in _detail_list(details):
+        for violation in detail.get("violations") or []:
+            if "PerDay" in str(violation.get("quotaId", "")):
+                return True
+    return False
+
+
+def map_gemini_error(exc: Exception) -> ProviderError:
+    """Any exception the google-genai SDK (or its HTTP transport) raises, as one of our errors."""
+    if isinstance(exc, genai_errors.APIError):
+        code = int(exc.code or 0)
+        status = str(exc.status or "")
+        message = str(exc.message or exc)
+        lowered = message.lower()
+        details = exc.details
+        if code == 429 or status == "RESOURCE_EXHAUSTED":
+            if _is_daily_quota(message, details):
+                return QuotaExhausted(message, status_code=code)
+            return RateLimited(message, status_code=code, retry_after=_retry_delay(details))
+        if status in ("UNAUTHENTICATED", "PERMISSION_DENIED") or "api key not valid" in lowered or any(
+            d.get("reason") == "API_KEY_INVALID" for d in _detail_list(details)
+        ):
+            return AuthError(message, status_code=code)
+        if code == 400 and any(hint in lowered for hint in CONTEXT_HINTS):
+            return ContextTooLong(message, status_code=code)
+        if status == "FAILED_PRECONDITION" and "billing" in lowered:
+            return QuotaExhausted(message, status_code=code)
+        return status_error(code or 500, message)
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return Transient(f"timed out: {exc!r}")
+    if isinstance(exc, (aiohttp.ClientError, httpx.TransportError, ConnectionError)):
+        return Transient(f"connection failed: {exc}")
+    if isinstance(exc, genai_errors.UnknownApiResponseError):
+        return Transient(f"unreadable response: {exc}")
+    if isinstance(exc, pydantic.ValidationError):
+        return InvalidRequest(f"request rejected by the SDK: {exc}")
+    raise exc
+
+
+class GeminiProvider:
+    """Gemini's `generateContent` / `streamGenerateContent`."""
+
+    name: ClassVar[str] = "gemini"
+    emulator_path: ClassVar[str] = "/gemini"
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.client = self.build_client(target)
+
+    def build_client(self, target: Target) -> genai.Client:
+        options = types.HttpOptions(
+            base_url=target.base_url,
+            api_version="v1beta",
+            timeout=int(target.timeout_s * 1000),
+            retry_options=types.HttpRetryOptions(attempts=1),
+        )
+        return genai.Client(api_key=target.api_key, vertexai=False, http_options=options)
+
+    async def complete(self, request: ChatRequest, *, on_text: TextSink | None = None) -> ChatResponse:
+        contents, system = to_gemini_contents(request)
+        config = to_gemini_config(request, system)
+        model = self.target.deployment.provider_model
+        try:
+            if on_text is None:
+                response = await self.client.aio.models.generate_content(
+                    model=model, contents=contents, config=config  # type: ignore[arg-type]
+                )
+                return from_gemini_response(response)
+            return await self._stream(model, contents, config, on_text)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise map_gemini_error(exc) from exc
+
+    async def _stream(
+        self, model: str, contents: list[types.Content], config: types.GenerateContentConfig, on_text: TextSink
+    ) -> ChatResponse:
+        stream = await self.client.aio.models.generate_content_stream(
+            model=model, contents=contents, config=config  # type: ignore[arg-type]
+        )
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        finish: Any = None
+        usage: Any = None
+        request_id = model_version = None
+        headers: Any = None
+        async for chunk in stream:
+            blocked = _blocked(chunk)
+            if blocked is not None:
+                raise blocked
+            request_id = request_id or chunk.response_id
+            model_version = model_version or chunk.model_version
+            if headers is None and chunk.sdk_http_response is not None:
+                headers = chunk.sdk_http_response.headers
+            usage = chunk.usage_metadata or usage
+            for candidate in chunk.candidates or []:
+                finish = candidate.finish_reason or finish
+                for part in (candidate.content.parts or []) if candidate.content else []:
+                    if part.function_call is not None:
+                        calls.append(_tool_call(part.function_call))
+                    elif part.text and not part.thought:
+                        text.append(part.text)
+                        await on_text(part.text)
+        joined = "".join(text)
+        return ChatResponse(
+            text=joined,
+            tool_calls=calls,
+            finish_reason=_finish(finish, joined, calls, request_id),
+            usage=usage_from_gemini(usage),
+            provider_request_id=request_id,
+            rate_limit_headers=pick_rate_limit_headers(headers),
+            model=model_version,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aio.aclose()

@@ -1,0 +1,52 @@
+"""The Celery tasks: thin, taking ids, calling the plain functions that do the work.
+
+Retry policy is declared here, on the tasks: a database or broker hiccup retries the task
+with backoff; provider errors never reach Celery (they are classified in `calls.py`, and
+their retries are new attempts sent with a countdown).
+"""
+
+from __future__ import annotations
+
+from celery import Task
+from sqlalchemy.exc import OperationalError
+
+from workers.calls import run_attempt
+from workers.celery_app import app
+from workers.dispatch import dispatch_job
+from workers.next_step import NextStep, SendAttempt, SendDispatch
+from workers.queues import Queue, provider_queue
+
+INFRA_RETRY = {
+    "autoretry_for": (OperationalError, ConnectionError),
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 20,
+}
+
+
+@app.task(name="llmqueue.dispatch", bind=True, **INFRA_RETRY)
+def dispatch(self: Task, job_ids: list[str]) -> None:
+    """Route each job and send it to its provider's queue. Takes several ids per message."""
+    for job_id in job_ids:
+        send(dispatch_job(job_id))
+
+
+@app.task(name="llmqueue.call", bind=True, **INFRA_RETRY)
+def call_provider(self: Task, attempt_id: str) -> None:
+    """Make one attempt's provider call, then send whatever comes next."""
+    send(run_attempt(attempt_id))
+
+
+def send(step: NextStep) -> None:
+    if isinstance(step, SendAttempt):
+        call_provider.apply_async(
+            args=[step.attempt_id], queue=provider_queue(step.provider), countdown=step.countdown or None
+        )
+    elif isinstance(step, SendDispatch):
+        enqueue_dispatch([step.job_id], countdown=step.countdown)
+
+
+def enqueue_dispatch(job_ids: list[str], countdown: float = 0.0) -> None:
+    """Hand jobs to the dispatcher (the API calls this after its commit)."""
+    dispatch.apply_async(args=[job_ids], queue=Queue.DISPATCH.value, countdown=countdown or None)
