@@ -100,18 +100,24 @@ def parse_anthropic(body: dict[str, Any], model: str) -> Conversation:
     for msg in body["messages"]:
         role = msg.get("role")
         if role not in ("user", "assistant"):
-            raise BadRequest(f"messages: Input tag '{role}' found using 'role' does not match any of the expected tags")
+            raise BadRequest(
+                f"messages: Input tag '{role}' found using 'role' does not match any of the expected tags"
+            )
         content = msg.get("content")
-        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        blocks: list[dict[str, Any]] = (
+            [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        )
         last_is_tool_result = False
         for block in blocks:
             kind = block.get("type")
             if kind == "text":
                 texts.append((role, block.get("text", "")))
             elif kind == "image":
-                source = block.get("source") or {}
+                source: dict[str, Any] = block.get("source") or {}
                 if source.get("type") == "base64" and source.get("media_type") not in IMAGE_TYPES:
-                    raise BadRequest(f"Image does not match the provided media type {source.get('media_type')}")
+                    raise BadRequest(
+                        f"Image does not match the provided media type {source.get('media_type')}"
+                    )
                 images += 1
             elif kind == "tool_use":
                 texts.append((role, str(block.get("name", ""))))
@@ -170,7 +176,9 @@ def message_body(answer: Answer, model: str, content: list[dict[str, Any]] | Non
     }
 
 
-async def stream_answer(request: web.Request, answer: Answer, model: str, chunk_ms: float) -> web.StreamResponse:
+async def stream_answer(
+    request: web.Request, answer: Answer, model: str, chunk_ms: float
+) -> web.StreamResponse:
     headers = {"content-type": "text/event-stream", "request-id": _request_id(), **_rate_headers()}
     resp = web.StreamResponse(headers=headers)
     await resp.prepare(request)
@@ -182,13 +190,17 @@ async def stream_answer(request: web.Request, answer: Answer, model: str, chunk_
     await send("ping", {"type": "ping"})
     index = 0
     if answer.text:
-        await send("content_block_start", {"type": "content_block_start", "index": 0,
-                                           "content_block": {"type": "text", "text": ""}})
+        await send(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        )
         for piece in answer.chunks():
             if chunk_ms:
                 await asyncio.sleep(chunk_ms / 1000)
-            await send("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                               "delta": {"type": "text_delta", "text": piece}})
+            await send(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+            )
         await send("content_block_stop", {"type": "content_block_stop", "index": 0})
         index = 1
     for i, (cid, name, args) in enumerate(answer.tool_calls, start=index):
@@ -196,8 +208,14 @@ async def stream_answer(request: web.Request, answer: Answer, model: str, chunk_
         await send("content_block_start", {"type": "content_block_start", "index": i, "content_block": block})
         half = len(args) // 2
         for part in (args[:half], args[half:]):
-            await send("content_block_delta", {"type": "content_block_delta", "index": i,
-                                               "delta": {"type": "input_json_delta", "partial_json": part}})
+            await send(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": i,
+                    "delta": {"type": "input_json_delta", "partial_json": part},
+                },
+            )
         await send("content_block_stop", {"type": "content_block_stop", "index": i})
     delta = {"stop_reason": STOP_REASONS.get(answer.finish_reason, "end_turn"), "stop_sequence": None}
     await send("message_delta", {"type": "message_delta", "delta": delta, "usage": _usage(answer)})
@@ -211,7 +229,9 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
         if not request.headers.get("x-api-key") and not request.headers.get("authorization"):
             return error_response(Fault(401, "invalid_api_key", "x-api-key header is required"))
         if not request.headers.get("anthropic-version"):
-            return error_response(Fault(400, "invalid_request_error", "anthropic-version: header is required"))
+            return error_response(
+                Fault(400, "invalid_request_error", "anthropic-version: header is required")
+            )
         try:
             body = await request.json()
         except json.JSONDecodeError:
@@ -220,7 +240,9 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
             if field not in body:
                 return error_response(Fault(400, "invalid_request_error", f"{field}: Field required"))
         if not body["messages"]:
-            return error_response(Fault(400, "invalid_request_error", "messages: at least one message is required"))
+            return error_response(
+                Fault(400, "invalid_request_error", "messages: at least one message is required")
+            )
         model = str(body["model"])
         try:
             conv = parse_anthropic(body, model)

@@ -3,11 +3,12 @@
 Served at `/bedrock/model/{modelId}/converse` and `/bedrock/model/{modelId}/converse-stream`,
 the paths boto3's `bedrock-runtime` client builds from `endpoint_url`. Requests carry
 `messages` of content blocks (`text`, `image` with base64 `bytes`, `toolUse`, `toolResult`),
-`system`, `inferenceConfig`, `toolConfig` and `outputConfig` (a JSON schema); answers carry `output.message`, `stopReason`
-(`end_turn`, `max_tokens`, `tool_use`), `usage` and `metrics`. Streams use the AWS event-stream
-binary encoding (`application/vnd.amazon.eventstream`), written by `encode_event`. Errors are
-rest-json: the status, an `x-amzn-ErrorType` header naming the exception and a `{"message"}`
-body. Bedrock sends no Retry-After on throttling, so neither does the emulator.
+`system`, `inferenceConfig`, `toolConfig` and `outputConfig` (a JSON schema); answers carry
+`output.message`, `stopReason` (`end_turn`, `max_tokens`, `tool_use`), `usage` and `metrics`.
+Streams use the AWS event-stream binary encoding (`application/vnd.amazon.eventstream`),
+written by `encode_event`. Errors are rest-json: the status, an `x-amzn-ErrorType` header
+naming the exception and a `{"message"}` body. Bedrock sends no Retry-After on throttling,
+so neither does the emulator.
 """
 
 from __future__ import annotations
@@ -63,8 +64,11 @@ def event(event_type: str, body: dict[str, Any]) -> bytes:
 
 
 def exception_event(exception_type: str, message: str) -> bytes:
-    headers = {":exception-type": exception_type, ":content-type": "application/json",
-               ":message-type": "exception"}
+    headers = {
+        ":exception-type": exception_type,
+        ":content-type": "application/json",
+        ":message-type": "exception",
+    }
     return encode_event(headers, json.dumps({"message": message}).encode())
 
 
@@ -135,20 +139,27 @@ def error_response(fault: Fault) -> web.Response:
         status = 403  # AWS answers a bad key with 403 UnrecognizedClientException
     if kind is None:
         kind = "InternalServerException" if status >= 500 else "ValidationException"
-    headers = {"x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/",
-               "x-amzn-RequestId": str(uuid.uuid4())}
+    headers = {
+        "x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/",
+        "x-amzn-RequestId": str(uuid.uuid4()),
+    }
     return web.json_response({"message": message}, status=status, headers=headers)
 
 
 def _usage(answer: Answer) -> dict[str, Any]:
-    return {"inputTokens": answer.input_tokens, "outputTokens": answer.output_tokens,
-            "totalTokens": answer.input_tokens + answer.output_tokens}
+    return {
+        "inputTokens": answer.input_tokens,
+        "outputTokens": answer.output_tokens,
+        "totalTokens": answer.input_tokens + answer.output_tokens,
+    }
 
 
 def _content(answer: Answer) -> list[dict[str, Any]]:
     if answer.tool_calls:
-        return [{"toolUse": {"toolUseId": cid, "name": name, "input": json.loads(args)}}
-                for cid, name, args in answer.tool_calls]
+        return [
+            {"toolUse": {"toolUseId": cid, "name": name, "input": json.loads(args)}}
+            for cid, name, args in answer.tool_calls
+        ]
     return [{"text": answer.text}]
 
 
@@ -162,8 +173,9 @@ def converse_body(answer: Answer) -> dict[str, Any]:
 
 
 async def stream_answer(request: web.Request, answer: Answer, chunk_ms: float) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"content-type": "application/vnd.amazon.eventstream",
-                                       "x-amzn-RequestId": answer.request_id})
+    resp = web.StreamResponse(
+        headers={"content-type": "application/vnd.amazon.eventstream", "x-amzn-RequestId": answer.request_id}
+    )
     await resp.prepare(request)
     await resp.write(event("messageStart", {"role": "assistant"}))
     if answer.tool_calls:
@@ -195,7 +207,9 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
         except json.JSONDecodeError:
             return error_response(Fault(400, "invalid_json", "The request body is not valid JSON."))
         if not body.get("messages"):
-            return error_response(Fault(400, "invalid_request", "A conversation must start with a user message."))
+            return error_response(
+                Fault(400, "invalid_request", "A conversation must start with a user message.")
+            )
         problem = _invalid_images(body)
         if problem:
             return error_response(Fault(400, "invalid_image", problem))

@@ -56,7 +56,9 @@ def error_response(fault: Fault) -> web.Response:
     headers = _headers()
     if fault.retry_after is not None:
         headers["retry-after"] = str(fault.retry_after)
-    return web.json_response({"id": str(uuid.uuid4()), "message": message}, status=fault.status, headers=headers)
+    return web.json_response(
+        {"id": str(uuid.uuid4()), "message": message}, status=fault.status, headers=headers
+    )
 
 
 def _text(content: Any) -> tuple[str, int]:
@@ -112,8 +114,11 @@ def _usage(answer: Answer) -> dict[str, Any]:
 
 def _tool_calls(answer: Answer) -> list[dict[str, Any]]:
     return [
-        {"id": f"{name}_{cid.removeprefix('call_')[:8]}", "type": "function",
-         "function": {"name": name, "arguments": args}}
+        {
+            "id": f"{name}_{cid.removeprefix('call_')[:8]}",
+            "type": "function",
+            "function": {"name": name, "arguments": args},
+        }
         for cid, name, args in answer.tool_calls
     ]
 
@@ -180,12 +185,16 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
         try:
             body = await request.json()
         except json.JSONDecodeError:
-            return error_response(Fault(400, "invalid_json", "invalid request: could not parse the JSON body"))
+            return error_response(
+                Fault(400, "invalid_json", "invalid request: could not parse the JSON body")
+            )
         model = body.get("model")
         if not model:
             return error_response(Fault(400, "missing_model", "invalid request: model must be specified"))
         if not body.get("messages"):
-            return error_response(Fault(400, "invalid_request", "invalid request: messages must not be empty"))
+            return error_response(
+                Fault(400, "invalid_request", "invalid request: messages must not be empty")
+            )
         try:
             conv = parse_cohere(body, str(model))
         except BadRequest as exc:
@@ -199,4 +208,3 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
         return web.json_response(chat_body(answer), headers=_headers())
 
     app.router.add_post("/cohere/v2/chat", chat)
-

@@ -96,14 +96,21 @@ def parse_gemini(body: dict[str, Any], model: str) -> Conversation:
 def _lower_types(schema: Any) -> Any:
     """OpenAPI-style `responseSchema` spells types in capitals ("OBJECT"); JSON Schema does not."""
     if isinstance(schema, dict):
-        return {k: (v.lower() if k == "type" and isinstance(v, str) else _lower_types(v)) for k, v in schema.items()}
+        return {
+            k: (v.lower() if k == "type" and isinstance(v, str) else _lower_types(v))
+            for k, v in schema.items()
+        }
     if isinstance(schema, list):
         return [_lower_types(v) for v in schema]
     return schema
 
 
 def error_body(status: int, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": status, "message": message, "status": STATUS_NAMES.get(status, "UNKNOWN")}
+    error: dict[str, Any] = {
+        "code": status,
+        "message": message,
+        "status": STATUS_NAMES.get(status, "UNKNOWN"),
+    }
     if details:
         error["details"] = details
     return {"error": error}
@@ -116,15 +123,21 @@ def error_response(fault: Fault) -> web.Response:
         message = f"The input token count exceeds the maximum number of tokens allowed ({CONTEXT_WINDOW})."
     elif fault.code == "insufficient_quota":
         status = 429
-        details.append({
-            "@type": "type.googleapis.com/google.rpc.QuotaFailure",
-            "violations": [{
-                "quotaMetric": "generativelanguage.googleapis.com/generate_content_requests",
-                "quotaId": "GenerateRequestsPerDayPerProjectPerModel",
-            }],
-        })
+        details.append(
+            {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [
+                    {
+                        "quotaMetric": "generativelanguage.googleapis.com/generate_content_requests",
+                        "quotaId": "GenerateRequestsPerDayPerProjectPerModel",
+                    }
+                ],
+            }
+        )
     if fault.retry_after is not None:
-        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{fault.retry_after:g}s"})
+        details.append(
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{fault.retry_after:g}s"}
+        )
     return web.json_response(error_body(status, message, details), status=status)
 
 
@@ -145,17 +158,21 @@ def _usage(answer: Answer, model: str, *, final: bool = True) -> dict[str, Any]:
 
 def _parts(answer: Answer) -> list[dict[str, Any]]:
     if answer.tool_calls:
-        return [{"functionCall": {"name": name, "args": json.loads(args)}} for _, name, args in answer.tool_calls]
+        return [
+            {"functionCall": {"name": name, "args": json.loads(args)}} for _, name, args in answer.tool_calls
+        ]
     return [{"text": answer.text}]
 
 
 def response_body(answer: Answer, model: str) -> dict[str, Any]:
     return {
-        "candidates": [{
-            "content": {"role": "model", "parts": _parts(answer)},
-            "finishReason": FINISH[answer.finish_reason],
-            "index": 0,
-        }],
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": _parts(answer)},
+                "finishReason": FINISH[answer.finish_reason],
+                "index": 0,
+            }
+        ],
         "usageMetadata": _usage(answer, model),
         "modelVersion": model,
         "responseId": answer.request_id,
@@ -175,7 +192,9 @@ def blocked_body(model: str, conv: Conversation, request_id: str) -> dict[str, A
     }
 
 
-async def stream_answer(request: web.Request, answer: Answer, model: str, chunk_ms: float) -> web.StreamResponse:
+async def stream_answer(
+    request: web.Request, answer: Answer, model: str, chunk_ms: float
+) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
     await resp.prepare(request)
 
@@ -190,8 +209,11 @@ async def stream_answer(request: web.Request, answer: Answer, model: str, chunk_
         candidate = {"content": {"role": "model", "parts": [{"text": piece}]}, "index": 0}
         await send({"candidates": [candidate], "usageMetadata": _usage(answer, model, final=False), **base})
     last_parts = _parts(answer) if answer.tool_calls else [{"text": pieces[-1] if pieces else ""}]
-    candidate = {"content": {"role": "model", "parts": last_parts}, "finishReason": FINISH[answer.finish_reason],
-                 "index": 0}
+    candidate = {
+        "content": {"role": "model", "parts": last_parts},
+        "finishReason": FINISH[answer.finish_reason],
+        "index": 0,
+    }
     await send({"candidates": [candidate], "usageMetadata": _usage(answer, model), **base})
     await resp.write_eof()
     return resp
@@ -203,15 +225,19 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
         if action not in ("generateContent", "streamGenerateContent"):
             return web.json_response(error_body(404, f"unknown method {action!r}"), status=404)
         if not (request.headers.get("x-goog-api-key") or request.query.get("key")):
-            message = "Method doesn't allow unregistered callers. Please use API Key or other form of API consumer identity."
+            message = (
+                "Method doesn't allow unregistered callers (callers without established identity). "
+                "Please use API Key or other form of API consumer identity to call this API."
+            )
             return web.json_response(error_body(403, message), status=403)
         try:
             body = await request.json()
         except json.JSONDecodeError:
             return web.json_response(error_body(400, "Invalid JSON payload received."), status=400)
         if not body.get("contents"):
-            return web.json_response(error_body(400, "* GenerateContentRequest.contents: contents is not specified"),
-                                     status=400)
+            return web.json_response(
+                error_body(400, "* GenerateContentRequest.contents: contents is not specified"), status=400
+            )
         fault, scope = await emu.begin_call("gemini", model)
         conv = parse_gemini(body, model)
         if fault is not None and fault.code == "content_filter":

@@ -35,8 +35,14 @@ class CallLoop:
         self.loop.run_forever()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run a coroutine on the loop and wait for it from the calling thread."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        """Run a coroutine on the loop and wait for it from the calling thread; on timeout the
+        coroutine is cancelled and concurrent.futures.TimeoutError raised."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     async def adapter(
         self, deployment: Deployment, *, emulator_url: str | None, emulator_mode: str, timeout_s: float

@@ -13,6 +13,7 @@ import logging
 import random
 import time
 import uuid
+from concurrent.futures import TimeoutError as FuturesTimeout
 from datetime import UTC, datetime, timedelta
 
 from jobstore import transitions
@@ -28,7 +29,6 @@ from workers.next_step import NextStep, Nothing, SendAttempt, SendDispatch
 from workers.providers.errors import Action, ProviderError, Transient, action_for
 
 log = logging.getLogger(__name__)
-LEASE_MARGIN_S = 15.0
 _rng = random.Random()
 
 
@@ -39,6 +39,16 @@ def backoff_seconds(retry_number: int, retry_after: float | None, settings: Sett
         return retry_after * (1 + 0.1 * rng.random())
     ceiling = min(settings.retry_max_s, settings.retry_base_s * 2 ** max(0, retry_number - 1))
     return ceiling / 2 + rng.random() * ceiling / 2
+
+
+def call_timeout(settings: Settings) -> float:
+    """The longest a task waits for its call: the SDK's own timeout plus room to build a client."""
+    return settings.provider_timeout_s + 5
+
+
+def lease_seconds(settings: Settings) -> float:
+    """How long a claim holds: past the call timeout, so a live call is never taken over."""
+    return call_timeout(settings) + 5
 
 
 def consecutive_failures_on(job: Job, deployment: str) -> int:
@@ -57,7 +67,7 @@ def run_attempt(attempt_id: str, *, catalog: Catalog | None = None, settings: Se
     settings = settings or get_settings()
     token = uuid.uuid4().hex
     now = datetime.now(UTC)
-    lease = now + timedelta(seconds=settings.provider_timeout_s + LEASE_MARGIN_S)
+    lease = now + timedelta(seconds=lease_seconds(settings))
     with transaction() as session:
         attempt = session.get(Attempt, attempt_id)
         if attempt is None:
@@ -84,10 +94,19 @@ def run_attempt(attempt_id: str, *, catalog: Catalog | None = None, settings: Se
     started = time.perf_counter()
     try:
         response = _call(deployment, request, job_id if stream else None, settings)
+    except FuturesTimeout:
+        exc = Transient(f"no answer within {call_timeout(settings):.0f} s")
+        latency = (time.perf_counter() - started) * 1000
+        health.record_failure(deployment.name, time.time(), exc)
+        return _finish_failure(attempt, token, exc, action_for(exc), latency, settings)
     except ProviderError as exc:
         latency = (time.perf_counter() - started) * 1000
         health.record_failure(deployment.name, time.time(), exc)
         return _finish_failure(attempt, token, exc, action_for(exc), latency, settings)
+    except Exception as exc:  # an adapter bug must not strand the job: retry, then fail over
+        log.exception("unexpected error calling %s", deployment.name)
+        unexpected = Transient(f"unexpected {type(exc).__name__} in the {deployment.provider} adapter")
+        return _finish_failure(attempt, token, unexpected, Action.RETRY, None, settings)
     latency = (time.perf_counter() - started) * 1000
     health.record_success(deployment.name, time.time(), latency)
     outcome = transitions.CallOutcome(
@@ -128,7 +147,7 @@ def _call(deployment: Deployment, request: ChatRequest, stream_job: str | None, 
 
         return await adapter.complete(request, on_text=sink)
 
-    return loop.run(go(), timeout=settings.provider_timeout_s + LEASE_MARGIN_S / 2)
+    return loop.run(go(), timeout=call_timeout(settings))
 
 
 def _finish_failure(

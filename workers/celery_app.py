@@ -27,6 +27,10 @@ def make_celery() -> Celery:
             "visibility_timeout": settings.visibility_timeout_s,
             # Tests give each run its own key prefix so parallel runs never share queues.
             "global_keyprefix": settings.redis_prefix,
+            # Sweep for messages of dead workers often enough to matter at this timeout
+            # (kombu's default scans only every ~100 s).
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
+            "unacked_restore_throttle": 1,
         }
     app.conf.update(
         broker_url=broker,

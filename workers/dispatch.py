@@ -29,6 +29,7 @@ from workers.next_step import NextStep, Nothing, SendAttempt, SendDispatch
 log = logging.getLogger(__name__)
 
 _rng = random.Random()
+MAX_ATTEMPTS_PER_JOB = 25
 
 
 def routing_request_for(job: Job, *, exclude: frozenset[str], budget: Decimal | None) -> RoutingRequest:
@@ -78,17 +79,24 @@ def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime |
         budget = None
         if owner is not None and owner.budget_usd is not None:
             budget = owner.budget_usd - owner_spend(session, owner.id)
-        req = routing_request_for(job, exclude=failed_over_deployments(job), budget=budget)
-        names = list(catalog.deployments)
+        if job.attempt_count >= MAX_ATTEMPTS_PER_JOB:
+            transitions.fail_job(session, job_id, error_type="attempts_exhausted",
+                                 message=f"gave up after {job.attempt_count} attempts", now=now)
+            return Nothing("attempts exhausted")
+        snapshot = health_snapshot(list(catalog.deployments), now.timestamp())
+        rotation = next_rotation("round_robin") if job.strategy == "round_robin" else 0
+        tried = failed_over_deployments(job)
         try:
-            decision = route(
-                req,
-                catalog,
-                health_snapshot(names, now.timestamp()),
-                now=now.timestamp(),
-                rng=_rng,
-                rotation=next_rotation("round_robin") if (job.strategy == "round_robin") else 0,
-            )
+            try:
+                decision = route(routing_request_for(job, exclude=tried, budget=budget), catalog, snapshot,
+                                 now=now.timestamp(), rng=_rng, rotation=rotation)
+            except NoRoute:
+                if not tried:
+                    raise
+                # Every candidate has failed over once: go round again, now gated only by
+                # the breakers (a cooled-down deployment gets another chance).
+                decision = route(routing_request_for(job, exclude=frozenset(), budget=budget), catalog,
+                                 snapshot, now=now.timestamp(), rng=_rng, rotation=rotation)
         except NoRoute as exc:
             transitions.fail_job(session, job_id, error_type="no_route", message=str(exc), now=now)
             return Nothing("no route")

@@ -1,47 +1,104 @@
-"""Shared deployment health for this process: Redis when configured, else in memory.
+"""Deployment health for this process: shared through Redis when REDIS_URL is set, else
+kept in memory (the embedded default, where one machine runs everything).
 
-A thin facade over `workers.health_store.HealthStore` so that the dispatcher and the
-provider calls need not know whether Redis is there. In the embedded default (no Redis)
-health is learned per process; with Redis it is shared by every dispatcher and worker.
+The dispatcher reads snapshots and the round-robin counter; provider calls record their
+outcomes and ask the breaker for admission. Only failures that are the deployment's fault
+count against it: a request the provider rejected as invalid says nothing about its health.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
+from typing import Protocol, TypeVar
 
-from routing.router import DeploymentHealth
-from workers.providers.errors import ProviderError
+from llmqueue.settings import get_settings
+from routing import health as h
+from routing.health import DeploymentHealth, HealthState
+from workers.health_store import HealthStore
+from workers.providers.errors import ContentFiltered, InvalidRequest, ProviderError
+from workers.streams import shared_redis
+
+T = TypeVar("T")
+
+# Errors that are the request's fault, not the deployment's.
+NOT_THE_DEPLOYMENTS_FAULT = (InvalidRequest, ContentFiltered)
+
+
+class Store(Protocol):
+    def record_success(self, deployment: str, latency_ms: float, now: float) -> DeploymentHealth: ...
+    def record_failure(self, deployment: str, now: float, retry_after: float | None = None) -> DeploymentHealth: ...
+    def admit(self, deployment: str, now: float) -> bool: ...
+    def snapshot(self, names: Iterable[str], now: float) -> dict[str, DeploymentHealth]: ...
+    def next_rotation(self, key: str) -> int: ...
+
+
+class LocalHealthStore:
+    """The same transitions as `HealthStore`, in this process's memory."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, HealthState] = {}
+        self._rotations: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _update(self, deployment: str, change: Callable[[HealthState], tuple[T, HealthState]]) -> T:
+        with self._lock:
+            result, self._states[deployment] = change(self._states.get(deployment, HealthState()))
+            return result
+
+    def record_success(self, deployment: str, latency_ms: float, now: float) -> DeploymentHealth:
+        def change(s: HealthState) -> tuple[DeploymentHealth, HealthState]:
+            new = h.record_success(s, now, latency_ms)
+            return h.snapshot(new, now), new
+
+        return self._update(deployment, change)
+
+    def record_failure(self, deployment: str, now: float, retry_after: float | None = None) -> DeploymentHealth:
+        def change(s: HealthState) -> tuple[DeploymentHealth, HealthState]:
+            new = h.record_failure(s, now, h.DEFAULT_POLICY, retry_after)
+            return h.snapshot(new, now), new
+
+        return self._update(deployment, change)
+
+    def admit(self, deployment: str, now: float) -> bool:
+        return self._update(deployment, lambda s: h.admit(s, now))
+
+    def snapshot(self, names: Iterable[str], now: float) -> dict[str, DeploymentHealth]:
+        with self._lock:
+            return {n: h.snapshot(self._states.get(n, HealthState()), now) for n in names}
+
+    def next_rotation(self, key: str) -> int:
+        with self._lock:
+            self._rotations[key] = self._rotations.get(key, 0) + 1
+            return self._rotations[key]
 
 
 @cache
-def _store():  # type: ignore[no-untyped-def]
-    return None
+def store() -> Store:
+    client = shared_redis()
+    if client is None:
+        return LocalHealthStore()
+    return HealthStore(client, prefix=get_settings().redis_prefix)
 
 
 def admit(deployment: str, now: float) -> bool:
-    return True
+    return store().admit(deployment, now)
 
 
 def record_success(deployment: str, now: float, latency_ms: float) -> None:
-    return None
+    store().record_success(deployment, latency_ms=latency_ms, now=now)
 
 
 def record_failure(deployment: str, now: float, error: ProviderError) -> None:
-    return None
+    if isinstance(error, NOT_THE_DEPLOYMENTS_FAULT):
+        return
+    store().record_failure(deployment, now=now, retry_after=error.retry_after)
 
 
 def health_snapshot(names: Iterable[str], now: float) -> dict[str, DeploymentHealth]:
-    return {}
-
-
-_rotation = 0
-_rotation_lock = threading.Lock()
+    return store().snapshot(names, now)
 
 
 def next_rotation(key: str) -> int:
-    global _rotation
-    with _rotation_lock:
-        _rotation += 1
-        return _rotation
+    return store().next_rotation(key)

@@ -7,7 +7,10 @@ their retries are new attempts sent with a countdown).
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Task
+from celery.signals import worker_ready
 from sqlalchemy.exc import OperationalError
 
 from workers.calls import run_attempt
@@ -50,3 +53,13 @@ def send(step: NextStep) -> None:
 def enqueue_dispatch(job_ids: list[str], countdown: float = 0.0) -> None:
     """Hand jobs to the dispatcher (the API calls this after its commit)."""
     dispatch.apply_async(args=[job_ids], queue=Queue.DISPATCH.value, countdown=countdown or None)
+
+
+@worker_ready.connect
+def _start_sweeper(sender: Any = None, **_: Any) -> None:
+    """Dispatcher workers also sweep for stranded work (see workers/sweeper.py)."""
+    queues = {q.name for q in sender.app.amqp.queues.consume_from.values()} if sender else set()
+    if Queue.DISPATCH.value in queues:
+        from workers.sweeper import start_sweeper_thread
+
+        start_sweeper_thread()

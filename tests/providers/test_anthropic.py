@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
+import anthropic
 import pytest
 
 from emulator.core import count_tokens
-from llmqueue.types import ChatRequest, FinishReason
+from llmqueue.types import ChatRequest, ChatResponse, FinishReason
 from routing.catalog import get_catalog
 from tests.conftest import EmulatorHandle
 from workers.providers import adapter_class, errors
-from workers.providers.anthropic import AnthropicProvider, to_anthropic_params
-from workers.providers.base import resolve_target
+from workers.providers.anthropic import AnthropicProvider, from_anthropic_message, to_anthropic_params
+from workers.providers.base import TextSink, resolve_target
 
 DEPLOYMENT = "anthropic/claude-haiku-4-5"
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
@@ -31,20 +37,30 @@ def provider(emulator: EmulatorHandle) -> AnthropicProvider:
     return AnthropicProvider(target)
 
 
-async def complete(p: AnthropicProvider, request: ChatRequest, sink=None):  # type: ignore[no-untyped-def]
+async def complete(p: AnthropicProvider, request: ChatRequest, sink: TextSink | None = None) -> ChatResponse:
     try:
         return await p.complete(request, on_text=sink)
     finally:
         await p.aclose()
 
 
-def req(**kw) -> ChatRequest:  # type: ignore[no-untyped-def]
+def req(**kw: Any) -> ChatRequest:
     kw.setdefault("messages", [{"role": "user", "content": "Tell me about the sea"}])
     return ChatRequest.model_validate(kw)
 
 
-TOOLS = [{"function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+TOOLS = [
+    {
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        }
+    }
+]
 
 
 def test_registry_finds_the_adapter() -> None:
@@ -75,7 +91,9 @@ def test_system_prompt_and_multi_turn(emulator: EmulatorHandle) -> None:
     params = to_anthropic_params(req(messages=messages), "claude-haiku-4-5", 64000)
     assert params["system"] == "Be brief"
     assert [m["role"] for m in params["messages"]] == ["user", "assistant", "user"]
-    r = run(complete(provider(emulator), req(messages=messages)))
+    r = run(
+        complete(provider(emulator), req(messages=messages, temperature=0.2, top_p=0.9, stop=["END"], seed=1))
+    )
     assert "second question" in r.text
     texts = ["Be brief", "first question", "first answer", "second question"]
     assert r.usage.input_tokens == sum(count_tokens(t) + 4 for t in texts)
@@ -94,11 +112,19 @@ def test_tool_call_round_trip(emulator: EmulatorHandle) -> None:
     assert call.id.startswith("toolu_")
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "example"}
-    second = run(complete(provider(emulator), req(tools=TOOLS, messages=[
-        {"role": "user", "content": "weather in Paris?"},
-        {"role": "assistant", "tool_calls": [call.model_dump()]},
-        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
-    ])))
+    second = run(
+        complete(
+            provider(emulator),
+            req(
+                tools=TOOLS,
+                messages=[
+                    {"role": "user", "content": "weather in Paris?"},
+                    {"role": "assistant", "tool_calls": [call.model_dump()]},
+                    {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
+                ],
+            ),
+        )
+    )
     assert second.finish_reason is FinishReason.STOP
     assert "sunny, 21C" in second.text
 
@@ -116,11 +142,18 @@ def test_json_mode_by_instruction(emulator: EmulatorHandle) -> None:
 
 
 def test_image_input_base64_and_url(emulator: EmulatorHandle) -> None:
-    request = req(messages=[{"role": "user", "content": [
-        {"type": "text", "text": "what is in these pictures"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
-    ]}])
+    request = req(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is in these pictures"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                ],
+            }
+        ]
+    )
     blocks = to_anthropic_params(request, "m", 10)["messages"][0]["content"]
     assert blocks[1]["source"] == {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
     assert blocks[2]["source"] == {"type": "url", "url": "https://example.com/cat.jpg"}
@@ -168,7 +201,9 @@ def test_streaming_tool_call(emulator: EmulatorHandle) -> None:
         ({"status": 403}, errors.AuthError),
     ],
 )
-def test_errors_are_mapped(emulator: EmulatorHandle, script: dict, expected: type) -> None:  # type: ignore[type-arg]
+def test_errors_are_mapped(
+    emulator: EmulatorHandle, script: dict[str, Any], expected: type[errors.ProviderError]
+) -> None:
     emulator.configure({"anthropic": {"script": [script]}})
     with pytest.raises(expected) as info:
         run(complete(provider(emulator), req()))
@@ -195,8 +230,12 @@ def test_streaming_errors_are_mapped(emulator: EmulatorHandle) -> None:
 def test_connection_refused_is_transient() -> None:
     dep = get_catalog().deployment(DEPLOYMENT)
     assert dep is not None
-    target = resolve_target(dep, emulator_url="http://127.0.0.1:9", emulator_mode="always",
-                            emulator_path=AnthropicProvider.emulator_path)
+    target = resolve_target(
+        dep,
+        emulator_url="http://127.0.0.1:9",
+        emulator_mode="always",
+        emulator_path=AnthropicProvider.emulator_path,
+    )
     with pytest.raises(errors.Transient):
         run(complete(AnthropicProvider(target), req()))
 
@@ -206,3 +245,25 @@ def test_missing_key_names_the_variable() -> None:
     assert dep is not None
     with pytest.raises(errors.MissingCredentials, match="ANTHROPIC_API_KEY"):
         resolve_target(dep, emulator_url=None, environ={})
+
+
+def test_cached_tokens_count_as_input_and_refusal_is_content_filter() -> None:
+    message = anthropic.types.Message.model_validate(
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-haiku-4-5",
+            "content": [{"type": "text", "text": "I can't help with that."}],
+            "stop_reason": "refusal",
+            "usage": {
+                "input_tokens": 10,
+                "output_tokens": 5,
+                "cache_read_input_tokens": 90,
+                "cache_creation_input_tokens": 20,
+            },
+        }
+    )
+    r = from_anthropic_message(message)
+    assert r.finish_reason is FinishReason.CONTENT_FILTER
+    assert (r.usage.input_tokens, r.usage.cached_input_tokens, r.usage.output_tokens) == (120, 90, 5)

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
+import cohere
 import pytest
 
 from emulator.core import count_tokens
-from llmqueue.types import ChatRequest, FinishReason
+from llmqueue.types import ChatRequest, ChatResponse, FinishReason, Usage
 from routing.catalog import get_catalog
 from tests.conftest import EmulatorHandle
 from workers.providers import adapter_class, errors
-from workers.providers.base import resolve_target
-from workers.providers.cohere import CohereProvider, to_cohere_params
+from workers.providers.base import TextSink, resolve_target
+from workers.providers.cohere import CohereProvider, to_cohere_params, usage_from_cohere
 
 DEPLOYMENT = "cohere/command-r7b"
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
@@ -31,20 +37,30 @@ def provider(emulator: EmulatorHandle) -> CohereProvider:
     return CohereProvider(target)
 
 
-async def complete(p: CohereProvider, request: ChatRequest, sink=None):  # type: ignore[no-untyped-def]
+async def complete(p: CohereProvider, request: ChatRequest, sink: TextSink | None = None) -> ChatResponse:
     try:
         return await p.complete(request, on_text=sink)
     finally:
         await p.aclose()
 
 
-def req(**kw) -> ChatRequest:  # type: ignore[no-untyped-def]
+def req(**kw: Any) -> ChatRequest:
     kw.setdefault("messages", [{"role": "user", "content": "Tell me about the sea"}])
     return ChatRequest.model_validate(kw)
 
 
-TOOLS = [{"function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+TOOLS = [
+    {
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        }
+    }
+]
 
 
 def test_registry_finds_the_adapter() -> None:
@@ -73,7 +89,9 @@ def test_system_prompt_and_multi_turn(emulator: EmulatorHandle) -> None:
     ]
     params = to_cohere_params(req(messages=messages), "command-r7b-12-2024")
     assert [m["role"] for m in params["messages"]] == ["system", "user", "assistant", "user"]
-    r = run(complete(provider(emulator), req(messages=messages)))
+    r = run(
+        complete(provider(emulator), req(messages=messages, temperature=0.2, top_p=0.9, stop=["END"], seed=1))
+    )
     assert "second question" in r.text
     texts = ["Be brief", "first question", "first answer", "second question"]
     assert r.usage.input_tokens == sum(count_tokens(t) + 4 for t in texts)
@@ -91,18 +109,28 @@ def test_tool_call_round_trip(emulator: EmulatorHandle) -> None:
     call = first.tool_calls[0]
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "example"}
-    second = run(complete(provider(emulator), req(tools=TOOLS, messages=[
-        {"role": "user", "content": "weather in Paris?"},
-        {"role": "assistant", "tool_calls": [call.model_dump()]},
-        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
-    ])))
+    second = run(
+        complete(
+            provider(emulator),
+            req(
+                tools=TOOLS,
+                messages=[
+                    {"role": "user", "content": "weather in Paris?"},
+                    {"role": "assistant", "tool_calls": [call.model_dump()]},
+                    {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
+                ],
+            ),
+        )
+    )
     assert second.finish_reason is FinishReason.STOP
     assert "sunny, 21C" in second.text
 
 
 def test_tool_choice_translation() -> None:
     tools = [*TOOLS, {"function": {"name": "other"}}]
-    named = to_cohere_params(req(tools=tools, tool_choice={"type": "function", "function": {"name": "other"}}), "m")
+    named = to_cohere_params(
+        req(tools=tools, tool_choice={"type": "function", "function": {"name": "other"}}), "m"
+    )
     assert [t["function"]["name"] for t in named["tools"]] == ["other"]
     assert named["tool_choice"] == "REQUIRED"
     assert to_cohere_params(req(tools=tools, tool_choice="none"), "m")["tool_choice"] == "NONE"
@@ -116,17 +144,36 @@ def test_json_mode(emulator: EmulatorHandle) -> None:
 
 def test_json_schema(emulator: EmulatorHandle) -> None:
     schema = {"type": "object", "properties": {"title": {"type": "string"}, "year": {"type": "integer"}}}
-    r = run(complete(provider(emulator), req(response_format={"type": "json_schema",
-                                                              "json_schema": {"name": "film", "schema": schema}})))
+    r = run(
+        complete(
+            provider(emulator),
+            req(response_format={"type": "json_schema", "json_schema": {"name": "film", "schema": schema}}),
+        )
+    )
     assert json.loads(r.text) == {"title": "example", "year": 42}
 
 
 def test_image_input_is_refused_by_a_model_without_vision(emulator: EmulatorHandle) -> None:
     with pytest.raises(errors.InvalidRequest, match="does not support image"):
-        run(complete(provider(emulator), req(messages=[{"role": "user", "content": [
-            {"type": "text", "text": "what is in this picture"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-        ]}])))
+        run(
+            complete(
+                provider(emulator),
+                req(
+                    messages=[
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "text", "text": "what is in this picture"},
+                                {
+                                    "type": "image_url",
+                                    "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="},
+                                },
+                            ],
+                        }
+                    ]
+                ),
+            )
+        )
 
 
 def test_streaming_delivers_deltas(emulator: EmulatorHandle) -> None:
@@ -171,7 +218,9 @@ def test_streaming_tool_call(emulator: EmulatorHandle) -> None:
         ({"status": 498}, errors.AuthError),
     ],
 )
-def test_errors_are_mapped(emulator: EmulatorHandle, script: dict, expected: type) -> None:  # type: ignore[type-arg]
+def test_errors_are_mapped(
+    emulator: EmulatorHandle, script: dict[str, Any], expected: type[errors.ProviderError]
+) -> None:
     emulator.configure({"cohere": {"script": [script]}})
     with pytest.raises(expected) as info:
         run(complete(provider(emulator), req()))
@@ -198,8 +247,12 @@ def test_streaming_errors_are_mapped(emulator: EmulatorHandle) -> None:
 def test_connection_refused_is_transient() -> None:
     dep = get_catalog().deployment(DEPLOYMENT)
     assert dep is not None
-    target = resolve_target(dep, emulator_url="http://127.0.0.1:9", emulator_mode="always",
-                            emulator_path=CohereProvider.emulator_path)
+    target = resolve_target(
+        dep,
+        emulator_url="http://127.0.0.1:9",
+        emulator_mode="always",
+        emulator_path=CohereProvider.emulator_path,
+    )
     with pytest.raises(errors.Transient):
         run(complete(CohereProvider(target), req()))
 
@@ -209,3 +262,14 @@ def test_missing_key_names_the_variable() -> None:
     assert dep is not None
     with pytest.raises(errors.MissingCredentials, match="CO_API_KEY"):
         resolve_target(dep, emulator_url=None, environ={})
+
+
+def test_billed_units_and_cached_tokens_are_read() -> None:
+    usage = cohere.Usage.model_validate(
+        {
+            "billed_units": {"input_tokens": 12, "output_tokens": 7},
+            "tokens": {"input_tokens": 80, "output_tokens": 7},
+            "cached_tokens": 4,
+        }
+    )
+    assert usage_from_cohere(usage) == Usage(input_tokens=12, output_tokens=7, cached_input_tokens=4)

@@ -16,14 +16,27 @@ from workers.providers import adapter_class, errors
 from workers.providers.base import TextSink, resolve_target
 from workers.providers.gemini import GeminiProvider, from_gemini_response, usage_from_gemini
 
-TOOLS = [{"function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+TOOLS = [
+    {
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        }
+    }
+]
 
 
-def provider(url: str, deployment: str = "gemini/gemini-2.5-flash") -> GeminiProvider:
+def provider(url: str, deployment: str = "gemini/gemini-2.5-flash", timeout_s: float = 30) -> GeminiProvider:
     dep = get_catalog().deployment(deployment)
     assert dep is not None
-    target = resolve_target(dep, emulator_url=url, emulator_mode="always", emulator_path=GeminiProvider.emulator_path)
+    path = GeminiProvider.emulator_path
+    target = resolve_target(
+        dep, emulator_url=url, emulator_mode="always", emulator_path=path, timeout_s=timeout_s
+    )
     return GeminiProvider(target)
 
 
@@ -64,13 +77,18 @@ def test_lite_model_reports_no_thinking(emulator: EmulatorHandle) -> None:
 
 
 def test_system_prompt_and_multi_turn(emulator: EmulatorHandle) -> None:
-    r = complete(emulator.url, req(messages=[
-        {"role": "system", "content": "Be brief"},
-        {"role": "developer", "content": "Use plain words"},
-        {"role": "user", "content": "first question"},
-        {"role": "assistant", "content": "first answer"},
-        {"role": "user", "content": "second question"},
-    ]))
+    r = complete(
+        emulator.url,
+        req(
+            messages=[
+                {"role": "system", "content": "Be brief"},
+                {"role": "developer", "content": "Use plain words"},
+                {"role": "user", "content": "first question"},
+                {"role": "assistant", "content": "first answer"},
+                {"role": "user", "content": "second question"},
+            ]
+        ),
+    )
     assert "second question" in r.text
 
 
@@ -81,11 +99,17 @@ def test_tool_call_round_trip(emulator: EmulatorHandle) -> None:
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "example"}
     assert call.id
-    second = complete(emulator.url, req(tools=TOOLS, messages=[
-        {"role": "user", "content": "weather in Paris?"},
-        {"role": "assistant", "tool_calls": [call.model_dump()]},
-        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
-    ]))
+    second = complete(
+        emulator.url,
+        req(
+            tools=TOOLS,
+            messages=[
+                {"role": "user", "content": "weather in Paris?"},
+                {"role": "assistant", "tool_calls": [call.model_dump()]},
+                {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
+            ],
+        ),
+    )
     assert second.finish_reason is FinishReason.STOP
     assert "sunny, 21C" in second.text
 
@@ -102,24 +126,47 @@ def test_json_mode(emulator: EmulatorHandle) -> None:
 
 def test_json_schema(emulator: EmulatorHandle) -> None:
     schema = {"type": "object", "properties": {"title": {"type": "string"}, "year": {"type": "integer"}}}
-    r = complete(emulator.url, req(response_format={"type": "json_schema",
-                                                   "json_schema": {"name": "book", "schema": schema}}))
+    r = complete(
+        emulator.url,
+        req(response_format={"type": "json_schema", "json_schema": {"name": "book", "schema": schema}}),
+    )
     assert json.loads(r.text) == {"title": "example", "year": 42}
 
 
 def test_image_input(emulator: EmulatorHandle) -> None:
-    r = complete(emulator.url, req(messages=[{"role": "user", "content": [
-        {"type": "text", "text": "what is in this picture"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
-    ]}]))
+    r = complete(
+        emulator.url,
+        req(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is in this picture"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                    ],
+                }
+            ]
+        ),
+    )
     assert r.usage.input_tokens > 2 * 85
 
 
 def test_bad_image_data_is_invalid(emulator: EmulatorHandle) -> None:
     with pytest.raises(errors.InvalidRequest):
-        complete(emulator.url, req(messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,not base64!"}}]}]))
+        complete(
+            emulator.url,
+            req(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "data:image/png;base64,not base64!"}}
+                        ],
+                    }
+                ]
+            ),
+        )
 
 
 def test_streaming_delivers_deltas(emulator: EmulatorHandle) -> None:
@@ -146,8 +193,11 @@ def test_streaming_tool_call(emulator: EmulatorHandle) -> None:
 
 def test_usage_counts_cache_and_thoughts() -> None:
     meta = types.GenerateContentResponseUsageMetadata(
-        prompt_token_count=1000, cached_content_token_count=800, candidates_token_count=50,
-        thoughts_token_count=30, tool_use_prompt_token_count=5,
+        prompt_token_count=1000,
+        cached_content_token_count=800,
+        candidates_token_count=50,
+        thoughts_token_count=30,
+        tool_use_prompt_token_count=5,
     )
     u = usage_from_gemini(meta)
     assert (u.input_tokens, u.cached_input_tokens, u.output_tokens, u.reasoning_tokens) == (1005, 800, 80, 30)
@@ -155,8 +205,9 @@ def test_usage_counts_cache_and_thoughts() -> None:
 
 def test_safety_finish() -> None:
     def response(parts: list[dict[str, Any]]) -> Any:
-        return types.GenerateContentResponse.model_validate({"candidates": [
-            {"content": {"role": "model", "parts": parts}, "finish_reason": "SAFETY"}]})
+        return types.GenerateContentResponse.model_validate(
+            {"candidates": [{"content": {"role": "model", "parts": parts}, "finish_reason": "SAFETY"}]}
+        )
 
     with pytest.raises(errors.ContentFiltered):
         from_gemini_response(response([]))
@@ -166,9 +217,14 @@ def test_safety_finish() -> None:
 
 ERROR_CASES = [
     ({"status": 429, "retry_after": 2.5}, errors.RateLimited),
-    ({"status": 429, "code": "insufficient_quota",
-      "message": "You exceeded your current quota, please check your plan and billing details."},
-     errors.QuotaExhausted),
+    (
+        {
+            "status": 429,
+            "code": "insufficient_quota",
+            "message": "You exceeded your current quota, please check your plan and billing details.",
+        },
+        errors.QuotaExhausted,
+    ),
     ({"status": 500}, errors.Transient),
     ({"status": 503}, errors.Transient),
     ({"status": 400, "message": "Invalid value at 'generation_config.temperature'"}, errors.InvalidRequest),
@@ -181,7 +237,9 @@ ERROR_CASES = [
 
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
 @pytest.mark.parametrize(("script", "expected"), ERROR_CASES)
-def test_errors_are_mapped(emulator: EmulatorHandle, script: dict[str, Any], expected: type, stream: bool) -> None:
+def test_errors_are_mapped(
+    emulator: EmulatorHandle, script: dict[str, Any], expected: type[errors.ProviderError], stream: bool
+) -> None:
     emulator.configure({"gemini": {"script": [script]}})
 
     async def sink(delta: str) -> None:
@@ -201,6 +259,12 @@ def test_rate_limit_without_retry_info(emulator: EmulatorHandle) -> None:
     with pytest.raises(errors.RateLimited) as info:
         complete(emulator.url, req())
     assert info.value.retry_after is None
+
+
+def test_timeout_is_transient(emulator: EmulatorHandle) -> None:
+    emulator.configure({"gemini": {"latency_ms": 1500}})
+    with pytest.raises(errors.Transient, match="timed out"):
+        complete(emulator.url, req(), timeout_s=0.3)
 
 
 def test_connection_refused_is_transient() -> None:

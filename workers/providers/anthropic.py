@@ -56,9 +56,7 @@ FINISH_REASONS = {
     "refusal": FinishReason.CONTENT_FILTER,
 }
 
-JSON_INSTRUCTION = (
-    "Respond with a single valid JSON object and nothing else: no prose, no code fences."
-)
+JSON_INSTRUCTION = "Respond with a single valid JSON object and nothing else: no prose, no code fences."
 
 
 def _image_block(url: str) -> dict[str, Any]:
@@ -137,8 +135,11 @@ def to_anthropic_params(request: ChatRequest, model: str, default_max_tokens: in
         params["extra_body"] = sampling
     if request.tools:
         params["tools"] = [
-            {"name": t.function.name, "description": t.function.description or "",
-             "input_schema": t.function.parameters}
+            {
+                "name": t.function.name,
+                "description": t.function.description or "",
+                "input_schema": t.function.parameters,
+            }
             for t in request.tools
         ]
         choice = _tool_choice(request.tool_choice)
@@ -176,7 +177,8 @@ def from_anthropic_message(message: Any, headers: Any = None) -> ChatResponse:
         if block.type == "text":
             text.append(block.text)
         elif block.type == "tool_use":
-            calls.append(ToolCall(id=block.id, function=FunctionCall(name=block.name, arguments=json.dumps(block.input))))
+            call = FunctionCall(name=block.name, arguments=json.dumps(block.input))
+            calls.append(ToolCall(id=block.id, function=call))
     return ChatResponse(
         text="".join(text),
         tool_calls=calls,
@@ -186,6 +188,11 @@ def from_anthropic_message(message: Any, headers: Any = None) -> ChatResponse:
         rate_limit_headers=pick_rate_limit_headers(headers),
         model=message.model,
     )
+
+
+def _counts(usage: Any) -> dict[str, int]:
+    """The token counts a streamed usage object carries (message_start, then message_delta)."""
+    return {k: v for k, v in usage.model_dump().items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
 def map_anthropic_error(exc: Exception) -> ProviderError:
@@ -240,9 +247,9 @@ class AnthropicProvider:
         )
 
     async def complete(self, request: ChatRequest, *, on_text: TextSink | None = None) -> ChatResponse:
-        deployment = self.target.deployment
+        dep = self.target.deployment
         try:
-            params = to_anthropic_params(request, deployment.provider_model, deployment.model.max_output_tokens)
+            params = to_anthropic_params(request, dep.provider_model, dep.model.max_output_tokens)
             if on_text is None:
                 raw = await self.client.messages.with_raw_response.create(**params)
                 return from_anthropic_message(await raw.parse(), raw.headers)
@@ -263,7 +270,7 @@ class AnthropicProvider:
         async for event in stream:
             if event.type == "message_start":
                 message_id, model = event.message.id, event.message.model
-                usage = _usage_fields(event.message.usage, usage)
+                usage.update(_counts(event.message.usage))
             elif event.type == "content_block_start" and event.content_block.type == "tool_use":
                 block = event.content_block
                 calls[event.index] = {"id": block.id, "name": block.name, "arguments": ""}
@@ -275,7 +282,7 @@ class AnthropicProvider:
                     calls[event.index]["arguments"] += event.delta.partial_json
             elif event.type == "message_delta":
                 stop_reason = event.delta.stop_reason or stop_reason
-                usage = _usage_fields(event.usage, usage)
+                usage.update(_counts(event.usage))  # cumulative: the last one counts
         return ChatResponse(
             text="".join(text),
             tool_calls=[
@@ -291,16 +298,3 @@ class AnthropicProvider:
 
     async def aclose(self) -> None:
         await self.client.close()
-
-
-USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
-
-
-def _usage_fields(usage: Any, seen: dict[str, int]) -> dict[str, int]:
-    """Stream usage comes in `message_start` and again (cumulative) in `message_delta`."""
-    merged = dict(seen)
-    for name in USAGE_FIELDS:
-        value = getattr(usage, name, None)
-        if value is not None:
-            merged[name] = value
-    return merged

@@ -57,6 +57,7 @@ T = TypeVar("T")
 MAX_CONCURRENCY = 64  # threads, and botocore's connection pool, per deployment
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 _END = object()
+IMAGE_MAGIC = {"png": b"\x89PNG", "jpeg": b"\xff\xd8\xff", "gif": b"GIF8", "webp": b"RIFF"}
 
 FINISH_REASONS = {
     "end_turn": FinishReason.STOP,
@@ -68,12 +69,12 @@ FINISH_REASONS = {
     "guardrail_intervened": FinishReason.CONTENT_FILTER,
 }
 TRANSIENT = {
-    "ServiceUnavailableException", "InternalServerException", "ModelNotReadyException",
-    "ModelTimeoutException", "ModelStreamErrorException", "ModelErrorException", "InternalFailure",
+    *("ServiceUnavailableException", "InternalServerException", "ModelNotReadyException"),
+    *("ModelTimeoutException", "ModelStreamErrorException", "ModelErrorException", "InternalFailure"),
 }
 AUTH = {
-    "AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException",
-    "ExpiredTokenException", "MissingAuthenticationTokenException", "IncompleteSignatureException",
+    *("AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"),
+    *("ExpiredTokenException", "MissingAuthenticationTokenException", "IncompleteSignatureException"),
 }
 CONTEXT_HINTS = ("too long", "too many tokens", "too many input tokens", "context window", "context length")
 FILTER_HINTS = ("content filter", "blocked by", "content policy")
@@ -89,17 +90,21 @@ def _image_bytes(part: ContentPart, timeout_s: float) -> tuple[str, bytes]:
             data = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise InvalidRequest(f"image data URL is not valid base64: {exc}") from None
-    else:
+    elif url.startswith(("http://", "https://")):
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (http(s) only, below)
+            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
                 mime = resp.headers.get_content_type()
                 data = resp.read(MAX_IMAGE_BYTES + 1)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise InvalidRequest(f"could not fetch image {url[:200]!r}: {exc}") from None
         if len(data) > MAX_IMAGE_BYTES:
             raise InvalidRequest(f"image {url[:200]!r} is larger than {MAX_IMAGE_BYTES} bytes")
+    else:
+        raise InvalidRequest(f"image URLs must be http(s) or data: URLs, not {url[:40]!r}")
     fmt = mime.removeprefix("image/").replace("jpg", "jpeg")
-    if fmt not in ("png", "jpeg", "gif", "webp"):
+    if fmt not in IMAGE_MAGIC:  # e.g. served as application/octet-stream: look at the bytes
+        fmt = next((f for f, magic in IMAGE_MAGIC.items() if data.startswith(magic)), fmt)
+    if fmt not in IMAGE_MAGIC:
         raise InvalidRequest(f"Bedrock takes png, jpeg, gif or webp images, not {mime!r}")
     return fmt, data
 
@@ -128,7 +133,10 @@ def _blocks(message: Message, timeout_s: float) -> list[dict[str, Any]]:
             fmt, data = _image_bytes(part, timeout_s)
             blocks.append({"image": {"format": fmt, "source": {"bytes": data}}})
     for tc in message.tool_calls or []:
-        args = json.loads(tc.function.arguments or "{}")
+        try:
+            args = json.loads(tc.function.arguments or "{}")
+        except ValueError as exc:
+            raise InvalidRequest(f"tool call arguments are not JSON: {exc}") from None
         blocks.append({"toolUse": {"toolUseId": tc.id, "name": tc.function.name, "input": args}})
     return blocks
 
@@ -149,19 +157,28 @@ def to_bedrock_params(request: ChatRequest, model_id: str, timeout_s: float = 30
     params: dict[str, Any] = {"modelId": model_id, "messages": messages}
     if system:
         params["system"] = system
-    inference = {
-        "maxTokens": request.max_tokens, "temperature": request.temperature,
-        "topP": request.top_p, "stopSequences": request.stop,
+    inference: dict[str, Any] = {
+        "maxTokens": request.max_tokens,
+        "temperature": request.temperature,
+        "topP": request.top_p,
     }
-    if any(v is not None for v in inference.values()):
-        params["inferenceConfig"] = {k: v for k, v in inference.items() if v is not None}
+    inference = {k: v for k, v in inference.items() if v is not None}
+    if request.stop:
+        inference["stopSequences"] = request.stop
+    if inference:
+        params["inferenceConfig"] = inference
     has_tool_blocks = any(m.role == "tool" or m.tool_calls for m in request.messages)
     if request.tools and (request.tool_choice != "none" or has_tool_blocks):
-        tools = [{"toolSpec": {
-            "name": t.function.name,
-            **({"description": t.function.description} if t.function.description else {}),
-            "inputSchema": {"json": t.function.parameters},
-        }} for t in request.tools]
+        tools = [
+            {
+                "toolSpec": {
+                    "name": t.function.name,
+                    **({"description": t.function.description} if t.function.description else {}),
+                    "inputSchema": {"json": t.function.parameters},
+                }
+            }
+            for t in request.tools
+        ]
         params["toolConfig"] = {"tools": tools}
         choice = request.tool_choice
         if choice == "required":
@@ -189,10 +206,14 @@ def usage_from_bedrock(usage: dict[str, Any] | None) -> Usage:
     )
 
 
-def _finish(stop_reason: str | None, text: str, calls: list[ToolCall], request_id: str | None) -> FinishReason:
+def _finish(
+    stop_reason: str | None, text: str, calls: list[ToolCall], request_id: str | None
+) -> FinishReason:
     finish = FINISH_REASONS.get(stop_reason or "end_turn", FinishReason.ERROR)
     if finish is FinishReason.CONTENT_FILTER and not text and not calls:
-        raise ContentFiltered(f"Bedrock stopped on content policy: {stop_reason}", provider_request_id=request_id)
+        raise ContentFiltered(
+            f"Bedrock stopped on content policy: {stop_reason}", provider_request_id=request_id
+        )
     return finish
 
 
@@ -201,9 +222,12 @@ def from_bedrock_response(response: dict[str, Any], model_id: str) -> ChatRespon
     blocks = ((response.get("output") or {}).get("message") or {}).get("content") or []
     text = "".join(b["text"] for b in blocks if "text" in b)
     calls = [
-        ToolCall(id=b["toolUse"]["toolUseId"],
-                 function=FunctionCall(name=b["toolUse"]["name"], arguments=json.dumps(b["toolUse"].get("input"))))
-        for b in blocks if "toolUse" in b
+        ToolCall(
+            id=b["toolUse"]["toolUseId"],
+            function=FunctionCall(name=b["toolUse"]["name"], arguments=json.dumps(b["toolUse"].get("input"))),
+        )
+        for b in blocks
+        if "toolUse" in b
     ]
     return ChatResponse(
         text=text,
@@ -248,6 +272,8 @@ def map_bedrock_error(exc: Exception) -> ProviderError:
         return AuthError(f"no usable AWS credentials: {exc}")
     if isinstance(exc, botocore.exceptions.ParamValidationError):
         return InvalidRequest(f"request rejected by botocore: {exc}")
+    if isinstance(exc, json.JSONDecodeError):
+        return Transient(f"Bedrock streamed malformed tool input: {exc}")
     if isinstance(exc, (botocore.exceptions.BotoCoreError, ConnectionError, TimeoutError)):
         return Transient(f"{type(exc).__name__}: {exc}")
     raise exc
@@ -275,7 +301,8 @@ class BedrockProvider:
         region = target.deployment.spec.region
         if target.emulated:
             session = boto3.session.Session(
-                aws_access_key_id="emulator", aws_secret_access_key=target.api_key or "emulator",
+                aws_access_key_id="emulator",
+                aws_secret_access_key=target.api_key or "emulator",
                 region_name=region or "us-east-1",
             )
             return session.client("bedrock-runtime", endpoint_url=target.base_url, config=config)
@@ -298,50 +325,37 @@ class BedrockProvider:
             raise map_bedrock_error(exc) from exc
 
     async def _stream(self, params: dict[str, Any], on_text: TextSink) -> ChatResponse:
+        """Read ConverseStream one event per thread hop, then answer as Converse would have."""
         response = await self._run(lambda: self.client.converse_stream(**params))
-        meta = response.get("ResponseMetadata") or {}
-        stream = response["stream"]
+        stream = response.pop("stream")
         events = iter(stream)
         text: list[str] = []
-        calls: dict[int, dict[str, str]] = {}
-        stop_reason: str | None = None
-        usage: dict[str, Any] | None = None
+        tools: dict[int, dict[str, Any]] = {}
         try:
             while (item := await self._run(next, events, _END)) is not _END:
                 assert isinstance(item, dict)
-                if "contentBlockStart" in item:
-                    start = item["contentBlockStart"]
-                    tool = (start.get("start") or {}).get("toolUse")
-                    if tool:
-                        calls[start["contentBlockIndex"]] = {"id": tool["toolUseId"], "name": tool["name"], "input": ""}
-                elif "contentBlockDelta" in item:
-                    delta = item["contentBlockDelta"]
+                if start := item.get("contentBlockStart"):
+                    if tool := start["start"].get("toolUse"):
+                        tools[start["contentBlockIndex"]] = {**tool, "input": ""}
+                elif delta := item.get("contentBlockDelta"):
                     piece = delta["delta"]
                     if piece.get("text"):
                         text.append(piece["text"])
                         await on_text(piece["text"])
-                    elif "toolUse" in piece and delta["contentBlockIndex"] in calls:
-                        calls[delta["contentBlockIndex"]]["input"] += piece["toolUse"].get("input") or ""
-                elif "messageStop" in item:
-                    stop_reason = item["messageStop"].get("stopReason")
-                elif "metadata" in item:
-                    usage = item["metadata"].get("usage")
+                    elif "toolUse" in piece and delta["contentBlockIndex"] in tools:
+                        tools[delta["contentBlockIndex"]]["input"] += piece["toolUse"].get("input") or ""
+                elif stop := item.get("messageStop"):
+                    response["stopReason"] = stop.get("stopReason")
+                elif metadata := item.get("metadata"):
+                    response["usage"] = metadata.get("usage")
         finally:
             stream.close()
-        joined = "".join(text)
-        tool_calls = [
-            ToolCall(id=c["id"], function=FunctionCall(name=c["name"], arguments=c["input"] or "{}"))
-            for _, c in sorted(calls.items())
+        blocks: list[dict[str, Any]] = [{"text": "".join(text)}]
+        blocks += [
+            {"toolUse": {**t, "input": json.loads(t["input"] or "{}")}} for _, t in sorted(tools.items())
         ]
-        return ChatResponse(
-            text=joined,
-            tool_calls=tool_calls,
-            finish_reason=_finish(stop_reason, joined, tool_calls, meta.get("RequestId")),
-            usage=usage_from_bedrock(usage),
-            provider_request_id=meta.get("RequestId"),
-            rate_limit_headers=pick_rate_limit_headers(meta.get("HTTPHeaders")),
-            model=self.model_id,
-        )
+        response["output"] = {"message": {"role": "assistant", "content": blocks}}
+        return from_bedrock_response(response, self.model_id)
 
     async def aclose(self) -> None:
         await self._run(self.client.close)

@@ -85,8 +85,11 @@ def _message(message: Message) -> dict[str, Any]:
             out["content"] = message.text()
         if message.tool_calls:
             out["tool_calls"] = [
-                {"id": c.id, "type": "function",
-                 "function": {"name": c.function.name, "arguments": c.function.arguments}}
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.function.name, "arguments": c.function.arguments},
+                }
                 for c in message.tool_calls
             ]
         return out
@@ -104,8 +107,14 @@ def to_cohere_params(request: ChatRequest, model: str) -> dict[str, Any]:
         choice = "required"
     if tools:
         params["tools"] = [
-            {"type": "function", "function": {"name": t.function.name, "description": t.function.description or "",
-                                              "parameters": t.function.parameters}}
+            {
+                "type": "function",
+                "function": {
+                    "name": t.function.name,
+                    "description": t.function.description or "",
+                    "parameters": t.function.parameters,
+                },
+            }
             for t in tools
         ]
         if choice in ("required", "none"):
@@ -151,7 +160,9 @@ def from_cohere_chat(response: Any, headers: Any, model: str) -> ChatResponse:
     message = response.message
     text = "".join(item.text for item in message.content or [] if getattr(item, "type", "") == "text")
     calls = [
-        ToolCall(id=c.id, function=FunctionCall(name=c.function.name or "", arguments=c.function.arguments or "{}"))
+        ToolCall(
+            id=c.id, function=FunctionCall(name=c.function.name or "", arguments=c.function.arguments or "{}")
+        )
         for c in message.tool_calls or []
         if c.function is not None
     ]
@@ -236,7 +247,8 @@ class CohereProvider:
         response_id = None
         async with self.client.with_raw_response.chat_stream(**params) as raw:
             headers = raw.headers
-            async for event in raw.data:
+            events: Any = raw.data  # the SDK's event union, read field by field below
+            async for event in events:
                 if event.type == "message-start":
                     response_id = event.id
                 elif event.type == "content-delta":
@@ -247,7 +259,9 @@ class CohereProvider:
                 elif event.type == "tool-call-start" and event.delta and event.delta.message:
                     call = event.delta.message.tool_calls
                     calls[event.index or 0] = {
-                        "id": call.id, "name": call.function.name or "", "arguments": call.function.arguments or ""
+                        "id": call.id,
+                        "name": call.function.name or "",
+                        "arguments": call.function.arguments or "",
                     }
                 elif event.type == "tool-call-delta" and event.delta and event.delta.message:
                     fn = event.delta.message.tool_calls.function

@@ -101,7 +101,7 @@ def action_for(error: ProviderError) -> Action:
     """The most specific action declared for this error's class."""
     for cls in type(error).__mro__:
         if cls in ACTION_FOR:
-            return ACTION_FOR[cls]  # type: ignore[index]
+            return ACTION_FOR[cls]
     return Action.FAIL
 
 

@@ -90,6 +90,16 @@ def _tool_result(content: str) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"result": parsed}
 
 
+def _arguments(arguments: str) -> dict[str, Any]:
+    try:
+        args = json.loads(arguments or "{}")
+    except ValueError as exc:
+        raise InvalidRequest(f"tool call arguments are not JSON: {exc}") from None
+    if not isinstance(args, dict):
+        raise InvalidRequest("tool call arguments must be a JSON object")
+    return args
+
+
 def _parts(message: Message, call_names: dict[str, str]) -> list[types.Part]:
     if message.role == "tool":
         call_id = message.tool_call_id or ""
@@ -107,9 +117,11 @@ def _parts(message: Message, call_names: dict[str, str]) -> list[types.Part]:
         parts.append(types.Part(text=message.content))
     for tc in message.tool_calls or []:
         call_names[tc.id] = tc.function.name
-        args = json.loads(tc.function.arguments or "{}")
-        call_id = None if tc.id.startswith(GENERATED_ID_PREFIX) else tc.id
-        parts.append(types.Part(function_call=types.FunctionCall(name=tc.function.name, args=args, id=call_id)))
+        args = _arguments(tc.function.arguments)
+        sent_id = None if tc.id.startswith(GENERATED_ID_PREFIX) else tc.id
+        parts.append(
+            types.Part(function_call=types.FunctionCall(name=tc.function.name, args=args, id=sent_id))
+        )
     return parts
 
 
@@ -142,23 +154,21 @@ def to_gemini_config(request: ChatRequest, system: str | None) -> types.Generate
         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
     )
     if request.tools:
-        config.tools = [types.Tool(function_declarations=[
+        declarations = [
             types.FunctionDeclaration(
-                name=t.function.name, description=t.function.description,
+                name=t.function.name,
+                description=t.function.description,
                 parameters_json_schema=t.function.parameters,
             )
             for t in request.tools
-        ])]
+        ]
+        config.tools = [types.Tool(function_declarations=declarations)]
     choice = request.tool_choice
-    if isinstance(choice, str):
-        config.tool_config = types.ToolConfig(
-            function_calling_config=types.FunctionCallingConfig(mode=TOOL_MODES[choice])  # type: ignore[arg-type]
-        )
-    elif isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
-        config.tool_config = types.ToolConfig(function_calling_config=types.FunctionCallingConfig(
-            mode="ANY", allowed_function_names=[name] if name else None,  # type: ignore[arg-type]
-        ))
+    if choice is not None:
+        name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+        mode = TOOL_MODES[choice] if isinstance(choice, str) else "ANY"
+        calling = types.FunctionCallingConfig(mode=mode, allowed_function_names=[name] if name else None)
+        config.tool_config = types.ToolConfig(function_calling_config=calling)
     fmt = request.response_format
     if fmt is not None and fmt.type != "text":
         config.response_mime_type = "application/json"
@@ -179,14 +189,6 @@ def usage_from_gemini(meta: Any) -> Usage:
     )
 
 
-def _blocked(response: Any) -> ContentFiltered | None:
-    feedback = response.prompt_feedback
-    if feedback is not None and feedback.block_reason is not None and not response.candidates:
-        reason = getattr(feedback.block_reason, "value", feedback.block_reason)
-        return ContentFiltered(f"Gemini blocked the prompt: {reason}", provider_request_id=response.response_id)
-    return None
-
-
 def _finish(reason: Any, text: str, calls: list[ToolCall], request_id: str | None) -> FinishReason:
     name = str(getattr(reason, "value", reason) or "STOP")
     if name in FILTER_REASONS and not text and not calls:
@@ -196,54 +198,82 @@ def _finish(reason: Any, text: str, calls: list[ToolCall], request_id: str | Non
     return FINISH_REASONS.get(name, FinishReason.ERROR)
 
 
-def _tool_call(fc: Any) -> ToolCall:
-    call_id = fc.id or f"{GENERATED_ID_PREFIX}{uuid.uuid4().hex[:20]}"
-    return ToolCall(id=call_id, function=FunctionCall(name=fc.name or "", arguments=json.dumps(fc.args or {})))
+class Collected:
+    """Gemini responses (one, or a stream's chunks) folded into one `ChatResponse`."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: list[ToolCall] = []
+        self.finish: Any = None
+        self.usage: Any = None
+        self.request_id: str | None = None
+        self.model: str | None = None
+        self.headers: Any = None
+
+    def add(self, response: Any) -> list[str]:
+        """Fold in one response; returns its text deltas. A blocked prompt raises ContentFiltered."""
+        self.request_id = self.request_id or response.response_id
+        feedback = response.prompt_feedback
+        if feedback is not None and feedback.block_reason is not None and not response.candidates:
+            reason = getattr(feedback.block_reason, "value", feedback.block_reason)
+            raise ContentFiltered(f"Gemini blocked the prompt: {reason}", provider_request_id=self.request_id)
+        self.model = self.model or response.model_version
+        if self.headers is None and response.sdk_http_response is not None:
+            self.headers = response.sdk_http_response.headers
+        self.usage = response.usage_metadata or self.usage
+        deltas: list[str] = []
+        for candidate in (response.candidates or [])[:1]:
+            self.finish = candidate.finish_reason or self.finish
+            for part in (candidate.content.parts or []) if candidate.content else []:
+                if part.function_call is not None:
+                    fc = part.function_call
+                    call_id = fc.id or f"{GENERATED_ID_PREFIX}{uuid.uuid4().hex[:20]}"
+                    arguments = json.dumps(fc.args or {})
+                    self.calls.append(
+                        ToolCall(id=call_id, function=FunctionCall(name=fc.name or "", arguments=arguments))
+                    )
+                elif part.text and not part.thought:
+                    deltas.append(part.text)
+        self.text.extend(deltas)
+        return deltas
+
+    def result(self) -> ChatResponse:
+        text = "".join(self.text)
+        return ChatResponse(
+            text=text,
+            tool_calls=self.calls,
+            finish_reason=_finish(self.finish, text, self.calls, self.request_id),
+            usage=usage_from_gemini(self.usage),
+            provider_request_id=self.request_id,
+            rate_limit_headers=pick_rate_limit_headers(self.headers),
+            model=self.model,
+        )
 
 
 def from_gemini_response(response: Any) -> ChatResponse:
-    blocked = _blocked(response)
-    if blocked is not None:
-        raise blocked
-    candidate = (response.candidates or [None])[0]
-    parts = (candidate.content.parts or []) if candidate is not None and candidate.content else []
-    text = "".join(p.text for p in parts if p.text and not p.thought)
-    calls = [_tool_call(p.function_call) for p in parts if p.function_call is not None]
-    http = response.sdk_http_response
-    return ChatResponse(
-        text=text,
-        tool_calls=calls,
-        finish_reason=_finish(candidate.finish_reason if candidate else None, text, calls, response.response_id),
-        usage=usage_from_gemini(response.usage_metadata),
-        provider_request_id=response.response_id,
-        rate_limit_headers=pick_rate_limit_headers(http.headers if http else None),
-        model=response.model_version,
-    )
+    collected = Collected()
+    collected.add(response)
+    return collected.result()
 
 
-def _retry_delay(details: Any) -> float | None:
-    for detail in _detail_list(details):
-        if str(detail.get("@type", "")).endswith("RetryInfo"):
-            match = re.fullmatch(r"([0-9.]+)s", str(detail.get("retryDelay", "")))
-            if match:
-                return float(match.group(1))
-    return None
-
-
-def _detail_list(details: Any) -> list[dict[str, Any]]:
+def _details(details: Any) -> list[dict[str, Any]]:
+    """The `error.details` list of a Google error body (RetryInfo, QuotaFailure, ErrorInfo...)."""
     error = details.get("error", details) if isinstance(details, dict) else {}
     found = error.get("details") if isinstance(error, dict) else None
     return [d for d in found if isinstance(d, dict)] if isinstance(found, list) else []
 
 
-def _is_daily_quota(message: str, details: Any) -> bool:
-    if "billing" in message.lower():
-        return True
-    for detail in _detail_list(details):
-        for violation in detail.get("violations") or []:
-            if "PerDay" in str(violation.get("quotaId", "")):
-                return True
-    return False
+def _retry_delay(details: list[dict[str, Any]]) -> float | None:
+    for detail in details:
+        match = re.fullmatch(r"([0-9.]+)s", str(detail.get("retryDelay", "")))
+        if match:
+            return float(match.group(1))
+    return None
+
+
+def _is_daily_quota(message: str, details: list[dict[str, Any]]) -> bool:
+    quota_ids = [str(v.get("quotaId", "")) for d in details for v in d.get("violations") or []]
+    return "billing" in message.lower() or any("PerDay" in q for q in quota_ids)
 
 
 def map_gemini_error(exc: Exception) -> ProviderError:
@@ -253,13 +283,15 @@ def map_gemini_error(exc: Exception) -> ProviderError:
         status = str(exc.status or "")
         message = str(exc.message or exc)
         lowered = message.lower()
-        details = exc.details
+        details = _details(exc.details)
         if code == 429 or status == "RESOURCE_EXHAUSTED":
             if _is_daily_quota(message, details):
                 return QuotaExhausted(message, status_code=code)
             return RateLimited(message, status_code=code, retry_after=_retry_delay(details))
-        if status in ("UNAUTHENTICATED", "PERMISSION_DENIED") or "api key not valid" in lowered or any(
-            d.get("reason") == "API_KEY_INVALID" for d in _detail_list(details)
+        if (
+            status in ("UNAUTHENTICATED", "PERMISSION_DENIED")
+            or "api key not valid" in lowered
+            or any(d.get("reason") == "API_KEY_INVALID" for d in details)
         ):
             return AuthError(message, status_code=code)
         if code == 400 and any(hint in lowered for hint in CONTEXT_HINTS):
@@ -298,60 +330,27 @@ class GeminiProvider:
         return genai.Client(api_key=target.api_key, vertexai=False, http_options=options)
 
     async def complete(self, request: ChatRequest, *, on_text: TextSink | None = None) -> ChatResponse:
-        contents, system = to_gemini_contents(request)
-        config = to_gemini_config(request, system)
         model = self.target.deployment.provider_model
         try:
+            contents, system = to_gemini_contents(request)
+            config = to_gemini_config(request, system)
             if on_text is None:
                 response = await self.client.aio.models.generate_content(
-                    model=model, contents=contents, config=config  # type: ignore[arg-type]
+                    model=model, contents=contents, config=config
                 )
                 return from_gemini_response(response)
-            return await self._stream(model, contents, config, on_text)
+            collected = Collected()
+            stream = await self.client.aio.models.generate_content_stream(
+                model=model, contents=contents, config=config
+            )
+            async for chunk in stream:
+                for delta in collected.add(chunk):
+                    await on_text(delta)
+            return collected.result()
         except ProviderError:
             raise
         except Exception as exc:
             raise map_gemini_error(exc) from exc
-
-    async def _stream(
-        self, model: str, contents: list[types.Content], config: types.GenerateContentConfig, on_text: TextSink
-    ) -> ChatResponse:
-        stream = await self.client.aio.models.generate_content_stream(
-            model=model, contents=contents, config=config  # type: ignore[arg-type]
-        )
-        text: list[str] = []
-        calls: list[ToolCall] = []
-        finish: Any = None
-        usage: Any = None
-        request_id = model_version = None
-        headers: Any = None
-        async for chunk in stream:
-            blocked = _blocked(chunk)
-            if blocked is not None:
-                raise blocked
-            request_id = request_id or chunk.response_id
-            model_version = model_version or chunk.model_version
-            if headers is None and chunk.sdk_http_response is not None:
-                headers = chunk.sdk_http_response.headers
-            usage = chunk.usage_metadata or usage
-            for candidate in chunk.candidates or []:
-                finish = candidate.finish_reason or finish
-                for part in (candidate.content.parts or []) if candidate.content else []:
-                    if part.function_call is not None:
-                        calls.append(_tool_call(part.function_call))
-                    elif part.text and not part.thought:
-                        text.append(part.text)
-                        await on_text(part.text)
-        joined = "".join(text)
-        return ChatResponse(
-            text=joined,
-            tool_calls=calls,
-            finish_reason=_finish(finish, joined, calls, request_id),
-            usage=usage_from_gemini(usage),
-            provider_request_id=request_id,
-            rate_limit_headers=pick_rate_limit_headers(headers),
-            model=model_version,
-        )
 
     async def aclose(self) -> None:
         await self.client.aio.aclose()

@@ -1,0 +1,329 @@
+"""The Bedrock adapter through real boto3 (Converse / ConverseStream) against the emulator over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import threading
+from typing import Any
+
+import pytest
+from botocore.eventstream import EventStreamBuffer
+
+from emulator.bedrock_format import encode_event, event, exception_event
+from llmqueue.types import ChatRequest, ChatResponse, FinishReason
+from routing.catalog import get_catalog
+from tests.conftest import EmulatorHandle
+from workers.providers import adapter_class, errors
+from workers.providers.base import TextSink, resolve_target
+from workers.providers.bedrock import BedrockProvider, to_bedrock_params, usage_from_bedrock
+
+TOOLS = [
+    {
+        "function": {
+            "name": "get_weather",
+            "description": "Weather now",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        }
+    }
+]
+
+
+def provider(url: str, timeout_s: float = 30) -> BedrockProvider:
+    dep = get_catalog().deployment("bedrock/nova-lite")
+    assert dep is not None
+    path = BedrockProvider.emulator_path
+    target = resolve_target(
+        dep, emulator_url=url, emulator_mode="always", emulator_path=path, timeout_s=timeout_s
+    )
+    return BedrockProvider(target)
+
+
+def complete(
+    url: str, request: ChatRequest, sink: TextSink | None = None, timeout_s: float = 30
+) -> ChatResponse:
+    async def go() -> ChatResponse:
+        p = provider(url, timeout_s)
+        try:
+            return await p.complete(request, on_text=sink)
+        finally:
+            await p.aclose()
+
+    return asyncio.run(go())
+
+
+def req(**kw: Any) -> ChatRequest:
+    kw.setdefault("messages", [{"role": "user", "content": "Tell me about the sea"}])
+    return ChatRequest.model_validate(kw)
+
+
+def test_registry_finds_the_adapter() -> None:
+    assert adapter_class("bedrock") is BedrockProvider
+
+
+def test_event_stream_encoding_decodes_with_botocore() -> None:
+    buffer = EventStreamBuffer()
+    buffer.add_data(event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "héllo"}}))
+    buffer.add_data(exception_event("throttlingException", "slow down"))
+    buffer.add_data(encode_event({}, b""))
+    first, second, empty = list(buffer)
+    assert first.headers == {
+        ":event-type": "contentBlockDelta",
+        ":content-type": "application/json",
+        ":message-type": "event",
+    }
+    assert json.loads(first.payload) == {"contentBlockIndex": 0, "delta": {"text": "héllo"}}
+    assert second.headers[":exception-type"] == "throttlingException"
+    assert json.loads(second.payload) == {"message": "slow down"}
+    assert empty.headers == {} and empty.payload == b""
+
+
+def test_plain_text_with_usage(emulator: EmulatorHandle) -> None:
+    r = complete(emulator.url, req())
+    assert "Tell me about the sea" in r.text
+    assert r.finish_reason is FinishReason.STOP
+    assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0
+    assert r.provider_request_id and r.model == "amazon.nova-lite-v1:0"
+    assert emulator.calls(provider="bedrock")[0]["model"] == "amazon.nova-lite-v1:0"
+
+
+def test_system_prompt_and_multi_turn(emulator: EmulatorHandle) -> None:
+    request = req(
+        messages=[
+            {"role": "system", "content": "Be brief"},
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "first answer"},
+            {"role": "user", "content": "second question"},
+        ]
+    )
+    params = to_bedrock_params(request, "m")
+    assert params["system"] == [{"text": "Be brief"}]
+    assert [m["role"] for m in params["messages"]] == ["user", "assistant", "user"]
+    r = complete(emulator.url, request)
+    assert "second question" in r.text
+
+
+def test_max_tokens_stops_with_length(emulator: EmulatorHandle) -> None:
+    r = complete(emulator.url, req(max_tokens=3, temperature=0.2, top_p=0.9, stop=["END"]))
+    assert r.finish_reason is FinishReason.LENGTH
+    assert r.usage.output_tokens == 3
+
+
+def test_tool_call_round_trip(emulator: EmulatorHandle) -> None:
+    first = complete(emulator.url, req(tools=TOOLS))
+    assert first.finish_reason is FinishReason.TOOL_CALLS
+    call = first.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "example"}
+    second = complete(
+        emulator.url,
+        req(
+            tools=TOOLS,
+            messages=[
+                {"role": "user", "content": "weather in Paris?"},
+                {"role": "assistant", "tool_calls": [call.model_dump()]},
+                {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
+            ],
+        ),
+    )
+    assert second.finish_reason is FinishReason.STOP
+    assert "sunny, 21C" in second.text
+
+
+def test_tool_choice_none_sends_no_tools(emulator: EmulatorHandle) -> None:
+    assert "toolConfig" not in to_bedrock_params(req(tools=TOOLS, tool_choice="none"), "m")
+    forced = to_bedrock_params(
+        req(tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_weather"}}), "m"
+    )
+    assert forced["toolConfig"]["toolChoice"] == {"tool": {"name": "get_weather"}}
+    r = complete(emulator.url, req(tools=TOOLS, tool_choice="none"))
+    assert r.tool_calls == [] and r.finish_reason is FinishReason.STOP
+
+
+def test_json_schema_uses_output_config(emulator: EmulatorHandle) -> None:
+    schema = {"type": "object", "properties": {"title": {"type": "string"}, "year": {"type": "integer"}}}
+    r = complete(
+        emulator.url,
+        req(response_format={"type": "json_schema", "json_schema": {"name": "book", "schema": schema}}),
+    )
+    assert json.loads(r.text) == {"title": "example", "year": 42}
+
+
+def test_json_object_mode_is_not_supported(emulator: EmulatorHandle) -> None:
+    with pytest.raises(errors.InvalidRequest, match="no JSON mode"):
+        complete(emulator.url, req(response_format={"type": "json_object"}))
+    assert emulator.calls() == []
+
+
+def test_image_input(emulator: EmulatorHandle) -> None:
+    r = complete(
+        emulator.url,
+        req(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is in this picture"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                    ],
+                }
+            ]
+        ),
+    )
+    assert r.usage.input_tokens > 85
+
+
+def test_http_image_is_fetched_and_sent_as_bytes(emulator: EmulatorHandle) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/octet-stream")  # format comes from the bytes
+            self.end_headers()
+            self.wfile.write(png)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/cat"
+        params = to_bedrock_params(
+            req(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]),
+            "m",
+        )
+        r = complete(
+            emulator.url,
+            req(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "describe"},
+                            {"type": "image_url", "image_url": {"url": url}},
+                        ],
+                    }
+                ]
+            ),
+        )
+        server.shutdown()
+    assert params["messages"][0]["content"] == [{"image": {"format": "png", "source": {"bytes": png}}}]
+    assert r.usage.input_tokens > 85
+
+
+def test_unsupported_image_type_is_invalid(emulator: EmulatorHandle) -> None:
+    with pytest.raises(errors.InvalidRequest, match="png, jpeg"):
+        complete(
+            emulator.url,
+            req(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "data:image/tiff;base64,AAAA"}}
+                        ],
+                    }
+                ]
+            ),
+        )
+
+
+def test_streaming_delivers_deltas(emulator: EmulatorHandle) -> None:
+    got: list[str] = []
+
+    async def sink(delta: str) -> None:
+        got.append(delta)
+
+    r = complete(emulator.url, req(), sink)
+    assert len(got) > 3
+    assert "".join(got) == r.text
+    assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0
+    assert r.finish_reason is FinishReason.STOP and r.provider_request_id
+
+
+def test_streaming_tool_call(emulator: EmulatorHandle) -> None:
+    async def sink(delta: str) -> None:
+        raise AssertionError("a tool call has no text")
+
+    r = complete(emulator.url, req(tools=TOOLS), sink)
+    assert r.finish_reason is FinishReason.TOOL_CALLS
+    assert json.loads(r.tool_calls[0].function.arguments) == {"city": "example"}
+
+
+def test_usage_counts_cache_reads_as_input() -> None:
+    u = usage_from_bedrock(
+        {
+            "inputTokens": 100,
+            "outputTokens": 20,
+            "totalTokens": 1120,
+            "cacheReadInputTokens": 900,
+            "cacheWriteInputTokens": 100,
+        }
+    )
+    assert (u.input_tokens, u.cached_input_tokens, u.output_tokens) == (1100, 900, 20)
+
+
+ERROR_CASES = [
+    ({"status": 429, "message": "Too many requests, please wait before trying again."}, errors.RateLimited),
+    (
+        {
+            "status": 429,
+            "code": "insufficient_quota",
+            "message": "Your account has exceeded its service quota",
+        },
+        errors.QuotaExhausted,
+    ),
+    ({"status": 500}, errors.Transient),
+    ({"status": 503, "message": "Bedrock is unable to process your request."}, errors.Transient),
+    ({"status": 408}, errors.Transient),
+    ({"status": 400, "message": "temperature must be at most 1"}, errors.InvalidRequest),
+    ({"status": 400, "code": "context_length_exceeded"}, errors.ContextTooLong),
+    ({"status": 400, "code": "content_filter"}, errors.ContentFiltered),
+    ({"status": 401}, errors.AuthError),
+    (
+        {"status": 403, "message": "You don't have access to the model with the specified model ID."},
+        errors.AuthError,
+    ),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+@pytest.mark.parametrize(("script", "expected"), ERROR_CASES)
+def test_errors_are_mapped(
+    emulator: EmulatorHandle, script: dict[str, Any], expected: type[errors.ProviderError], stream: bool
+) -> None:
+    emulator.configure({"bedrock": {"script": [script]}})
+
+    async def sink(delta: str) -> None:
+        pass
+
+    with pytest.raises(expected) as info:
+        complete(emulator.url, req(), sink if stream else None)
+    assert type(info.value) is expected
+    assert info.value.status_code is not None
+    if script.get("message"):
+        assert script["message"] in info.value.message
+
+
+def test_timeout_is_transient(emulator: EmulatorHandle) -> None:
+    emulator.configure({"bedrock": {"latency_ms": 1500}})
+    with pytest.raises(errors.Transient, match="ReadTimeout"):
+        complete(emulator.url, req(), timeout_s=0.3)
+
+
+def test_connection_refused_is_transient() -> None:
+    with pytest.raises(errors.Transient):
+        complete("http://127.0.0.1:9", req())
+
+
+def test_missing_key_names_the_variable() -> None:
+    dep = get_catalog().deployment("bedrock/nova-lite")
+    assert dep is not None
+    with pytest.raises(errors.MissingCredentials, match="AWS_ACCESS_KEY_ID"):
+        resolve_target(dep, emulator_url=None, environ={})

@@ -1,0 +1,285 @@
+"""The Mistral adapter through the real mistralai SDK against the emulator over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import pytest
+from mistralai.client import models
+
+from emulator.core import count_tokens
+from llmqueue.types import ChatRequest, ChatResponse, FinishReason, Usage
+from routing.catalog import get_catalog
+from tests.conftest import EmulatorHandle
+from workers.providers import adapter_class, errors
+from workers.providers.base import TextSink, resolve_target
+from workers.providers.mistral import MistralProvider, mistral_tool_id, to_mistral_params, usage_from_mistral
+
+DEPLOYMENT = "mistral/mistral-small"
+
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def provider(emulator: EmulatorHandle) -> MistralProvider:
+    dep = get_catalog().deployment(DEPLOYMENT)
+    assert dep is not None
+    target = resolve_target(
+        dep, emulator_url=emulator.url, emulator_mode="always", emulator_path=MistralProvider.emulator_path
+    )
+    return MistralProvider(target)
+
+
+async def complete(p: MistralProvider, request: ChatRequest, sink: TextSink | None = None) -> ChatResponse:
+    try:
+        return await p.complete(request, on_text=sink)
+    finally:
+        await p.aclose()
+
+
+def req(**kw: Any) -> ChatRequest:
+    kw.setdefault("messages", [{"role": "user", "content": "Tell me about the sea"}])
+    return ChatRequest.model_validate(kw)
+
+
+TOOLS = [
+    {
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        }
+    }
+]
+
+
+def test_registry_finds_the_adapter() -> None:
+    assert adapter_class("mistral") is MistralProvider
+
+
+def test_plain_text_with_usage(emulator: EmulatorHandle) -> None:
+    r = run(complete(provider(emulator), req()))
+    assert "Tell me about the sea" in r.text
+    assert "mistral-small-latest" in r.text
+    assert r.finish_reason is FinishReason.STOP
+    assert r.usage.input_tokens == count_tokens("Tell me about the sea") + 4
+    assert r.usage.output_tokens == count_tokens(r.text)
+    assert r.usage.cached_input_tokens == 0
+    assert r.provider_request_id
+    assert r.model == "mistral-small-latest"
+    assert "x-ratelimitbysize-remaining-minute" in r.rate_limit_headers
+    assert len(emulator.calls(provider="mistral")) == 1
+
+
+def test_system_prompt_and_multi_turn(emulator: EmulatorHandle) -> None:
+    messages = [
+        {"role": "developer", "content": "Be brief"},
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "first answer"},
+        {"role": "user", "content": "second question"},
+    ]
+    params = to_mistral_params(req(messages=messages, seed=7), "mistral-small-latest")
+    assert [m["role"] for m in params["messages"]] == ["system", "user", "assistant", "user"]
+    assert params["random_seed"] == 7
+    r = run(
+        complete(provider(emulator), req(messages=messages, temperature=0.2, top_p=0.9, stop=["END"], seed=1))
+    )
+    assert "second question" in r.text
+    texts = ["Be brief", "first question", "first answer", "second question"]
+    assert r.usage.input_tokens == sum(count_tokens(t) + 4 for t in texts)
+
+
+def test_max_tokens_truncates_with_length(emulator: EmulatorHandle) -> None:
+    r = run(complete(provider(emulator), req(max_tokens=3)))
+    assert r.finish_reason is FinishReason.LENGTH
+    assert r.usage.output_tokens == 3
+
+
+def test_tool_call_round_trip(emulator: EmulatorHandle) -> None:
+    first = run(complete(provider(emulator), req(tools=TOOLS, tool_choice="required")))
+    assert first.finish_reason is FinishReason.TOOL_CALLS
+    call = first.tool_calls[0]
+    assert len(call.id) == 9
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "example"}
+    second = run(
+        complete(
+            provider(emulator),
+            req(
+                tools=TOOLS,
+                messages=[
+                    {"role": "user", "content": "weather in Paris?"},
+                    {"role": "assistant", "tool_calls": [call.model_dump()]},
+                    {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
+                ],
+            ),
+        )
+    )
+    assert second.finish_reason is FinishReason.STOP
+    assert "sunny, 21C" in second.text
+
+
+def test_foreign_tool_call_ids_are_mapped_consistently(emulator: EmulatorHandle) -> None:
+    foreign = {"id": "call_abc123XYZ_from_openai", "function": {"name": "get_weather", "arguments": "{}"}}
+    request = req(
+        tools=TOOLS,
+        messages=[
+            {"role": "user", "content": "weather in Paris?"},
+            {"role": "assistant", "tool_calls": [foreign]},
+            {"role": "tool", "tool_call_id": foreign["id"], "content": "sunny, 21C"},
+        ],
+    )
+    params = to_mistral_params(request, "m")
+    mapped = mistral_tool_id(str(foreign["id"]))
+    assert params["messages"][1]["tool_calls"][0]["id"] == mapped == params["messages"][2]["tool_call_id"]
+    assert params["messages"][2]["name"] == "get_weather"
+    assert mistral_tool_id("abcDEF123") == "abcDEF123"
+    r = run(complete(provider(emulator), request))
+    assert "sunny, 21C" in r.text
+
+
+def test_json_mode(emulator: EmulatorHandle) -> None:
+    r = run(complete(provider(emulator), req(response_format={"type": "json_object"})))
+    assert isinstance(json.loads(r.text), dict)
+
+
+def test_json_schema(emulator: EmulatorHandle) -> None:
+    schema = {"type": "object", "properties": {"title": {"type": "string"}, "year": {"type": "integer"}}}
+    r = run(
+        complete(
+            provider(emulator),
+            req(response_format={"type": "json_schema", "json_schema": {"name": "film", "schema": schema}}),
+        )
+    )
+    assert json.loads(r.text) == {"title": "example", "year": 42}
+
+
+def test_image_input(emulator: EmulatorHandle) -> None:
+    r = run(
+        complete(
+            provider(emulator),
+            req(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "what is in this picture"},
+                            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                        ],
+                    }
+                ]
+            ),
+        )
+    )
+    assert r.usage.input_tokens > 85
+
+
+def test_streaming_delivers_deltas(emulator: EmulatorHandle) -> None:
+    got: list[str] = []
+
+    async def sink(delta: str) -> None:
+        got.append(delta)
+
+    r = run(complete(provider(emulator), req(), sink))
+    assert len(got) > 3
+    assert "".join(got) == r.text
+    assert r.finish_reason is FinishReason.STOP
+    assert r.usage.input_tokens == count_tokens("Tell me about the sea") + 4
+    assert r.usage.output_tokens == count_tokens(r.text)
+    assert r.provider_request_id
+    assert "x-ratelimitbysize-remaining-minute" in r.rate_limit_headers
+
+
+def test_streaming_tool_call(emulator: EmulatorHandle) -> None:
+    async def sink(delta: str) -> None:
+        raise AssertionError("a tool call streams no text")
+
+    r = run(complete(provider(emulator), req(tools=TOOLS), sink))
+    assert r.finish_reason is FinishReason.TOOL_CALLS
+    assert len(r.tool_calls[0].id) == 9
+    assert json.loads(r.tool_calls[0].function.arguments) == {"city": "example"}
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ({"status": 429, "retry_after": 2.5}, errors.RateLimited),
+        ({"status": 429, "code": "insufficient_quota"}, errors.QuotaExhausted),
+        ({"status": 500}, errors.Transient),
+        ({"status": 502}, errors.Transient),
+        ({"status": 503}, errors.Transient),
+        ({"status": 529}, errors.Transient),
+        ({"status": 400, "message": "bad temperature"}, errors.InvalidRequest),
+        ({"status": 422, "message": "unknown field"}, errors.InvalidRequest),
+        ({"status": 400, "code": "context_length_exceeded", "message": "too long"}, errors.ContextTooLong),
+        ({"status": 400, "code": "content_filter", "message": "filtered"}, errors.ContentFiltered),
+        ({"status": 401}, errors.AuthError),
+        ({"status": 403}, errors.AuthError),
+    ],
+)
+def test_errors_are_mapped(
+    emulator: EmulatorHandle, script: dict[str, Any], expected: type[errors.ProviderError]
+) -> None:
+    emulator.configure({"mistral": {"script": [script]}})
+    with pytest.raises(expected) as info:
+        run(complete(provider(emulator), req()))
+    assert type(info.value) is expected
+    assert info.value.status_code == script["status"]
+    assert info.value.provider_request_id
+    if expected is errors.RateLimited:
+        assert info.value.retry_after == 2.5
+    if script.get("message"):
+        assert script["message"] in info.value.message
+
+
+def test_streaming_errors_are_mapped(emulator: EmulatorHandle) -> None:
+    emulator.configure({"mistral": {"script": [{"status": 429, "retry_after": 1}]}})
+
+    async def sink(delta: str) -> None:
+        pass
+
+    with pytest.raises(errors.RateLimited) as info:
+        run(complete(provider(emulator), req(), sink))
+    assert info.value.retry_after == 1
+
+
+def test_connection_refused_is_transient() -> None:
+    dep = get_catalog().deployment(DEPLOYMENT)
+    assert dep is not None
+    target = resolve_target(
+        dep,
+        emulator_url="http://127.0.0.1:9",
+        emulator_mode="always",
+        emulator_path=MistralProvider.emulator_path,
+    )
+    with pytest.raises(errors.Transient):
+        run(complete(MistralProvider(target), req()))
+
+
+def test_missing_key_names_the_variable() -> None:
+    dep = get_catalog().deployment(DEPLOYMENT)
+    assert dep is not None
+    with pytest.raises(errors.MissingCredentials, match="MISTRAL_API_KEY"):
+        resolve_target(dep, emulator_url=None, environ={})
+
+
+def test_cached_tokens_are_read_from_prompt_tokens_details() -> None:
+    usage = models.UsageInfo.model_validate(
+        {
+            "prompt_tokens": 30,
+            "completion_tokens": 2,
+            "total_tokens": 32,
+            "prompt_tokens_details": {"cached_tokens": 20},
+        }
+    )
+    assert usage_from_mistral(usage) == Usage(input_tokens=30, output_tokens=2, cached_input_tokens=20)

@@ -1,0 +1,310 @@
+"""Mistral's chat completions through the official `mistralai` SDK.
+
+`MistralProvider` owns the translation between our OpenAI-shaped request and Mistral's,
+which is close to it: developer messages become system ones, `seed` becomes `random_seed`,
+`tool_choice` `required` becomes `any`. Mistral accepts only tool-call ids of nine letters
+or digits, so ids that came from another provider (a failover mid-conversation) are mapped
+to a stable nine-character hash, the same on the assistant's call and on the tool's answer.
+
+The SDK's retries are off (a `none` retry strategy, no connection retries): the worker owns
+retries. The SDK does not hand back response headers from `complete`, so the adapter's own
+httpx client notes each response's headers (per asyncio task, in a context variable) for
+the request id and rate-limit headers. The client is built once per deployment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from contextvars import ContextVar
+from typing import Any, ClassVar
+
+import httpx2
+from mistralai.client import Mistral, errors
+from mistralai.client.utils.retries import BackoffStrategy, RetryConfig
+
+from llmqueue.types import (
+    ChatRequest,
+    ChatResponse,
+    FinishReason,
+    FunctionCall,
+    Message,
+    ToolCall,
+    Usage,
+    pick_rate_limit_headers,
+)
+from workers.providers.base import Target, TextSink
+from workers.providers.errors import (
+    ContentFiltered,
+    ContextTooLong,
+    InvalidRequest,
+    ProviderError,
+    QuotaExhausted,
+    RateLimited,
+    Transient,
+    parse_retry_after,
+    status_error,
+)
+
+FINISH_REASONS = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "model_length": FinishReason.LENGTH,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "error": FinishReason.ERROR,
+}
+
+NO_RETRIES = RetryConfig("none", BackoffStrategy(1, 1, 1.0, 1), retry_connection_errors=False)
+TOOL_ID = re.compile(r"[A-Za-z0-9]{9}")
+MISTRAL_LIMIT_HEADERS = ("x-ratelimitbysize-", "ratelimitbysize-")
+
+_response_headers: ContextVar[httpx2.Headers | None] = ContextVar("mistral_response_headers", default=None)
+
+
+async def _note_headers(response: httpx2.Response) -> None:
+    _response_headers.set(response.headers)
+
+
+def mistral_tool_id(call_id: str | None) -> str:
+    """The id itself if Mistral accepts it, else a stable nine-character stand-in."""
+    if call_id and TOOL_ID.fullmatch(call_id):
+        return call_id
+    return hashlib.sha256((call_id or "").encode()).hexdigest()[:9]
+
+
+def _content(message: Message) -> str | list[dict[str, Any]]:
+    if message.content is None or isinstance(message.content, str):
+        return message.content or ""
+    parts: list[dict[str, Any]] = []
+    for part in message.content:
+        if part.type == "text":
+            parts.append({"type": "text", "text": part.text or ""})
+        elif part.image_url is not None:
+            image: dict[str, Any] = {"url": part.image_url.url}
+            if part.image_url.detail:
+                image["detail"] = part.image_url.detail
+            parts.append({"type": "image_url", "image_url": image})
+    return parts
+
+
+def to_mistral_params(request: ChatRequest, model: str) -> dict[str, Any]:
+    """Our request as keyword arguments for `chat.complete_async` / `chat.stream_async`."""
+    messages: list[dict[str, Any]] = []
+    tool_names: dict[str, str] = {}
+    for m in request.messages:
+        if m.role in ("system", "developer"):
+            messages.append({"role": "system", "content": m.text()})
+        elif m.role == "assistant":
+            out: dict[str, Any] = {"role": "assistant", "content": m.text() or None}
+            if m.tool_calls:
+                tool_names.update({c.id: c.function.name for c in m.tool_calls})
+                out["tool_calls"] = [
+                    {
+                        "id": mistral_tool_id(c.id),
+                        "type": "function",
+                        "function": {"name": c.function.name, "arguments": c.function.arguments},
+                    }
+                    for c in m.tool_calls
+                ]
+            messages.append(out)
+        elif m.role == "tool":
+            tool: dict[str, Any] = {
+                "role": "tool",
+                "content": m.text(),
+                "tool_call_id": mistral_tool_id(m.tool_call_id),
+            }
+            name = m.name or tool_names.get(m.tool_call_id or "")
+            if name:
+                tool["name"] = name
+            messages.append(tool)
+        else:
+            messages.append({"role": "user", "content": _content(m)})
+    params: dict[str, Any] = {"model": model, "messages": messages}
+    if request.tools:
+        params["tools"] = [
+            {"type": "function", "function": t.function.model_dump(exclude_none=True)} for t in request.tools
+        ]
+        choice = request.tool_choice
+        if choice is not None:
+            params["tool_choice"] = "any" if choice == "required" else choice
+    fmt = request.response_format
+    if fmt is not None and fmt.type == "json_object":
+        params["response_format"] = {"type": "json_object"}
+    elif fmt is not None and fmt.type == "json_schema" and fmt.json_schema is not None:
+        schema: dict[str, Any] = {"name": fmt.json_schema.name, "schema": fmt.json_schema.schema_}
+        if fmt.json_schema.strict is not None:
+            schema["strict"] = fmt.json_schema.strict
+        params["response_format"] = {"type": "json_schema", "json_schema": schema}
+    sampling = [
+        ("max_tokens", request.max_tokens),
+        ("temperature", request.temperature),
+        ("top_p", request.top_p),
+        ("stop", request.stop),
+        ("random_seed", request.seed),
+    ]
+    params.update({name: value for name, value in sampling if value is not None})
+    return params
+
+
+def _text(content: Any) -> str:
+    """Mistral's content is a string or a list of chunks (text, thinking, ...): the text only."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "".join(getattr(c, "text", "") for c in content if getattr(c, "type", "text") == "text")
+
+
+def _arguments(arguments: Any) -> str:
+    return arguments if isinstance(arguments, str) else json.dumps(arguments)
+
+
+def usage_from_mistral(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    details = getattr(usage, "prompt_tokens_details", None)  # not in the SDK's model: a plain dict
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(
+        input_tokens=usage.prompt_tokens or 0,
+        output_tokens=usage.completion_tokens or 0,
+        cached_input_tokens=cached or 0,
+    )
+
+
+def pick_mistral_headers(headers: Any) -> dict[str, str]:
+    picked = pick_rate_limit_headers(headers)
+    for key, value in (headers or {}).items():
+        if str(key).lower().startswith(MISTRAL_LIMIT_HEADERS):
+            picked[str(key).lower()] = str(value)
+    return picked
+
+
+def from_mistral_completion(completion: Any, headers: Any = None) -> ChatResponse:
+    choice = completion.choices[0]
+    message = choice.message
+    calls = [
+        ToolCall(
+            id=c.id, function=FunctionCall(name=c.function.name, arguments=_arguments(c.function.arguments))
+        )
+        for c in (message.tool_calls if message is not None else None) or []
+    ]
+    return ChatResponse(
+        text=_text(message.content) if message is not None else "",
+        tool_calls=calls,
+        finish_reason=FINISH_REASONS.get(str(choice.finish_reason), FinishReason.STOP),
+        usage=usage_from_mistral(completion.usage),
+        provider_request_id=completion.id,
+        rate_limit_headers=pick_mistral_headers(headers),
+        model=completion.model,
+    )
+
+
+def map_mistral_error(exc: Exception) -> ProviderError:
+    """Any exception the mistralai SDK (or its httpx2 transport) raises, as one of our error classes."""
+    if isinstance(exc, httpx2.TimeoutException):
+        return Transient(f"timed out: {exc!r}")
+    if isinstance(exc, httpx2.TransportError | errors.NoResponseError):
+        return Transient(f"connection failed: {exc!r}")
+    if isinstance(exc, errors.MistralError):
+        status = exc.status_code
+        request_id = exc.headers.get("mistral-correlation-id")
+        retry_after = parse_retry_after(exc.headers.get("retry-after"))
+        try:
+            body = json.loads(exc.body)
+        except (TypeError, ValueError):
+            body = None
+        body = body if isinstance(body, dict) else {}
+        raw_message = body.get("message") or body.get("detail") or exc.body or exc.message
+        message = raw_message if isinstance(raw_message, str) else json.dumps(raw_message)
+        kind = str(body.get("type") or "")
+        lowered = f"{kind} {message}".lower()
+        args: dict[str, Any] = {"status_code": status, "provider_request_id": request_id}
+        if status < 400:  # a 200 whose body the SDK could not read
+            return Transient(message, **args)
+        if "quota" in lowered or "billing" in lowered or status == 402:
+            return QuotaExhausted(message, **args)
+        if status == 429:
+            return RateLimited(message, retry_after=retry_after, **args)
+        if "context length" in lowered or "too large for model" in lowered:
+            return ContextTooLong(message, **args)
+        if "moderation" in lowered and status < 500:
+            return ContentFiltered(message, **args)
+        if isinstance(exc, errors.HTTPValidationError):
+            return InvalidRequest(message, **args)
+        return status_error(status, message, retry_after=retry_after, request_id=request_id)
+    if isinstance(exc, httpx2.HTTPError):
+        return Transient(str(exc))
+    raise exc
+
+
+class MistralProvider:
+    """Mistral's chat completions API."""
+
+    name: ClassVar[str] = "mistral"
+    emulator_path: ClassVar[str] = "/mistral"  # the SDK appends /v1/chat/completions
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.http = httpx2.AsyncClient(
+            timeout=target.timeout_s, follow_redirects=True, event_hooks={"response": [_note_headers]}
+        )
+        self.client = Mistral(
+            api_key=target.api_key,
+            server_url=target.base_url,
+            async_client=self.http,
+            retry_config=NO_RETRIES,
+            timeout_ms=int(target.timeout_s * 1000),
+        )
+
+    async def complete(self, request: ChatRequest, *, on_text: TextSink | None = None) -> ChatResponse:
+        params = to_mistral_params(request, self.target.deployment.provider_model)
+        try:
+            if on_text is None:
+                _response_headers.set(None)
+                completion = await self.client.chat.complete_async(**params)
+                return from_mistral_completion(completion, _response_headers.get())
+            return await self._stream(params, on_text)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise map_mistral_error(exc) from exc
+
+    async def _stream(self, params: dict[str, Any], on_text: TextSink) -> ChatResponse:
+        stream = await self.client.chat.stream_async(**params)
+        text: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        finish = "stop"
+        usage: Any = None
+        request_id = model = None
+        async with stream:
+            async for event in stream:
+                chunk = event.data
+                request_id, model = request_id or chunk.id, model or chunk.model
+                usage = chunk.usage or usage
+                for choice in chunk.choices:
+                    piece = _text(choice.delta.content)
+                    if piece:
+                        text.append(piece)
+                        await on_text(piece)
+                    for i, tc in enumerate(choice.delta.tool_calls or []):
+                        slot = calls.setdefault(tc.index or i, {"id": "", "name": "", "arguments": ""})
+                        if tc.id and tc.id != "null":
+                            slot["id"] = tc.id
+                        slot["name"] += tc.function.name or ""
+                        slot["arguments"] += _arguments(tc.function.arguments)
+                    if choice.finish_reason:
+                        finish = str(choice.finish_reason)
+        return ChatResponse(
+            text="".join(text),
+            tool_calls=[
+                ToolCall(id=c["id"], function=FunctionCall(name=c["name"], arguments=c["arguments"] or "{}"))
+                for _, c in sorted(calls.items())
+            ],
+            finish_reason=FINISH_REASONS.get(finish, FinishReason.STOP),
+            usage=usage_from_mistral(usage),
+            provider_request_id=request_id,
+            rate_limit_headers=pick_mistral_headers(stream.response.headers),
+            model=model,
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()

@@ -1,0 +1,89 @@
+"""The sweeper: finds work whose message was lost and sends it again.
+
+A message can be lost between a commit and its send (a crash, the broker down while the
+API answered 202), or a task can die after claiming an attempt. Every such job is still
+in Postgres, so a periodic sweep finds it: queued jobs nobody dispatched, attempts still
+pending long after they were due, and claims whose lease ran out. Sending twice is
+harmless (every transition is conditional), so the sweep needs no coordination; with
+Redis, a short lock keeps several dispatchers from sweeping at the same moment.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import or_, select
+
+from jobstore.db import transaction
+from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus
+from llmqueue.settings import get_settings
+from workers.next_step import NextStep, SendAttempt, SendDispatch
+from workers.streams import shared_redis
+
+log = logging.getLogger(__name__)
+SWEEP_EVERY_S = 30.0
+GRACE_S = 60.0
+BATCH = 1000
+
+
+def find_stranded(now: datetime, grace_s: float = GRACE_S) -> list[NextStep]:
+    """Steps to resend for work that should have moved by now."""
+    cutoff = now - timedelta(seconds=grace_s)
+    steps: list[NextStep] = []
+    with transaction() as session:
+        queued = session.scalars(
+            select(Job.id).where(
+                Job.status == JobStatus.QUEUED,
+                Job.updated_at < cutoff,
+                or_(Job.not_before.is_(None), Job.not_before < now),
+            ).limit(BATCH)
+        )
+        steps += [SendDispatch(job_id) for job_id in queued]
+        attempts = session.execute(
+            select(Attempt.id, Attempt.provider)
+            .join(Job, Job.id == Attempt.job_id)
+            .where(
+                Job.status.in_(OPEN_JOB_STATUSES),
+                or_(
+                    (Attempt.status == AttemptStatus.PENDING)
+                    & or_(Attempt.not_before.is_(None), Attempt.not_before < cutoff)
+                    & (Attempt.created_at < cutoff),
+                    (Attempt.status == AttemptStatus.RUNNING) & (Attempt.lease_until < now),
+                ),
+            )
+            .limit(BATCH)
+        )
+        steps += [SendAttempt(attempt_id, provider) for attempt_id, provider in attempts]
+    return steps
+
+
+def sweep_once() -> int:
+    from workers.tasks import send
+
+    client = shared_redis()
+    if client is not None and not client.set(f"{get_settings().redis_prefix}sweep-lock", "1", nx=True,
+                                              ex=int(SWEEP_EVERY_S * 0.8)):
+        return 0
+    steps = find_stranded(datetime.now(UTC))
+    for step in steps:
+        send(step)
+    if steps:
+        log.warning("sweeper resent %d stranded messages", len(steps))
+    return len(steps)
+
+
+def start_sweeper_thread(interval_s: float = SWEEP_EVERY_S) -> threading.Thread:
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            try:
+                sweep_once()
+            except Exception:  # the next sweep tries again; never kill the worker
+                log.exception("sweep failed")
+
+    thread = threading.Thread(target=loop, name="llmqueue-sweeper", daemon=True)
+    thread.start()
+    return thread
