@@ -18,10 +18,13 @@ ROUTE_MODULES = (
     "api.routes.jobs",
     "api.routes.models",
     "api.routes.providers",
+    "api.routes.provider_test",
     "api.routes.stats",
+    "api.routes.route_preview",
     "api.routes.files",
     "api.routes.batches",
-    "api.routes.openai_compat",
+    "api.routes.document_batches",
+    "api.routes.chat_completions",
 )
 
 
