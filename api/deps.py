@@ -32,12 +32,20 @@ SessionDep = Annotated[Session, Depends(get_session)]
 def current_key(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> ApiKey:
     """The API key in `Authorization: Bearer <key>`, or a 401 saying what is missing."""
     if not authorization:
-        raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>' (create one with "
-                            "'llmqueue keys create')", param="Authorization", code="missing_api_key")
+        raise ApiError(
+            401,
+            "missing API key: send 'Authorization: Bearer <key>' (create one with 'llmqueue keys create')",
+            param="Authorization",
+            code="missing_api_key",
+        )
     scheme, _, secret = authorization.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
-        raise ApiError(401, "malformed Authorization header: expected 'Bearer <key>'",
-                       param="Authorization", code="invalid_api_key")
+        raise ApiError(
+            401,
+            "malformed Authorization header: expected 'Bearer <key>'",
+            param="Authorization",
+            code="invalid_api_key",
+        )
     digest = hash_secret(secret.strip())
     cached = _key_cache.get(digest)
     if cached is not None and time.monotonic() - cached[0] < _KEY_CACHE_S:

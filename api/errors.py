@@ -27,8 +27,15 @@ ERROR_TYPES = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 details: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        details: Any = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -37,8 +44,9 @@ class ApiError(Exception):
         self.details = details
 
 
-def error_body(status: int, message: str, param: str | None = None, code: str | None = None,
-               details: Any = None) -> dict[str, Any]:
+def error_body(
+    status: int, message: str, param: str | None = None, code: str | None = None, details: Any = None
+) -> dict[str, Any]:
     error: dict[str, Any] = {
         "message": message,
         "type": ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error"),
@@ -59,8 +67,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(error_body(exc.status, exc.message, exc.param, exc.code, exc.details),
-                            status_code=exc.status, headers=headers)
+        return JSONResponse(
+            error_body(exc.status, exc.message, exc.param, exc.code, exc.details),
+            status_code=exc.status,
+            headers=headers,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -68,14 +79,17 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
         where = _location(tuple(first.get("loc", ())))
         if first.get("type") == "json_invalid":
-            message = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}"
+            ctx = first.get("ctx") or {}
+            message = f"the request body is not valid JSON: {ctx.get('error', first['msg'])}"
             code = "invalid_json"
         else:
             message = f"{where}: {first['msg']}"
             code = "invalid_value"
         details = [{"param": _location(tuple(e.get("loc", ()))), "message": e["msg"]} for e in errors]
-        return JSONResponse(error_body(422 if code != "invalid_json" else 400, message, where, code, details),
-                            status_code=422 if code != "invalid_json" else 400)
+        return JSONResponse(
+            error_body(422 if code != "invalid_json" else 400, message, where, code, details),
+            status_code=422 if code != "invalid_json" else 400,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -23,8 +23,13 @@ PARAM_FOR_FILTER = {
     "cost_ceiling": "max_cost_usd",
     "budget": "Authorization",
 }
-PARAM_FOR_CAPABILITY = {"tools": "tools", "json_mode": "response_format", "json_schema": "response_format",
-                        "vision": "messages", "streaming": "stream"}
+PARAM_FOR_CAPABILITY = {
+    "tools": "tools",
+    "json_mode": "response_format",
+    "json_schema": "response_format",
+    "vision": "messages",
+    "streaming": "stream",
+}
 
 
 def routing_request(create: JobCreate, budget_remaining: Decimal | None) -> RoutingRequest:
@@ -44,24 +49,31 @@ def routing_request(create: JobCreate, budget_remaining: Decimal | None) -> Rout
 def check_routable(create: JobCreate, catalog: Catalog, budget_remaining: Decimal | None) -> RoutingDecision:
     """The routing preview for a submission, or an ApiError naming what is wrong and where."""
     try:
-        return route(routing_request(create, budget_remaining), catalog, {}, now=time.time(),
-                     rng=random.Random(0))
+        return route(
+            routing_request(create, budget_remaining), catalog, {}, now=time.time(), rng=random.Random(0)
+        )
     except UnknownModel as exc:
         raise ApiError(422, str(exc), param="model", code="model_not_found") from None
     except UnknownStrategy as exc:
         raise ApiError(422, str(exc), param="strategy", code="unknown_strategy") from None
     except NoRoute as exc:
         filters = {e.filter for e in exc.exclusions}
-        param = PARAM_FOR_FILTER.get(next(iter(filters)), None) if len(filters) == 1 else None
+        param = PARAM_FOR_FILTER.get(next(iter(filters))) if len(filters) == 1 else None
         code = f"unsupported_{next(iter(filters))}" if len(filters) == 1 else "no_route"
         if filters == {"capabilities"}:
-            needed = create.chat_request().required_capabilities() | ({"streaming"} if create.stream else set())
-            lacking = sorted(c for c in needed if any(c in e.reason.split("lacks", 1)[-1] for e in exc.exclusions))
+            needed = create.chat_request().required_capabilities() | (
+                {"streaming"} if create.stream else set()
+            )
+            lacking = sorted(
+                c for c in needed if any(c in e.reason.split("lacks", 1)[-1] for e in exc.exclusions)
+            )
             if lacking:
                 param = PARAM_FOR_CAPABILITY.get(lacking[0], param)
                 code = f"unsupported_capability:{lacking[0]}"
-        details = [{"deployment": e.deployment, "model": e.model, "filter": e.filter, "reason": e.reason}
-                   for e in exc.exclusions]
+        details = [
+            {"deployment": e.deployment, "model": e.model, "filter": e.filter, "reason": e.reason}
+            for e in exc.exclusions
+        ]
         raise ApiError(422, str(exc), param=param, code=code, details=details) from None
     except ValueError as exc:  # e.g. manual strategy without a model
         raise ApiError(422, str(exc), param="strategy", code="invalid_routing") from None

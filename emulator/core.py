@@ -138,8 +138,13 @@ class Emulator:
         latency = scripted.latency_ms if scripted and scripted.latency_ms is not None else scope.latency_ms
         fault = self._decide(key, scope, scripted)
         self.calls.append(
-            {"t": time.time(), "provider": provider, "model": model, "scope": key,
-             "status": fault.status if fault else 200}
+            {
+                "t": time.time(),
+                "provider": provider,
+                "model": model,
+                "scope": key,
+                "status": fault.status if fault else 200,
+            }
         )
         if latency > 0 and not (fault and fault.status in (429, 503) and scripted is None):
             await asyncio.sleep(latency / 1000)
@@ -164,7 +169,9 @@ class Emulator:
                 window.popleft()
             if len(window) >= scope.rpm:
                 wait = max(0.001, 60 - (now - window[0]))
-                return Fault(429, "rate_limit_exceeded", f"emulated rate limit of {scope.rpm} rpm", round(wait, 3))
+                return Fault(
+                    429, "rate_limit_exceeded", f"emulated rate limit of {scope.rpm} rpm", round(wait, 3)
+                )
             window.append(now)
         if scope.error_rate and self._random.random() < scope.error_rate:
             return Fault(500, "server_error", "emulated internal error")

@@ -92,7 +92,9 @@ def completion_body(answer: Answer, model: str) -> dict[str, Any]:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": answer.finish_reason, "logprobs": None}],
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": answer.finish_reason, "logprobs": None}
+        ],
         "usage": _usage(answer),
         "system_fingerprint": "emulator",
     }
@@ -108,8 +110,12 @@ async def stream_answer(
         headers={"content-type": "text/event-stream", "x-request-id": answer.request_id, **RATE_HEADERS}
     )
     await resp.prepare(request)
-    base = {"id": f"chatcmpl-{answer.request_id}", "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": model}
+    base = {
+        "id": f"chatcmpl-{answer.request_id}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
 
     async def send(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> None:
         payload = {**base, "choices": choices, "usage": usage}
@@ -158,7 +164,9 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
 
     async def azure_chat(request: web.Request) -> web.StreamResponse:
         if "api-version" not in request.query:
-            return error_response(Fault(404, "404", "Resource not found: api-version query parameter missing"))
+            return error_response(
+                Fault(404, "404", "Resource not found: api-version query parameter missing")
+            )
         return await handle(request, "azure", request.match_info["deployment"])
 
     async def list_models(request: web.Request) -> web.Response:

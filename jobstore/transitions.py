@@ -83,7 +83,9 @@ def latest_attempt(session: Session, job_id: str) -> Attempt | None:
     return session.scalar(select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.number.desc()))
 
 
-def claim_attempt(session: Session, attempt_id: str, token: str, now: datetime, lease_until: datetime) -> bool:
+def claim_attempt(
+    session: Session, attempt_id: str, token: str, now: datetime, lease_until: datetime
+) -> bool:
     """pending (or running with an expired lease) -> running, held by `token` until lease_until."""
     changed = session.execute(
         update(Attempt)
@@ -98,17 +100,23 @@ def claim_attempt(session: Session, attempt_id: str, token: str, now: datetime, 
         return False
     job_id = session.scalar(select(Attempt.job_id).where(Attempt.id == attempt_id))
     session.execute(
-        update(Job).where(Job.id == job_id, Job.status == JobStatus.DISPATCHED).values(status=JobStatus.RUNNING)
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.DISPATCHED)
+        .values(status=JobStatus.RUNNING)
     )
     return True
 
 
-def record_success(session: Session, attempt: Attempt, token: str, outcome: CallOutcome, now: datetime) -> bool:
+def record_success(
+    session: Session, attempt: Attempt, token: str, outcome: CallOutcome, now: datetime
+) -> bool:
     """Write a call's result and cost once. The job takes the result if it is still open;
     its cost and tokens count the call even if it was cancelled meanwhile (it was paid for)."""
     changed = session.execute(
         update(Attempt)
-        .where(Attempt.id == attempt.id, Attempt.status == AttemptStatus.RUNNING, Attempt.claim_token == token)
+        .where(
+            Attempt.id == attempt.id, Attempt.status == AttemptStatus.RUNNING, Attempt.claim_token == token
+        )
         .values(
             status=AttemptStatus.SUCCEEDED,
             input_tokens=outcome.input_tokens,
@@ -170,7 +178,9 @@ def record_failure(
     """running -> failed for the claim holder."""
     changed = session.execute(
         update(Attempt)
-        .where(Attempt.id == attempt.id, Attempt.status == AttemptStatus.RUNNING, Attempt.claim_token == token)
+        .where(
+            Attempt.id == attempt.id, Attempt.status == AttemptStatus.RUNNING, Attempt.claim_token == token
+        )
         .values(
             status=AttemptStatus.FAILED,
             error_type=error_type,

@@ -51,17 +51,30 @@ def api(
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
 
-    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 @app.command()
 def worker(
-    queues: Annotated[str, typer.Option(
-        "--queues", "-Q",
-        help="Comma-separated queues: dispatch, provider.openai, provider.anthropic, ... or 'all'.")] = "all",
-    concurrency: Annotated[int, typer.Option(
-        "--concurrency", "-c", help="Calls in flight per process (threads).")] = 200,
+    queues: Annotated[
+        str,
+        typer.Option(
+            "--queues",
+            "-Q",
+            help="Comma-separated queues: dispatch, provider.openai, provider.anthropic, ... or 'all'.",
+        ),
+    ] = "all",
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", help="Calls in flight per process (threads).")
+    ] = 200,
     name: Annotated[str | None, typer.Option(help="Celery node name.")] = None,
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "WARNING",
 ) -> None:
@@ -72,8 +85,19 @@ def worker(
         _fail(f"unknown queue(s) {unknown}; choose from: {', '.join(ALL_QUEUES)} (or 'all')")
     from workers.celery_app import app as celery_app
 
-    argv = ["worker", "-Q", ",".join(chosen), "-P", "threads", "-c", str(concurrency), "--loglevel", loglevel,
-            "--without-gossip", "--without-mingle"]
+    argv = [
+        "worker",
+        "-Q",
+        ",".join(chosen),
+        "-P",
+        "threads",
+        "-c",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
     if name:
         argv += ["-n", name]
     celery_app.worker_main(argv)

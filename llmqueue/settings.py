@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     retry_base_s: float = Field(default=1.0, gt=0)
     retry_max_s: float = Field(default=60.0, gt=0)
     max_wait_for_cooldown_s: float = Field(default=900.0, ge=0)
+    # A breaker's first cooldown (it doubles on each reopening); short in tests and benchmarks.
+    breaker_cooldown_s: float = Field(default=10.0, gt=0)
     api_base_url: str = "http://127.0.0.1:8000"
 
     @field_validator("emulator_mode")

@@ -182,7 +182,9 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     try:
         data = tomllib.loads(chosen.read_text())
     except FileNotFoundError:
-        raise CatalogError(f"{chosen}: catalog file not found (set LLMQUEUE_CATALOG to a TOML file)") from None
+        raise CatalogError(
+            f"{chosen}: catalog file not found (set LLMQUEUE_CATALOG to a TOML file)"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"{chosen}: not valid TOML: {exc}") from None
     return catalog_from_dict(data, str(chosen))

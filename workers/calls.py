@@ -32,12 +32,14 @@ log = logging.getLogger(__name__)
 _rng = random.Random()
 
 
-def backoff_seconds(retry_number: int, retry_after: float | None, settings: Settings, rng: random.Random) -> float:
+def backoff_seconds(
+    retry_number: int, retry_after: float | None, settings: Settings, rng: random.Random
+) -> float:
     """The provider's Retry-After when it sent one (plus up to 10% so a crowd of retries
     does not land at once); else exponential backoff with equal jitter, capped."""
     if retry_after is not None:
-        return retry_after * (1 + 0.1 * rng.random())
-    ceiling = min(settings.retry_max_s, settings.retry_base_s * 2 ** max(0, retry_number - 1))
+        return float(retry_after * (1 + 0.1 * rng.random()))
+    ceiling = min(settings.retry_max_s, settings.retry_base_s * 2.0 ** max(0, retry_number - 1))
     return ceiling / 2 + rng.random() * ceiling / 2
 
 
@@ -62,7 +64,9 @@ def consecutive_failures_on(job: Job, deployment: str) -> int:
     return count
 
 
-def run_attempt(attempt_id: str, *, catalog: Catalog | None = None, settings: Settings | None = None) -> NextStep:
+def run_attempt(
+    attempt_id: str, *, catalog: Catalog | None = None, settings: Settings | None = None
+) -> NextStep:
     catalog = catalog or get_catalog()
     settings = settings or get_settings()
     token = uuid.uuid4().hex
@@ -87,10 +91,18 @@ def run_attempt(attempt_id: str, *, catalog: Catalog | None = None, settings: Se
         job_id = job.id
     deployment = catalog.deployment(attempt.deployment)
     if deployment is None:
-        return _finish_failure(attempt, token, ProviderError(f"deployment {attempt.deployment!r} left the catalog"),
-                               Action.FAILOVER, None, settings)
+        return _finish_failure(
+            attempt,
+            token,
+            ProviderError(f"deployment {attempt.deployment!r} left the catalog"),
+            Action.FAILOVER,
+            None,
+            settings,
+        )
     if not health.admit(deployment.name, time.time()):
-        return _finish_failure(attempt, token, Transient("circuit breaker open"), Action.FAILOVER, None, settings)
+        return _finish_failure(
+            attempt, token, Transient("circuit breaker open"), Action.FAILOVER, None, settings
+        )
     started = time.perf_counter()
     try:
         response = _call(deployment, request, job_id if stream else None, settings)
@@ -129,7 +141,9 @@ def run_attempt(attempt_id: str, *, catalog: Catalog | None = None, settings: Se
     return Nothing("succeeded" if written else "lost the claim; result discarded")
 
 
-def _call(deployment: Deployment, request: ChatRequest, stream_job: str | None, settings: Settings) -> ChatResponse:
+def _call(
+    deployment: Deployment, request: ChatRequest, stream_job: str | None, settings: Settings
+) -> ChatResponse:
     loop = get_call_loop()
 
     async def go() -> ChatResponse:
@@ -151,7 +165,12 @@ def _call(deployment: Deployment, request: ChatRequest, stream_job: str | None, 
 
 
 def _finish_failure(
-    attempt: Attempt, token: str, error: ProviderError, action: Action, latency: float | None, settings: Settings
+    attempt: Attempt,
+    token: str,
+    error: ProviderError,
+    action: Action,
+    latency: float | None,
+    settings: Settings,
 ) -> NextStep:
     now = datetime.now(UTC)
     with transaction() as session:
@@ -162,8 +181,14 @@ def _finish_failure(
             action = Action.FAILOVER
         error_type = f"failover:{error.kind}" if action is Action.FAILOVER else error.kind
         if not transitions.record_failure(
-            session, attempt, token, error_type=error_type, message=error.message,
-            retry_after_s=error.retry_after, latency_ms=latency, now=now,
+            session,
+            attempt,
+            token,
+            error_type=error_type,
+            message=error.message,
+            retry_after_s=error.retry_after,
+            latency_ms=latency,
+            now=now,
         ):
             return Nothing("lost the claim")
         log.info("attempt %s on %s: %s -> %s", attempt.id, attempt.deployment, error.kind, action.value)

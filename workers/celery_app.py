@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue as KombuQueue
+from kombu.entity import Queue as KombuQueue
 
 from llmqueue.settings import get_settings
 from workers.queues import ALL_QUEUES, Queue
@@ -50,7 +50,7 @@ def make_celery() -> Celery:
         worker_send_task_events=True,  # Flower watches these
         task_send_sent_event=True,
         task_default_queue=Queue.DISPATCH.value,
-        task_queues=[KombuQueue(name) for name in ALL_QUEUES],
+        task_queues=[KombuQueue(name) for name in ALL_QUEUES],  # type: ignore[no-untyped-call]
         task_routes={"llmqueue.dispatch": {"queue": Queue.DISPATCH.value}},
         timezone="UTC",
         enable_utc=True,

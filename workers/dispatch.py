@@ -51,7 +51,9 @@ def routing_request_for(job: Job, *, exclude: frozenset[str], budget: Decimal | 
 
 def failed_over_deployments(job: Job) -> frozenset[str]:
     """Deployments this job already gave up on (their attempts ended in a failover)."""
-    return frozenset(a.deployment for a in job.attempts if a.error_type and a.error_type.startswith("failover:"))
+    return frozenset(
+        a.deployment for a in job.attempts if a.error_type and a.error_type.startswith("failover:")
+    )
 
 
 def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime | None = None) -> NextStep:
@@ -69,9 +71,13 @@ def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime |
         if job.status != JobStatus.QUEUED:
             return Nothing(f"job is {job.status}")
         if job.deadline_at is not None and _aware(job.deadline_at) <= now:
-            transitions.fail_job(session, job_id, error_type="deadline_exceeded",
-                                 message="the job's deadline passed before any deployment could serve it",
-                                 now=now)
+            transitions.fail_job(
+                session,
+                job_id,
+                error_type="deadline_exceeded",
+                message="the job's deadline passed before any deployment could serve it",
+                now=now,
+            )
             return Nothing("deadline exceeded")
         if job.not_before is not None and _aware(job.not_before) > now:
             return SendDispatch(job_id, (_aware(job.not_before) - now).total_seconds())
@@ -80,23 +86,40 @@ def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime |
         if owner is not None and owner.budget_usd is not None:
             budget = owner.budget_usd - owner_spend(session, owner.id)
         if job.attempt_count >= MAX_ATTEMPTS_PER_JOB:
-            transitions.fail_job(session, job_id, error_type="attempts_exhausted",
-                                 message=f"gave up after {job.attempt_count} attempts", now=now)
+            transitions.fail_job(
+                session,
+                job_id,
+                error_type="attempts_exhausted",
+                message=f"gave up after {job.attempt_count} attempts",
+                now=now,
+            )
             return Nothing("attempts exhausted")
         snapshot = health_snapshot(list(catalog.deployments), now.timestamp())
         rotation = next_rotation("round_robin") if job.strategy == "round_robin" else 0
         tried = failed_over_deployments(job)
         try:
             try:
-                decision = route(routing_request_for(job, exclude=tried, budget=budget), catalog, snapshot,
-                                 now=now.timestamp(), rng=_rng, rotation=rotation)
+                decision = route(
+                    routing_request_for(job, exclude=tried, budget=budget),
+                    catalog,
+                    snapshot,
+                    now=now.timestamp(),
+                    rng=_rng,
+                    rotation=rotation,
+                )
             except NoRoute:
                 if not tried:
                     raise
                 # Every candidate has failed over once: go round again, now gated only by
                 # the breakers (a cooled-down deployment gets another chance).
-                decision = route(routing_request_for(job, exclude=frozenset(), budget=budget), catalog,
-                                 snapshot, now=now.timestamp(), rng=_rng, rotation=rotation)
+                decision = route(
+                    routing_request_for(job, exclude=frozenset(), budget=budget),
+                    catalog,
+                    snapshot,
+                    now=now.timestamp(),
+                    rng=_rng,
+                    rotation=rotation,
+                )
         except NoRoute as exc:
             transitions.fail_job(session, job_id, error_type="no_route", message=str(exc), now=now)
             return Nothing("no route")
@@ -127,8 +150,11 @@ def _wait_for_cooldown(session: Session, job: Job, retry_at: float | None, now: 
     wake = datetime.fromtimestamp(retry_at, UTC) if retry_at else now + timedelta(seconds=5)
     if wake > limit:
         transitions.fail_job(
-            session, job.id, error_type="all_deployments_down",
-            message="every eligible deployment is cooling down past the job's deadline", now=now,
+            session,
+            job.id,
+            error_type="all_deployments_down",
+            message="every eligible deployment is cooling down past the job's deadline",
+            now=now,
         )
         return Nothing("cooldown past deadline")
     transitions.requeue(session, job.id, not_before=wake)

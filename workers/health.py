@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from functools import cache
 from typing import Protocol, TypeVar
 
@@ -28,7 +29,9 @@ NOT_THE_DEPLOYMENTS_FAULT = (InvalidRequest, ContentFiltered)
 
 class Store(Protocol):
     def record_success(self, deployment: str, latency_ms: float, now: float) -> DeploymentHealth: ...
-    def record_failure(self, deployment: str, now: float, retry_after: float | None = None) -> DeploymentHealth: ...
+    def record_failure(
+        self, deployment: str, now: float, retry_after: float | None = None
+    ) -> DeploymentHealth: ...
     def admit(self, deployment: str, now: float) -> bool: ...
     def snapshot(self, names: Iterable[str], now: float) -> dict[str, DeploymentHealth]: ...
     def next_rotation(self, key: str) -> int: ...
@@ -37,7 +40,8 @@ class Store(Protocol):
 class LocalHealthStore:
     """The same transitions as `HealthStore`, in this process's memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: h.BreakerPolicy = h.DEFAULT_POLICY) -> None:
+        self.policy = policy
         self._states: dict[str, HealthState] = {}
         self._rotations: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -49,24 +53,26 @@ class LocalHealthStore:
 
     def record_success(self, deployment: str, latency_ms: float, now: float) -> DeploymentHealth:
         def change(s: HealthState) -> tuple[DeploymentHealth, HealthState]:
-            new = h.record_success(s, now, latency_ms)
-            return h.snapshot(new, now), new
+            new = h.record_success(s, now, latency_ms, self.policy)
+            return h.snapshot(new, now, self.policy), new
 
         return self._update(deployment, change)
 
-    def record_failure(self, deployment: str, now: float, retry_after: float | None = None) -> DeploymentHealth:
+    def record_failure(
+        self, deployment: str, now: float, retry_after: float | None = None
+    ) -> DeploymentHealth:
         def change(s: HealthState) -> tuple[DeploymentHealth, HealthState]:
-            new = h.record_failure(s, now, h.DEFAULT_POLICY, retry_after)
-            return h.snapshot(new, now), new
+            new = h.record_failure(s, now, self.policy, retry_after)
+            return h.snapshot(new, now, self.policy), new
 
         return self._update(deployment, change)
 
     def admit(self, deployment: str, now: float) -> bool:
-        return self._update(deployment, lambda s: h.admit(s, now))
+        return self._update(deployment, lambda s: h.admit(s, now, self.policy))
 
     def snapshot(self, names: Iterable[str], now: float) -> dict[str, DeploymentHealth]:
         with self._lock:
-            return {n: h.snapshot(self._states.get(n, HealthState()), now) for n in names}
+            return {n: h.snapshot(self._states.get(n, HealthState()), now, self.policy) for n in names}
 
     def next_rotation(self, key: str) -> int:
         with self._lock:
@@ -74,12 +80,17 @@ class LocalHealthStore:
             return self._rotations[key]
 
 
+def breaker_policy() -> h.BreakerPolicy:
+    """The default policy with this deployment's configured first cooldown."""
+    return replace(h.DEFAULT_POLICY, cooldown_base_s=get_settings().breaker_cooldown_s)
+
+
 @cache
 def store() -> Store:
     client = shared_redis()
     if client is None:
-        return LocalHealthStore()
-    return HealthStore(client, prefix=get_settings().redis_prefix)
+        return LocalHealthStore(breaker_policy())
+    return HealthStore(client, prefix=get_settings().redis_prefix, policy=breaker_policy())
 
 
 def admit(deployment: str, now: float) -> bool:

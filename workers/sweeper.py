@@ -34,11 +34,13 @@ def find_stranded(now: datetime, grace_s: float = GRACE_S) -> list[NextStep]:
     steps: list[NextStep] = []
     with transaction() as session:
         queued = session.scalars(
-            select(Job.id).where(
+            select(Job.id)
+            .where(
                 Job.status == JobStatus.QUEUED,
                 Job.updated_at < cutoff,
                 or_(Job.not_before.is_(None), Job.not_before < now),
-            ).limit(BATCH)
+            )
+            .limit(BATCH)
         )
         steps += [SendDispatch(job_id) for job_id in queued]
         attempts = session.execute(
@@ -63,8 +65,9 @@ def sweep_once() -> int:
     from workers.tasks import send
 
     client = shared_redis()
-    if client is not None and not client.set(f"{get_settings().redis_prefix}sweep-lock", "1", nx=True,
-                                              ex=int(SWEEP_EVERY_S * 0.8)):
+    if client is not None and not client.set(
+        f"{get_settings().redis_prefix}sweep-lock", "1", nx=True, ex=int(SWEEP_EVERY_S * 0.8)
+    ):
         return 0
     steps = find_stranded(datetime.now(UTC))
     for step in steps:

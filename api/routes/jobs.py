@@ -28,9 +28,15 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-@router.post("", status_code=202, response_model=JobAccepted,
-             responses={409: {"description": "Idempotency-Key reused with a different request"},
-                        422: {"description": "Invalid request, unknown model, or nothing can serve it"}})
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobAccepted,
+    responses={
+        409: {"description": "Idempotency-Key reused with a different request"},
+        422: {"description": "Invalid request, unknown model, or nothing can serve it"},
+    },
+)
 def submit_job(
     body: JobCreate,
     request: Request,
@@ -47,9 +53,16 @@ def submit_job(
     deadline = datetime.now(UTC) + timedelta(seconds=body.deadline_s) if body.deadline_s else None
     try:
         job, created = create_job(
-            session, owner_id=owner.id, request=body.chat_request(), model=body.model,
-            strategy=decision.strategy, routing=body.routing_options(), metadata=body.metadata,
-            stream=body.stream, idempotency_key=idempotency_key, deadline_at=deadline,
+            session,
+            owner_id=owner.id,
+            request=body.chat_request(),
+            model=body.model,
+            strategy=decision.strategy,
+            routing=body.routing_options(),
+            metadata=body.metadata,
+            stream=body.stream,
+            idempotency_key=idempotency_key,
+            deadline_at=deadline,
         )
         session.commit()
     except IdempotencyConflict as exc:
@@ -62,7 +75,9 @@ def submit_job(
     return JobAccepted(id=job.id, status=job.status, url=url, created=created)
 
 
-@router.get("/{job_id}", response_model=JobPublic, responses={404: {"description": "No such job for this key"}})
+@router.get(
+    "/{job_id}", response_model=JobPublic, responses={404: {"description": "No such job for this key"}}
+)
 def read_job(job_id: str, request: Request, session: SessionDep, owner: OwnerDep) -> JobPublic:
     job = get_job(session, job_id, owner.id)
     if job is None:
@@ -88,7 +103,9 @@ def list_jobs(
             raise ApiError(422, f"unknown job id {before!r} in 'before'", param="before")
         query = query.where(Job.created_at < anchor.created_at)
     rows = list(session.scalars(query.order_by(Job.created_at.desc()).limit(limit + 1)))
-    return JobList(data=[JobPublic.of(j, base_url(request)) for j in rows[:limit]], has_more=len(rows) > limit)
+    return JobList(
+        data=[JobPublic.of(j, base_url(request)) for j in rows[:limit]], has_more=len(rows) > limit
+    )
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)

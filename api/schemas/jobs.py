@@ -38,7 +38,9 @@ class JobCreate(ChatRequest):
     min_quality: float | None = Field(default=None, ge=0, le=100, description="Quality floor (0-100).")
     max_cost_usd: Decimal | None = Field(default=None, ge=0, description="Ceiling on the estimated cost.")
     cost_weight: float = Field(default=0.6, ge=0, le=1, description="balanced: weight of cost vs quality.")
-    deadline_s: float | None = Field(default=None, gt=0, description="Give up this many seconds after submit.")
+    deadline_s: float | None = Field(
+        default=None, gt=0, description="Give up this many seconds after submit."
+    )
     stream: bool = Field(default=False, description="Publish tokens for GET /v1/jobs/{id}/stream.")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -48,7 +50,9 @@ class JobCreate(ChatRequest):
         return [value] if isinstance(value, str) else value
 
     def chat_request(self) -> ChatRequest:
-        return ChatRequest.model_validate(self.model_dump(include=set(ChatRequest.model_fields), by_alias=True))
+        return ChatRequest.model_validate(
+            self.model_dump(include=set(ChatRequest.model_fields), by_alias=True)
+        )
 
     def routing_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"cost_weight": self.cost_weight}
@@ -99,12 +103,20 @@ class AttemptPublic(BaseModel):
     @classmethod
     def of(cls, a: Attempt) -> AttemptPublic:
         return cls(
-            number=a.number, provider=a.provider, model=a.model, deployment=a.deployment, status=a.status,
-            input_tokens=a.input_tokens, output_tokens=a.output_tokens, cost_usd=str(a.cost_usd),
+            number=a.number,
+            provider=a.provider,
+            model=a.model,
+            deployment=a.deployment,
+            status=a.status,
+            input_tokens=a.input_tokens,
+            output_tokens=a.output_tokens,
+            cost_usd=str(a.cost_usd),
             latency_ms=a.latency_ms,
             error=ErrorPublic(type=a.error_type, message=a.error_message or "") if a.error_type else None,
-            retry_after_s=a.retry_after_s, provider_request_id=a.provider_request_id,
-            started_at=a.started_at, finished_at=a.finished_at,
+            retry_after_s=a.retry_after_s,
+            provider_request_id=a.provider_request_id,
+            started_at=a.started_at,
+            finished_at=a.finished_at,
         )
 
 
@@ -133,18 +145,33 @@ class JobPublic(BaseModel):
     @classmethod
     def of(cls, job: Job, base_url: str) -> JobPublic:
         return cls(
-            id=job.id, url=f"{base_url}/v1/jobs/{job.id}", status=job.status,
-            model_requested=job.model_requested, strategy=job.strategy, provider=job.provider,
-            model=job.model, deployment=job.deployment, result=job.result_text,
+            id=job.id,
+            url=f"{base_url}/v1/jobs/{job.id}",
+            status=job.status,
+            model_requested=job.model_requested,
+            strategy=job.strategy,
+            provider=job.provider,
+            model=job.model,
+            deployment=job.deployment,
+            result=job.result_text,
             tool_calls=[ToolCall.model_validate(t) for t in job.tool_calls] if job.tool_calls else None,
             finish_reason=job.finish_reason,
-            usage=UsagePublic(input_tokens=job.input_tokens, output_tokens=job.output_tokens,
-                              cached_input_tokens=job.cached_input_tokens,
-                              reasoning_tokens=job.reasoning_tokens),
-            cost_usd=str(job.cost_usd), latency_ms=job.latency_ms,
-            error=ErrorPublic(type=job.error_type, message=job.error_message or "") if job.error_type else None,
-            attempts=[AttemptPublic.of(a) for a in job.attempts], explanation=job.explanation,
-            metadata=job.job_metadata, created_at=job.created_at, finished_at=job.finished_at,
+            usage=UsagePublic(
+                input_tokens=job.input_tokens,
+                output_tokens=job.output_tokens,
+                cached_input_tokens=job.cached_input_tokens,
+                reasoning_tokens=job.reasoning_tokens,
+            ),
+            cost_usd=str(job.cost_usd),
+            latency_ms=job.latency_ms,
+            error=ErrorPublic(type=job.error_type, message=job.error_message or "")
+            if job.error_type
+            else None,
+            attempts=[AttemptPublic.of(a) for a in job.attempts],
+            explanation=job.explanation,
+            metadata=job.job_metadata,
+            created_at=job.created_at,
+            finished_at=job.finished_at,
         )
 
 

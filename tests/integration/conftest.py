@@ -62,9 +62,24 @@ class WorkerProcess:
 
     def start(self, timeout: float = 40) -> WorkerProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llmqueue.cli", "worker", "-Q", self.queues, "-c", str(self.concurrency),
-             "--loglevel", "INFO", "--name", f"w{time.monotonic_ns()}@%h"],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "llmqueue.cli",
+                "worker",
+                "-Q",
+                self.queues,
+                "-c",
+                str(self.concurrency),
+                "--loglevel",
+                "INFO",
+                "--name",
+                f"w{time.monotonic_ns()}@%h",
+            ],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         ready = threading.Event()
 
@@ -101,8 +116,9 @@ class ApiServer:
         from api.main import create_app
 
         self.port = free_port()
-        config = uvicorn.Config(create_app(), host="127.0.0.1", port=self.port, log_level="warning",
-                                access_log=False)
+        config = uvicorn.Config(
+            create_app(), host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -135,8 +151,9 @@ class Stack:
     client: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
-        self.client = httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {self.key}"},
-                                   timeout=30)
+        self.client = httpx.Client(
+            base_url=self.api_url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
+        )
 
     def submit(self, body: dict[str, Any], **headers: str) -> httpx.Response:
         return self.client.post("/v1/jobs", json=body, headers=headers)

@@ -36,8 +36,13 @@ def test_transient_errors_are_retried_with_backoff(stack: Stack) -> None:
 
 
 def test_provider_400_fails_the_job_with_the_providers_message(stack: Stack) -> None:
-    stack.emulator.configure({"gpt-4o-mini": {"script": [
-        {"status": 400, "message": "Invalid value for 'temperature': must be <= 2."}]}})
+    stack.emulator.configure(
+        {
+            "gpt-4o-mini": {
+                "script": [{"status": 400, "message": "Invalid value for 'temperature': must be <= 2."}]
+            }
+        }
+    )
     job = stack.wait(stack.submit(body("bad request")).json()["id"])
     assert job["status"] == "failed"
     assert job["error"]["type"] == "invalid_request"

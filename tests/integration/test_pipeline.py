@@ -20,7 +20,9 @@ def test_job_succeeds_with_result_usage_and_cost(stack: Stack) -> None:
     assert "the quick brown fox" in job["result"]
     assert job["provider"] == "openai" and job["model"] == "gpt-4o-mini"
     assert job["usage"]["input_tokens"] > 0 and job["usage"]["output_tokens"] > 0
-    expected = (Decimal(job["usage"]["input_tokens"]) * Decimal("0.15")
-                + Decimal(job["usage"]["output_tokens"]) * Decimal("0.60")) / Decimal(1_000_000)
+    expected = (
+        Decimal(job["usage"]["input_tokens"]) * Decimal("0.15")
+        + Decimal(job["usage"]["output_tokens"]) * Decimal("0.60")
+    ) / Decimal(1_000_000)
     assert Decimal(job["cost_usd"]) == expected.quantize(Decimal("0.00000001"))
     assert len(job["attempts"]) == 1 and job["attempts"][0]["status"] == "succeeded"

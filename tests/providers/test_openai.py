@@ -50,28 +50,53 @@ def test_plain_text_with_usage(emulator: EmulatorHandle) -> None:
 
 
 def test_system_prompt_and_multi_turn(emulator: EmulatorHandle) -> None:
-    r = run(complete(provider(emulator), req(messages=[
-        {"role": "system", "content": "Be brief"},
-        {"role": "user", "content": "first question"},
-        {"role": "assistant", "content": "first answer"},
-        {"role": "user", "content": "second question"},
-    ])))
+    r = run(
+        complete(
+            provider(emulator),
+            req(
+                messages=[
+                    {"role": "system", "content": "Be brief"},
+                    {"role": "user", "content": "first question"},
+                    {"role": "assistant", "content": "first answer"},
+                    {"role": "user", "content": "second question"},
+                ]
+            ),
+        )
+    )
     assert "second question" in r.text
 
 
 def test_tool_call_round_trip(emulator: EmulatorHandle) -> None:
-    tools = [{"function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    tools = [
+        {
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            }
+        }
+    ]
     first = run(complete(provider(emulator), req(tools=tools)))
     assert first.finish_reason is FinishReason.TOOL_CALLS
     call = first.tool_calls[0]
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "example"}
-    second = run(complete(provider(emulator), req(tools=tools, messages=[
-        {"role": "user", "content": "weather in Paris?"},
-        {"role": "assistant", "tool_calls": [call.model_dump()]},
-        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
-    ])))
+    second = run(
+        complete(
+            provider(emulator),
+            req(
+                tools=tools,
+                messages=[
+                    {"role": "user", "content": "weather in Paris?"},
+                    {"role": "assistant", "tool_calls": [call.model_dump()]},
+                    {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
+                ],
+            ),
+        )
+    )
     assert second.finish_reason is FinishReason.STOP
     assert "sunny, 21C" in second.text
 
@@ -82,10 +107,22 @@ def test_json_mode(emulator: EmulatorHandle) -> None:
 
 
 def test_image_input(emulator: EmulatorHandle) -> None:
-    r = run(complete(provider(emulator), req(messages=[{"role": "user", "content": [
-        {"type": "text", "text": "what is in this picture"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-    ]}])))
+    r = run(
+        complete(
+            provider(emulator),
+            req(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "what is in this picture"},
+                            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                        ],
+                    }
+                ]
+            ),
+        )
+    )
     assert r.usage.input_tokens > 85
 
 
@@ -105,8 +142,10 @@ def test_streaming_delivers_deltas(emulator: EmulatorHandle) -> None:
     ("script", "expected"),
     [
         ({"status": 429, "retry_after": 2.5}, errors.RateLimited),
-        ({"status": 429, "code": "insufficient_quota", "message": "You exceeded your quota"},
-         errors.QuotaExhausted),
+        (
+            {"status": 429, "code": "insufficient_quota", "message": "You exceeded your quota"},
+            errors.QuotaExhausted,
+        ),
         ({"status": 500}, errors.Transient),
         ({"status": 503}, errors.Transient),
         ({"status": 400, "message": "bad temperature"}, errors.InvalidRequest),
@@ -129,8 +168,9 @@ def test_errors_are_mapped(emulator: EmulatorHandle, script: dict, expected: typ
 def test_connection_refused_is_transient(emulator: EmulatorHandle) -> None:
     dep = get_catalog().deployment("openai/gpt-4o-mini")
     assert dep is not None
-    target = resolve_target(dep, emulator_url="http://127.0.0.1:9", emulator_mode="always",
-                            emulator_path="/openai/v1")
+    target = resolve_target(
+        dep, emulator_url="http://127.0.0.1:9", emulator_mode="always", emulator_path="/openai/v1"
+    )
     with pytest.raises(errors.Transient):
         run(complete(OpenAIProvider(target), req()))
 

@@ -107,7 +107,9 @@ def map_openai_error(exc: Exception) -> ProviderError:
         if code == "content_filter" or code == "content_policy_violation":
             return ContentFiltered(message, status_code=status, provider_request_id=request_id)
         if status == 429:
-            return RateLimited(message, status_code=429, retry_after=retry_after, provider_request_id=request_id)
+            return RateLimited(
+                message, status_code=429, retry_after=retry_after, provider_request_id=request_id
+            )
         return status_error(status, message, retry_after=retry_after, request_id=request_id)
     if isinstance(exc, openai.OpenAIError):
         return Transient(str(exc))

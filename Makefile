@@ -1,0 +1,40 @@
+# llmqueue: the two commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench lint typecheck services clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "llmqueue needs Python >= 3.11" or 0)'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+## demo: summarise the sample documents end to end, embedded (no services, no keys)
+demo: $(STAMP)
+	$(VENV)/bin/llmqueue demo
+
+## test: the whole suite on real Postgres, Redis and Celery workers (started if not running)
+test: $(STAMP) services
+	$(PY) -m pytest -q
+
+## bench: the pipeline against a bare AsyncOpenAI client (see bench/README.md)
+bench: $(STAMP) services
+	$(PY) -m bench.pipeline
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+## services: start Postgres and Redis when they are not already answering
+services:
+	@bash scripts/ensure-services.sh
+
+clean:
+	rm -rf $(VENV) .llmqueue .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,94 @@
+"""docker-compose.yml, checked without a Docker engine: every service's command exists in
+the project, every dependency waits on health, required variables fail loudly."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import yaml
+
+from llmqueue.cli import app as cli_app
+from workers.queues import ALL_PROVIDER_QUEUES, ALL_QUEUES
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+OWN = {name: s for name, s in SERVICES.items() if s.get("build") == "."}
+
+
+def cli_command(name: str) -> Any:
+    """The click command `llmqueue <name>` runs (typer builds on its own click)."""
+    group: Any = typer.main.get_command(cli_app)
+    sub = group.get_command(group.make_context("llmqueue", [name]), name)
+    assert sub is not None, f"'llmqueue {name}': no such command"
+    return sub
+
+
+def test_the_services_the_brief_names_are_there() -> None:
+    for name in ("postgres", "redis", "migrate", "api", "dispatcher", "flower"):
+        assert name in SERVICES
+    consumed = {
+        s["command"][s["command"].index("--queues") + 1]
+        for s in OWN.values()
+        if s["command"][:2] == ["llmqueue", "worker"]
+    }
+    assert consumed == set(ALL_QUEUES) - {"provider.compatible"}
+
+
+@pytest.mark.parametrize("name", sorted(OWN))
+def test_every_llmqueue_command_exists_and_parses(name: str) -> None:
+    command = OWN[name]["command"]
+    if command[0] == "celery":
+        app_path = command[command.index("--app") + 1]
+        module, _, attr = app_path.partition(":")
+        assert getattr(importlib.import_module(module), attr) is not None
+        return
+    assert command[0] == "llmqueue"
+    words = [w for w in command[1:] if not w.startswith("-")]
+    click_cmd = cli_command(words[0])
+    args = command[2:]
+    ctx = click_cmd.make_context("llmqueue", list(args), resilient_parsing=False)
+    if "queues" in ctx.params:
+        for queue in ctx.params["queues"].split(","):
+            assert queue in ALL_QUEUES
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_dependencies_wait_for_health(name: str) -> None:
+    for dep, cond in (SERVICES[name].get("depends_on") or {}).items():
+        assert dep in SERVICES
+        wanted = cond["condition"]
+        if dep == "migrate":
+            assert wanted == "service_completed_successfully"
+        else:
+            assert wanted == "service_healthy"
+            assert "healthcheck" in SERVICES[dep], f"{name} waits on {dep}, which has no healthcheck"
+
+
+def test_required_variables_fail_loudly() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert re.search(r"\$\{POSTGRES_PASSWORD:\?[^}]+\}", text)
+    assert not re.search(r"sk-[A-Za-z0-9]{10,}", text), "no secret in the compose file"
+
+
+def test_each_provider_worker_gets_only_its_own_key() -> None:
+    for queue in ALL_PROVIDER_QUEUES:
+        provider = queue.split(".", 1)[1]
+        service = SERVICES.get(f"worker-{provider}")
+        if service is None:
+            continue
+        env = service.get("environment") or {}
+        foreign = [
+            k
+            for k in env
+            if k.endswith("_API_KEY")
+            and provider.upper() not in k
+            and not (provider == "azure" and k == "AZURE_OPENAI_API_KEY")
+            and not (provider == "cohere" and k == "CO_API_KEY")
+        ]
+        assert not foreign, f"worker-{provider} is given {foreign}"
