@@ -29,7 +29,9 @@ def adapter_class(provider: str) -> type[Provider]:
     try:
         path = ADAPTERS[provider]
     except KeyError:
-        raise KeyError(f"no adapter for provider {provider!r}; known: {', '.join(sorted(ADAPTERS))}") from None
+        raise KeyError(
+            f"no adapter for provider {provider!r}; known: {', '.join(sorted(ADAPTERS))}"
+        ) from None
     module_name, _, class_name = path.partition(":")
     cls: type[Provider] = getattr(importlib.import_module(module_name), class_name)
     return cls
