@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select
@@ -20,6 +21,7 @@ from jobstore.db import transaction
 from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus
 from llmqueue.settings import get_settings
 from workers.next_step import NextStep, SendAttempt, SendDispatch
+from workers.queues import ALL_QUEUES, Queue, provider_queue
 from workers.streams import shared_redis
 
 log = logging.getLogger(__name__)
@@ -28,48 +30,78 @@ GRACE_S = 60.0
 BATCH = 1000
 
 
-def find_stranded(now: datetime, grace_s: float = GRACE_S) -> list[NextStep]:
-    """Steps to resend for work that should have moved by now."""
+def find_stranded(
+    now: datetime, grace_s: float = GRACE_S, idle_queues: Callable[[], set[str]] | None = None
+) -> list[NextStep]:
+    """Steps to resend for work that should have moved by now.
+
+    Queued jobs and pending attempts are resent only while their queue is empty: in a big
+    backlog they are still waiting in the broker, and resending them would only add
+    duplicates. An expired claim is resent whatever the queue holds.
+    """
     cutoff = now - timedelta(seconds=grace_s)
+    idle = idle_queues() if idle_queues is not None else None
     steps: list[NextStep] = []
     with transaction() as session:
-        queued = session.scalars(
-            select(Job.id)
-            .where(
-                Job.status == JobStatus.QUEUED,
-                Job.updated_at < cutoff,
-                or_(Job.not_before.is_(None), Job.not_before < now),
+        if idle is None or Queue.DISPATCH.value in idle:
+            queued = session.scalars(
+                select(Job.id)
+                .where(
+                    Job.status == JobStatus.QUEUED,
+                    Job.updated_at < cutoff,
+                    or_(Job.not_before.is_(None), Job.not_before < now),
+                )
+                .limit(BATCH)
             )
-            .limit(BATCH)
+            steps += [SendDispatch(job_id) for job_id in queued]
+        pending = (
+            (Attempt.status == AttemptStatus.PENDING)
+            & or_(Attempt.not_before.is_(None), Attempt.not_before < cutoff)
+            & (Attempt.created_at < cutoff)
         )
-        steps += [SendDispatch(job_id) for job_id in queued]
+        expired = (Attempt.status == AttemptStatus.RUNNING) & (Attempt.lease_until < now)
         attempts = session.execute(
-            select(Attempt.id, Attempt.provider)
+            select(Attempt.id, Attempt.provider, Attempt.status)
             .join(Job, Job.id == Attempt.job_id)
-            .where(
-                Job.status.in_(OPEN_JOB_STATUSES),
-                or_(
-                    (Attempt.status == AttemptStatus.PENDING)
-                    & or_(Attempt.not_before.is_(None), Attempt.not_before < cutoff)
-                    & (Attempt.created_at < cutoff),
-                    (Attempt.status == AttemptStatus.RUNNING) & (Attempt.lease_until < now),
-                ),
-            )
+            .where(Job.status.in_(OPEN_JOB_STATUSES), or_(pending, expired))
             .limit(BATCH)
         )
-        steps += [SendAttempt(attempt_id, provider) for attempt_id, provider in attempts]
+        for attempt_id, provider, status in attempts:
+            if status == AttemptStatus.RUNNING or idle is None or provider_queue(provider) in idle:
+                steps.append(SendAttempt(attempt_id, provider))
     return steps
 
 
-def sweep_once() -> int:
+def idle_broker_queues() -> set[str]:
+    """The queues with no message waiting (a broker that cannot say counts as idle)."""
+    from workers.celery_app import app
+
+    idle: set[str] = set()
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for name in ALL_QUEUES:
+            try:
+                if channel.queue_declare(queue=name, passive=True).message_count == 0:
+                    idle.add(name)
+            except Exception:  # a queue never declared holds nothing
+                idle.add(name)
+    return idle
+
+
+def sweep_once(force: bool = False) -> int:
+    """One sweep; `force` skips the lock that keeps dispatchers from sweeping together."""
     from workers.tasks import send
 
     client = shared_redis()
-    if client is not None and not client.set(
-        f"{get_settings().redis_prefix}sweep-lock", "1", nx=True, ex=int(SWEEP_EVERY_S * 0.8)
+    if (
+        not force
+        and client is not None
+        and not client.set(
+            f"{get_settings().redis_prefix}sweep-lock", "1", nx=True, ex=int(SWEEP_EVERY_S * 0.8)
+        )
     ):
         return 0
-    steps = find_stranded(datetime.now(UTC))
+    steps = find_stranded(datetime.now(UTC), idle_queues=idle_broker_queues)
     for step in steps:
         send(step)
     if steps:
