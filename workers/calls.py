@@ -155,11 +155,7 @@ def _call(
         )
         if stream_job is None:
             return await adapter.complete(request)
-
-        async def sink(delta: str) -> None:
-            streams.publish(stream_job, "delta", delta)
-
-        return await adapter.complete(request, on_text=sink)
+        return await adapter.complete(request, on_text=streams.delta_sink(stream_job))
 
     return loop.run(go(), timeout=call_timeout(settings))
 
@@ -199,6 +195,15 @@ def _finish_failure(
             return Nothing("failed")
         if action is Action.RETRY:
             countdown = backoff_seconds(failures, error.retry_after, settings, _rng)
+            if job.deadline_at is not None and now + timedelta(seconds=countdown) > _aware(job.deadline_at):
+                transitions.fail_job(
+                    session,
+                    job.id,
+                    error_type="deadline_exceeded",
+                    message=f"the deadline passes before the next retry; last error: {error}",
+                    now=now,
+                )
+                return Nothing("deadline exceeded")
             retry = transitions.schedule_retry(session, attempt, now + timedelta(seconds=countdown))
             if retry is None:
                 return Nothing("job closed")
