@@ -2,11 +2,17 @@
 
 Deltas come from the job's Redis stream (see `workers/streams.py`), read from its start so
 a late client gets what was already produced, then the rest. Completion is taken from
-Postgres: when the job has ended, the remaining deltas are drained and `done` carries the
-stored result, so the streamed text and the stored text are the same. Without Redis, or for
-a job not submitted with `stream: true`, the whole text arrives as one delta at the end.
+Postgres, looked at when the worker says it is done, when the stream is idle, and at least
+every few seconds: when the job has ended, the remaining deltas are drained and `done`
+carries the stored result, so the streamed text and the stored text are the same. Without
+Redis, or for a job not submitted with `stream: true`, the whole text arrives as one delta
+at the end.
+
+When a provider call that already streamed text is retried or failed over, the next call
+starts its text again: the client gets `reset` and should discard the text it has so far.
 
     event: delta   data: {"text": "..."}
+    event: reset   data: {"reason": "the provider call was retried; text restarts"}
     event: done    data: {"status": "succeeded", "result": "...", "error": null, ...}
 """
 
@@ -14,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aredis
 from fastapi.responses import StreamingResponse
@@ -27,11 +35,16 @@ from llmqueue.settings import get_settings
 from workers.streams import stream_key
 
 POLL_S = 0.5
+DB_CHECK_EVERY_S = 2.0  # look at Postgres this often even while deltas keep coming
+READ_COUNT = 500
+RESET_REASON = "the provider call was retried; text restarts"
 
 
 @cache
 def _async_redis(url: str) -> aredis.Redis:
-    return aredis.Redis.from_url(url, decode_responses=True, max_connections=200)
+    # A blocking pool: past its size, a new SSE client waits for a connection instead of failing.
+    pool = aredis.BlockingConnectionPool.from_url(url, max_connections=200, timeout=30, decode_responses=True)
+    return aredis.Redis(connection_pool=pool)
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
@@ -53,34 +66,69 @@ def _final_state(job_id: str) -> dict[str, Any] | None:
         }
 
 
+@dataclass
+class _Cursor:
+    """Where a client is in the job's stream and what it has been sent."""
+
+    last_id: str = "0-0"
+    call_id: str | None = None
+    sent_text: bool = False
+    saw_done: bool = False
+
+    def events(self, rows: list[tuple[str, dict[str, str]]]) -> Iterator[bytes]:
+        for entry_id, fields in rows:
+            self.last_id = entry_id
+            kind = fields.get("event")
+            if kind == "call":
+                if self.call_id is not None and fields.get("data") != self.call_id and self.sent_text:
+                    self.sent_text = False
+                    yield _sse("reset", {"reason": RESET_REASON})
+                self.call_id = fields.get("data")
+            elif kind == "delta":
+                self.sent_text = True
+                yield _sse("delta", {"text": fields.get("data", "")})
+            elif kind == "done":
+                self.saw_done = True
+
+
+async def _read(
+    client: aredis.Redis, key: str, cursor: _Cursor, block_ms: int | None
+) -> tuple[bool, list[bytes]]:
+    """(whether any entry was read, the SSE events those entries make)."""
+    found = await client.xread({key: cursor.last_id}, block=block_ms, count=READ_COUNT)
+    entries = cast(list[Any], found or [])  # RESP2: [[key, [(id, fields), ...]], ...]
+    rows: list[tuple[str, dict[str, str]]] = [row for _, stream_rows in entries for row in stream_rows]
+    return bool(rows), list(cursor.events(rows))
+
+
 async def _events(job_id: str) -> AsyncIterator[bytes]:
     settings = get_settings()
     client = _async_redis(settings.redis_url) if settings.redis_url else None
     key = stream_key(job_id)
-    last_id = "0-0"
-    sent_text = False
+    cursor = _Cursor()
+    checked_at = 0.0
     while True:
+        idle = True
         if client is not None:
-            entries = await client.xread({key: last_id}, block=int(POLL_S * 1000), count=500)
-            for _, rows in entries or []:
-                for entry_id, fields in rows:
-                    last_id = entry_id
-                    if fields.get("event") == "delta":
-                        sent_text = True
-                        yield _sse("delta", {"text": fields.get("data", "")})
+            got, events = await _read(client, key, cursor, int(POLL_S * 1000))
+            idle = not got
+            for event in events:
+                yield event
         else:
             await asyncio.sleep(POLL_S)
+        if not (idle or cursor.saw_done or time.monotonic() - checked_at >= DB_CHECK_EVERY_S):
+            continue
+        checked_at = time.monotonic()
         final = await asyncio.to_thread(_final_state, job_id)
         if final is None:
             continue
-        if client is not None:  # drain anything written between the read and the commit
-            for _, rows in await client.xread({key: last_id}, count=10_000) or []:
-                for entry_id, fields in rows:
-                    last_id = entry_id
-                    if fields.get("event") == "delta":
-                        sent_text = True
-                        yield _sse("delta", {"text": fields.get("data", "")})
-        if not sent_text and final["result"]:
+        while client is not None:  # drain what was written between the read and the commit
+            got, events = await _read(client, key, cursor, None)
+            if not got:
+                break
+            for event in events:
+                yield event
+        if not cursor.sent_text and final["result"]:
             yield _sse("delta", {"text": final["result"]})
         yield _sse("done", final)
         return

@@ -1,7 +1,12 @@
 """Checks a submission must pass before it is accepted: the model exists, max_tokens fits it,
 the strategy is known, and at least one deployment can serve the request (capabilities,
 context window, floors and ceilings). Routing is asked exactly as the dispatcher will ask
-it, without health (a deployment that is down now may be up at dispatch)."""
+it, without health (a deployment that is down now may be up at dispatch).
+
+When nothing can serve the request for one reason, the 422 names it: `param` is the request
+field at fault (for an image, the path to the first image part) and `code` the reason; a
+missing capability is `unsupported_<capability>` and the message says which model lacks it.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,10 @@ from decimal import Decimal
 from api.errors import ApiError
 from api.schemas.jobs import JobCreate
 from routing.catalog import Catalog
+from routing.filters import Exclusion
 from routing.router import NoRoute, RoutingDecision, RoutingRequest, UnknownModel, UnknownStrategy, route
 
-# Which request field to blame for each filter that excluded every candidate.
+# For each filter that excluded every candidate: the request field to blame, and the code.
 PARAM_FOR_FILTER = {
     "capabilities": "messages",
     "max_output": "max_tokens",
@@ -22,6 +28,14 @@ PARAM_FOR_FILTER = {
     "quality": "min_quality",
     "cost_ceiling": "max_cost_usd",
     "budget": "Authorization",
+}
+CODE_FOR_FILTER = {
+    "capabilities": "unsupported_capability",
+    "max_output": "max_tokens_too_large",
+    "context": "context_length_exceeded",
+    "quality": "quality_below_floor",
+    "cost_ceiling": "cost_ceiling_exceeded",
+    "budget": "budget_exceeded",
 }
 PARAM_FOR_CAPABILITY = {
     "tools": "tools",
@@ -57,23 +71,60 @@ def check_routable(create: JobCreate, catalog: Catalog, budget_remaining: Decima
     except UnknownStrategy as exc:
         raise ApiError(422, str(exc), param="strategy", code="unknown_strategy") from None
     except NoRoute as exc:
-        filters = {e.filter for e in exc.exclusions}
-        param = PARAM_FOR_FILTER.get(next(iter(filters))) if len(filters) == 1 else None
-        code = f"unsupported_{next(iter(filters))}" if len(filters) == 1 else "no_route"
-        if filters == {"capabilities"}:
-            needed = create.chat_request().required_capabilities() | (
-                {"streaming"} if create.stream else set()
-            )
-            lacking = sorted(
-                c for c in needed if any(c in e.reason.split("lacks", 1)[-1] for e in exc.exclusions)
-            )
-            if lacking:
-                param = PARAM_FOR_CAPABILITY.get(lacking[0], param)
-                code = f"unsupported_capability:{lacking[0]}"
-        details = [
-            {"deployment": e.deployment, "model": e.model, "filter": e.filter, "reason": e.reason}
-            for e in exc.exclusions
-        ]
-        raise ApiError(422, str(exc), param=param, code=code, details=details) from None
+        raise no_route_error(create, catalog, exc) from None
     except ValueError as exc:  # e.g. manual strategy without a model
         raise ApiError(422, str(exc), param="strategy", code="invalid_routing") from None
+
+
+def no_route_error(create: JobCreate, catalog: Catalog, exc: NoRoute) -> ApiError:
+    """A 422 for a request every candidate refused; specific when they refused for one reason."""
+    details = [
+        {"deployment": e.deployment, "model": e.model, "filter": e.filter, "reason": e.reason}
+        for e in exc.exclusions
+    ]
+    filters = {e.filter for e in exc.exclusions}
+    if len(filters) != 1:
+        return ApiError(422, str(exc), code="no_route", details=details)
+    (only,) = filters
+    if only == "capabilities":
+        lacking = lacking_capabilities(create, catalog, exc.exclusions)
+        if lacking:
+            capability = lacking[0]
+            models = ", ".join(sorted({repr(e.model) for e in exc.exclusions}))
+            message = f"model {models} does not support {capability}: {exc}"
+            return ApiError(
+                422,
+                message,
+                param=capability_param(create, capability),
+                code=f"unsupported_{capability}",
+                details=details,
+            )
+    return ApiError(
+        422,
+        str(exc),
+        param=PARAM_FOR_FILTER.get(only),
+        code=CODE_FOR_FILTER.get(only, "no_route"),
+        details=details,
+    )
+
+
+def lacking_capabilities(create: JobCreate, catalog: Catalog, exclusions: tuple[Exclusion, ...]) -> list[str]:
+    """The capabilities the request needs that some excluded model lacks, in a stable order."""
+    needed = create.chat_request().required_capabilities() | ({"streaming"} if create.stream else set())
+    lacking: set[str] = set()
+    for exclusion in exclusions:
+        model = catalog.model(exclusion.model)
+        if model is not None:
+            lacking |= needed - set(model.capabilities)
+    return sorted(lacking, key=list(PARAM_FOR_CAPABILITY).index)
+
+
+def capability_param(create: JobCreate, capability: str) -> str:
+    """Where in the request a capability is asked for; for vision, the first image part."""
+    if capability == "vision":
+        for i, message in enumerate(create.messages):
+            if isinstance(message.content, list):
+                for j, part in enumerate(message.content):
+                    if part.type == "image_url":
+                        return f"messages.{i}.content.{j}"
+    return PARAM_FOR_CAPABILITY.get(capability, "messages")

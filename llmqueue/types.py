@@ -165,6 +165,7 @@ class ChatResponse(BaseModel):
 
 RATE_LIMIT_HEADER_PREFIXES = (
     "x-ratelimit-",
+    "x-ratelimitbysize-",  # Mistral's token limits
     "anthropic-ratelimit-",
     "retry-after",
     "x-ms-ratelimit-",

@@ -56,6 +56,24 @@ def failed_over_deployments(job: Job) -> frozenset[str]:
     )
 
 
+# Failovers a second round cannot cure: a missing or rejected key and a too-small window stay so.
+LASTING_FAILOVERS = frozenset({"failover:missing_credentials", "failover:auth", "failover:context_too_long"})
+
+
+def lastingly_failed_deployments(job: Job) -> frozenset[str]:
+    return frozenset(a.deployment for a in job.attempts if a.error_type in LASTING_FAILOVERS)
+
+
+def last_error(job: Job) -> str:
+    """The latest failed attempt's error, to say why nothing is left to try."""
+    failed = [a for a in job.attempts if a.error_type]
+    if not failed:
+        return ""
+    latest = max(failed, key=lambda a: a.number)
+    kind = (latest.error_type or "").removeprefix("failover:")
+    return f" (last error on {latest.deployment}: {kind}: {latest.error_message})"
+
+
 def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime | None = None) -> NextStep:
     catalog = catalog or get_catalog()
     now = now or datetime.now(UTC)
@@ -108,12 +126,13 @@ def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime |
                     rotation=rotation,
                 )
             except NoRoute:
-                if not tried:
+                lasting = lastingly_failed_deployments(job)
+                if not tried - lasting:
                     raise
                 # Every candidate has failed over once: go round again, now gated only by
                 # the breakers (a cooled-down deployment gets another chance).
                 decision = route(
-                    routing_request_for(job, exclude=frozenset(), budget=budget),
+                    routing_request_for(job, exclude=lasting, budget=budget),
                     catalog,
                     snapshot,
                     now=now.timestamp(),
@@ -121,7 +140,9 @@ def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime |
                     rotation=rotation,
                 )
         except NoRoute as exc:
-            transitions.fail_job(session, job_id, error_type="no_route", message=str(exc), now=now)
+            transitions.fail_job(
+                session, job_id, error_type="no_route", message=f"{exc}{last_error(job)}", now=now
+            )
             return Nothing("no route")
         except RoutingError as exc:
             transitions.fail_job(session, job_id, error_type="routing_error", message=str(exc), now=now)

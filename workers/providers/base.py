@@ -8,13 +8,14 @@ retries: the SDK's own retries are off and the worker owns retry and failover.
 
 `resolve_target` decides where a deployment's calls go: the real provider when its key is in
 the environment, the built-in emulator when it is not and the emulator is enabled, or a
-`MissingCredentials` error naming the variable to set.
+`MissingCredentials` error naming the variable to set. A variable may have conventional
+alternates (`KEY_ENV_FALLBACKS`: Gemini's key in GEMINI_API_KEY, else GOOGLE_API_KEY).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -25,6 +26,9 @@ from workers.providers.errors import MissingCredentials
 TextSink = Callable[[str], Awaitable[None]]
 
 EMULATOR_KEY = "emulator-key-not-secret"
+
+# Variables read, in order, when the first is unset: Google's SDKs accept either name.
+KEY_ENV_FALLBACKS: dict[str, tuple[str, ...]] = {"GEMINI_API_KEY": ("GOOGLE_API_KEY",)}
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ def resolve_target(
     emulator_mode: str = "auto",
     timeout_s: float = 120.0,
     emulator_path: str = "",
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Target:
     """Where this deployment's calls go.
 
@@ -75,7 +79,7 @@ def resolve_target(
     """
     env = os.environ if environ is None else environ
     key_env = deployment.api_key_env
-    key = env.get(key_env) if key_env else None
+    key = _read_key(key_env, env) if key_env else None
     use_emulator = emulator_url is not None and (
         emulator_mode == "always" or (emulator_mode == "auto" and key_env is not None and not key)
     )
@@ -83,7 +87,16 @@ def resolve_target(
         assert emulator_url is not None
         return Target(deployment, emulator_url.rstrip("/") + emulator_path, EMULATOR_KEY, timeout_s, True)
     if key_env and not key:
+        names = " or ".join((key_env, *KEY_ENV_FALLBACKS.get(key_env, ())))
         raise MissingCredentials(
-            f"deployment {deployment.name!r} needs an API key: set the environment variable {key_env}"
+            f"deployment {deployment.name!r} needs an API key: set the environment variable {names}"
         )
     return Target(deployment, deployment.spec.base_url, key, timeout_s, False)
+
+
+def _read_key(key_env: str, env: Mapping[str, str]) -> str | None:
+    """The key from `key_env`, else from its conventional alternates (GOOGLE_API_KEY for Gemini)."""
+    for name in (key_env, *KEY_ENV_FALLBACKS.get(key_env, ())):
+        if env.get(name):
+            return env[name]
+    return None

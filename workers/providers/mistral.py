@@ -57,7 +57,6 @@ FINISH_REASONS = {
 
 NO_RETRIES = RetryConfig("none", BackoffStrategy(1, 1, 1.0, 1), retry_connection_errors=False)
 TOOL_ID = re.compile(r"[A-Za-z0-9]{9}")
-MISTRAL_LIMIT_HEADERS = ("x-ratelimitbysize-", "ratelimitbysize-")
 
 _response_headers: ContextVar[httpx2.Headers | None] = ContextVar("mistral_response_headers", default=None)
 
@@ -170,14 +169,6 @@ def usage_from_mistral(usage: Any) -> Usage:
     )
 
 
-def pick_mistral_headers(headers: Any) -> dict[str, str]:
-    picked = pick_rate_limit_headers(headers)
-    for key, value in (headers or {}).items():
-        if str(key).lower().startswith(MISTRAL_LIMIT_HEADERS):
-            picked[str(key).lower()] = str(value)
-    return picked
-
-
 def from_mistral_completion(completion: Any, headers: Any = None) -> ChatResponse:
     choice = completion.choices[0]
     message = choice.message
@@ -193,7 +184,7 @@ def from_mistral_completion(completion: Any, headers: Any = None) -> ChatRespons
         finish_reason=FINISH_REASONS.get(str(choice.finish_reason), FinishReason.STOP),
         usage=usage_from_mistral(completion.usage),
         provider_request_id=completion.id,
-        rate_limit_headers=pick_mistral_headers(headers),
+        rate_limit_headers=pick_rate_limit_headers(headers),
         model=completion.model,
     )
 
@@ -302,7 +293,7 @@ class MistralProvider:
             finish_reason=FINISH_REASONS.get(finish, FinishReason.STOP),
             usage=usage_from_mistral(usage),
             provider_request_id=request_id,
-            rate_limit_headers=pick_mistral_headers(stream.response.headers),
+            rate_limit_headers=pick_rate_limit_headers(stream.response.headers),
             model=model,
         )
 
