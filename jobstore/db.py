@@ -31,7 +31,18 @@ def engine_for(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=20, max_overflow=80, pool_pre_ping=True, pool_recycle=1800)
+    # Threads hold a connection only around short transactions, never across a provider
+    # call, so a small pool serves hundreds of calls in flight; several processes share
+    # Postgres's max_connections (100 by default).
+    settings = get_settings()
+    return create_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=60,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
 
 
 def get_engine() -> Engine:

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     # A breaker's first cooldown (it doubles on each reopening); short in tests and benchmarks.
     breaker_cooldown_s: float = Field(default=10.0, gt=0)
     api_base_url: str = "http://127.0.0.1:8000"
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
 
     @field_validator("emulator_mode")
     @classmethod
