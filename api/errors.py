@@ -76,10 +76,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        first: dict[str, Any] = dict(errors[0]) if errors else {"loc": ("body",), "msg": "invalid request"}
         where = _location(tuple(first.get("loc", ())))
         if first.get("type") == "json_invalid":
-            ctx = first.get("ctx") or {}
+            ctx: dict[str, Any] = first.get("ctx") or {}
             message = f"the request body is not valid JSON: {ctx.get('error', first['msg'])}"
             code = "invalid_json"
         else:
