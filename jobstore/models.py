@@ -71,6 +71,8 @@ class Job(Base):
         UniqueConstraint("owner_id", "idempotency_key", name="uq_jobs_owner_idempotency"),
         Index("ix_jobs_owner_created", "owner_id", "created_at"),
         Index("ix_jobs_status", "status"),
+        Index("ix_jobs_batch_status", "batch_id", "status"),  # a batch's counts by status
+        Index("ix_jobs_batch_line", "batch_id", "line_number"),  # its results, in input order
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job"))
@@ -105,6 +107,13 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None]
+    # Batch membership (jobstore/batch_models.py): the request's custom_id (or document id),
+    # its line in the input, and for a split document its map part or the reduce that combines them.
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id", name="fk_jobs_batch_id"))
+    custom_id: Mapped[str | None] = mapped_column(String(255))
+    line_number: Mapped[int | None] = mapped_column(Integer)
+    stage: Mapped[str | None] = mapped_column(String(8))  # None (whole document), "map" or "reduce"
+    part: Mapped[int | None] = mapped_column(Integer)  # a map job's chunk number, from 1
 
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="job", order_by="Attempt.number", lazy="selectin"

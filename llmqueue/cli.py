@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from llmqueue import cli_batch, cli_jobs
 from workers.queues import ALL_QUEUES
 
 app = typer.Typer(
@@ -23,6 +24,10 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(cli_batch.batch_app, name="batch")
+app.command()(cli_jobs.submit)
+app.command()(cli_jobs.jobs)
+app.command()(cli_jobs.costs)
 console = Console()
 err = Console(stderr=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+import jobstore.batch_models  # noqa: F401  (the batch tables, which jobs reference)
 from jobstore.db import engine_for
 from jobstore.models import Base
 from llmqueue.settings import get_settings

@@ -1,0 +1,132 @@
+"""/v1/batches, OpenAI-compatible: the official `openai` SDK's batch calls work unchanged.
+
+Every line of the input file becomes a job, routed like any other (`model` may be a
+routing alias); a malformed line fails alone, with its line number, into the error file.
+The batch object, its status values and request_counts are OpenAI's; `cancelling` lasts
+until calls already in flight finish; output and error lines carry each custom_id.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.batch_intake import Intake, add_openai_lines, dispatch_in_windows
+from api.deps import OwnerDep, SessionDep
+from api.errors import ApiError
+from api.routes.files import find_file
+from api.schemas.batches import BatchList, BatchObject
+from api.schemas.openai_compat import BatchCreate
+from jobstore import batches
+from jobstore.batch_models import Batch, BatchKind, BatchStatus
+from routing.catalog import get_catalog
+from workers.batch_tasks import schedule_check
+
+router = APIRouter(prefix="/v1/batches", tags=["batches (OpenAI-compatible)"])
+ENDPOINTS = ("/v1/chat/completions",)
+WINDOWS = {"24h": timedelta(hours=24)}
+
+
+def _find(session: SessionDep, owner_id: str, batch_id: str) -> Batch:
+    batch = batches.owned(session, Batch, batch_id, owner_id)
+    if batch is None or batch.kind != BatchKind.OPENAI:
+        raise ApiError(
+            404, f"no batch {batch_id!r} for this API key", param="batch_id", code="batch_not_found"
+        )
+    return batch  # type: ignore[no-any-return]
+
+
+def _public(session: SessionDep, batch: Batch) -> BatchObject:
+    return BatchObject.of(batch, batches.batch_counts(session, batch))
+
+
+@router.post("", response_model=BatchObject)
+def create_batch(body: BatchCreate, session: SessionDep, owner: OwnerDep) -> BatchObject:
+    """Read the input file a line at a time into jobs, commit, and dispatch them in windows."""
+    if body.endpoint not in ENDPOINTS:
+        raise ApiError(
+            400, f"endpoint must be one of {', '.join(ENDPOINTS)}", param="endpoint", code="invalid_value"
+        )
+    if body.completion_window not in WINDOWS:
+        raise ApiError(
+            400,
+            f"completion_window must be one of {', '.join(WINDOWS)}",
+            param="completion_window",
+            code="invalid_value",
+        )
+    if body.webhook_url is not None and not body.webhook_url.startswith(("http://", "https://")):
+        raise ApiError(400, "webhook_url must be an http(s) URL", param="webhook_url", code="invalid_value")
+    source = find_file(session, owner.id, body.input_file_id)
+    if source.purpose != "batch":
+        raise ApiError(
+            400,
+            f"file {source.id} has purpose {source.purpose!r}, not 'batch'",
+            param="input_file_id",
+            code="invalid_value",
+        )
+    now = datetime.now(UTC)
+    batch = Batch(
+        owner_id=owner.id,
+        kind=BatchKind.OPENAI,
+        status=BatchStatus.IN_PROGRESS,
+        endpoint=body.endpoint,
+        completion_window=body.completion_window,
+        input_file_id=source.id,
+        webhook_url=body.webhook_url,
+        batch_metadata=dict(body.metadata or {}),
+        created_at=now,
+        in_progress_at=now,
+        expires_at=now + WINDOWS[body.completion_window],
+    )
+    session.add(batch)
+    session.flush()
+    intake = Intake(batch, batches.BulkJobWriter(session))
+    add_openai_lines(intake, get_catalog(), body.endpoint, batches.file_lines(session, source.id))
+    intake.writer.flush()
+    if intake.total == 0:
+        session.rollback()
+        raise ApiError(400, f"file {source.id} holds no requests", param="input_file_id", code="empty_file")
+    batch.total = intake.total
+    batch.errors = intake.errors or None
+    session.commit()
+    dispatch_in_windows(intake.writer.to_dispatch)
+    schedule_check(batch.id)
+    return _public(session, batch)
+
+
+@router.get("/{batch_id}", response_model=BatchObject)
+def read_batch(batch_id: str, session: SessionDep, owner: OwnerDep) -> BatchObject:
+    return _public(session, _find(session, owner.id, batch_id))
+
+
+@router.post("/{batch_id}/cancel", response_model=BatchObject)
+def cancel_batch(batch_id: str, session: SessionDep, owner: OwnerDep) -> BatchObject:
+    """`cancelling` until calls in flight finish, then `cancelled`, with their output."""
+    batch = _find(session, owner.id, batch_id)
+    if batches.cancel_batch(session, batch, datetime.now(UTC)):
+        session.commit()
+        batches.close_cancelled_attempts(session, batch.id, datetime.now(UTC))
+        session.commit()
+        schedule_check(batch.id)
+    session.refresh(batch)
+    return _public(session, batch)
+
+
+@router.get("", response_model=BatchList)
+def list_batches(
+    session: SessionDep,
+    owner: OwnerDep,
+    after: Annotated[str | None, Query(description="A cursor: the last id of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> BatchList:
+    """Newest first, with OpenAI's cursor pagination."""
+    rows = batches.batches_page(session, owner.id, BatchKind.OPENAI, after, limit)
+    page = [_public(session, b) for b in rows[:limit]]
+    return BatchList(
+        data=page,
+        first_id=page[0].id if page else None,
+        last_id=page[-1].id if page else None,
+        has_more=len(rows) > limit,
+    )

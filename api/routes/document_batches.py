@@ -1,0 +1,317 @@
+"""/v1/document_batches: many documents, one prompt template, routed like jobs.
+
+Submit documents as multipart `files` (one document each) or as one `jsonl` file of
+`{"id", "text", "metadata"}` lines, with a `prompt` containing `{document}`. Progress is
+counted from the batch's jobs; results stream as JSONL or CSV; a document reads back alone.
+A document longer than its model's context is split and its parts' answers combined
+(`on_too_long=split`, map then reduce), or fails alone (`reject`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from api.batch_intake import (
+    Intake,
+    NativeOptions,
+    add_document,
+    add_jsonl_documents,
+    dispatch_in_windows,
+    lines_of,
+)
+from api.deps import OwnerDep, SessionDep
+from api.errors import ApiError
+from api.schemas.batches import DocumentBatch, DocumentBatchList
+from api.schemas.jobs import JobCreate
+from api.validation import check_routable
+from jobstore import batch_results, batches
+from jobstore.batch_models import Batch, BatchKind, BatchStatus
+from jobstore.db import session_factory
+from jobstore.jobs import owner_spend
+from jobstore.models import ApiKey, Job
+from llmqueue.documents import PLACEHOLDER, fill, window_for
+from routing.catalog import get_catalog
+from workers.batch_tasks import schedule_check
+
+router = APIRouter(prefix="/v1/document_batches", tags=["document batches"])
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _routing_options(session: SessionDep, owner: ApiKey, prompt: str, fields: dict[str, Any]) -> JobCreate:
+    """The options as a JobCreate with a sample document, checked exactly as a job would be."""
+    if PLACEHOLDER not in prompt:
+        raise ApiError(
+            422,
+            "prompt must contain {document}, where each document's text goes",
+            param="prompt",
+            code="missing_placeholder",
+        )
+    try:
+        create = JobCreate(
+            messages=[{"role": "user", "content": fill(prompt, "sample")}],
+            **{k: v for k, v in fields.items() if v is not None},
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ApiError(422, f"{where}: {first['msg']}", param=where, code="invalid_value") from None
+    budget = owner.budget_usd - owner_spend(session, owner.id) if owner.budget_usd is not None else None
+    check_routable(create, get_catalog(), budget)
+    return create
+
+
+def _metadata(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ApiError(422, "metadata must be a JSON object", param="metadata", code="invalid_value")
+    return value
+
+
+def _find(session: SessionDep, owner: ApiKey, batch_id: str) -> Batch:
+    batch = batches.owned(session, Batch, batch_id, owner.id)
+    if batch is None or batch.kind != BatchKind.NATIVE:
+        raise ApiError(
+            404, f"no document batch {batch_id!r} for this API key", param="batch_id", code="batch_not_found"
+        )
+    return batch  # type: ignore[no-any-return]
+
+
+def _public(session: SessionDep, batch: Batch, request: Request) -> DocumentBatch:
+    counts = batches.batch_counts(session, batch)
+    eta = batches.eta_seconds(batch, counts, datetime.now(UTC))
+    return DocumentBatch.of(batch, counts, eta, _base_url(request))
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=DocumentBatch,
+    responses={422: {"description": "Bad options, no documents, or nothing can serve the prompt"}},
+)
+def create_document_batch(
+    request: Request,
+    session: SessionDep,
+    owner: OwnerDep,
+    prompt: Annotated[str, Form(description="The template; {document} is replaced by each document's text.")],
+    files: Annotated[
+        list[UploadFile] | None, File(description="Documents, one per file (UTF-8 text).")
+    ] = None,
+    jsonl: Annotated[
+        UploadFile | None, File(description='JSONL: {"id", "text", "metadata"} per line.')
+    ] = None,
+    model: Annotated[str | None, Form(description="A catalog model or deployment.")] = None,
+    strategy: Annotated[str | None, Form(description="cost, quality, balanced, performance, ...")] = None,
+    min_quality: Annotated[float | None, Form()] = None,
+    max_cost_usd: Annotated[Decimal | None, Form(description="Per-document cost ceiling.")] = None,
+    max_tokens: Annotated[int | None, Form()] = None,
+    deadline_s: Annotated[
+        float | None, Form(description="Give up on a document this long after submit.")
+    ] = None,
+    on_too_long: Annotated[
+        Literal["split", "reject"],
+        Form(description="A document over its model's context: split (map, then reduce) or reject."),
+    ] = "split",
+    webhook_url: Annotated[str | None, Form(description="POSTed once when the batch ends.")] = None,
+    metadata: Annotated[str | None, Form(description="A JSON object kept with the batch.")] = None,
+) -> DocumentBatch:
+    """Accept a batch: every document becomes a job (or map jobs and a reduce), dispatched in windows."""
+    if not files and jsonl is None:
+        raise ApiError(
+            422,
+            "send documents as 'files' (one per file) or as one 'jsonl' file",
+            param="files",
+            code="no_documents",
+        )
+    if files and jsonl is not None:
+        raise ApiError(422, "send either 'files' or 'jsonl', not both", param="jsonl", code="invalid_value")
+    if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
+        raise ApiError(422, "webhook_url must be an http(s) URL", param="webhook_url", code="invalid_value")
+    create = _routing_options(
+        session,
+        owner,
+        prompt,
+        {
+            "model": model,
+            "strategy": strategy,
+            "min_quality": min_quality,
+            "max_cost_usd": max_cost_usd,
+            "max_tokens": max_tokens,
+            "deadline_s": deadline_s,
+        },
+    )
+    catalog = get_catalog()
+    decision_strategy = create.strategy or ("manual" if model else "cost")
+    options = NativeOptions(
+        prompt=prompt,
+        model=model,
+        strategy=decision_strategy,
+        routing=create.routing_options(),
+        max_tokens=max_tokens,
+        deadline_s=deadline_s,
+        on_too_long=on_too_long,
+        window=window_for(catalog, model, max_tokens),
+    )
+    now = datetime.now(UTC)
+    batch = Batch(
+        owner_id=owner.id,
+        kind=BatchKind.NATIVE,
+        status=BatchStatus.IN_PROGRESS,
+        prompt=prompt,
+        model=model,
+        strategy=decision_strategy,
+        routing=create.routing_options(),
+        options={"on_too_long": on_too_long, "max_tokens": max_tokens, "deadline_s": deadline_s},
+        webhook_url=webhook_url,
+        batch_metadata=_metadata(metadata),
+        created_at=now,
+        in_progress_at=now,
+    )
+    session.add(batch)
+    session.flush()
+    intake = Intake(batch, batches.BulkJobWriter(session))
+    if jsonl is not None:
+        add_jsonl_documents(intake, options, lines_of(jsonl.file))
+    for number, upload in enumerate(files or [], 1):
+        _add_file(intake, options, number, upload)
+    intake.writer.flush()
+    if intake.total == 0:
+        session.rollback()
+        raise ApiError(
+            422, "the upload holds no documents", param="jsonl" if jsonl else "files", code="no_documents"
+        )
+    batch.total = intake.total
+    batch.errors = intake.errors or None
+    session.commit()
+    dispatch_in_windows(intake.writer.to_dispatch)
+    schedule_check(batch.id)  # a batch whose every line failed on intake finalizes now
+    return _public(session, batch, request)
+
+
+def _add_file(intake: Intake, options: NativeOptions, number: int, upload: UploadFile) -> None:
+    name = upload.filename or f"file-{number}"
+    try:
+        text = upload.file.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        intake.fail_line(number, name, "invalid_line", f"{name} is not UTF-8 text: {exc}")
+        return
+    if not text.strip():
+        intake.fail_line(number, name, "invalid_line", f"{name} is empty")
+        return
+    add_document(intake, options, number, name, text, {"filename": name})
+
+
+@router.get("", response_model=DocumentBatchList)
+def list_document_batches(
+    request: Request,
+    session: SessionDep,
+    owner: OwnerDep,
+    after: Annotated[str | None, Query(description="The last id of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> DocumentBatchList:
+    """Newest first."""
+    rows = batches.batches_page(session, owner.id, BatchKind.NATIVE, after, limit)
+    return DocumentBatchList(
+        data=[_public(session, b, request) for b in rows[:limit]], has_more=len(rows) > limit
+    )
+
+
+@router.get("/{batch_id}", response_model=DocumentBatch)
+def read_document_batch(
+    batch_id: str, request: Request, session: SessionDep, owner: OwnerDep
+) -> DocumentBatch:
+    """Counts by status, tokens and cost so far, and an ETA."""
+    return _public(session, _find(session, owner, batch_id), request)
+
+
+@router.post("/{batch_id}/cancel", response_model=DocumentBatch)
+def cancel_document_batch(
+    batch_id: str, request: Request, session: SessionDep, owner: OwnerDep
+) -> DocumentBatch:
+    """Documents not yet sent never are; calls in flight finish (and are billed). Ends `cancelled`."""
+    batch = _find(session, owner, batch_id)
+    if batches.cancel_batch(session, batch, datetime.now(UTC)):
+        session.commit()
+        batches.close_cancelled_attempts(session, batch.id, datetime.now(UTC))
+        session.commit()
+        schedule_check(batch.id)
+    session.refresh(batch)
+    return _public(session, batch, request)
+
+
+def _rows(batch_id: str) -> Iterator[dict[str, Any]]:
+    with session_factory()() as session:
+        parts = batches.map_totals(session, batch_id)
+        for job in batches.final_jobs(session, batch_id):
+            yield batch_results.document_row(job, parts.get(job.custom_id or ""))
+
+
+def _jsonl(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    for row in rows:
+        yield json.dumps(row, default=str) + "\n"
+
+
+@router.get("/{batch_id}/results", responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}})
+def document_results(
+    batch_id: str,
+    session: SessionDep,
+    owner: OwnerDep,
+    format: Annotated[
+        Literal["jsonl", "csv"], Query(description="jsonl (one object a line) or csv.")
+    ] = "jsonl",
+) -> StreamingResponse:
+    """Every document's result so far, in input order, streamed."""
+    batch = _find(session, owner, batch_id)
+    if format == "csv":
+        return StreamingResponse(
+            batch_results.csv_lines(_rows(batch.id)),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{batch.id}.csv"'},
+        )
+    return StreamingResponse(_jsonl(_rows(batch.id)), media_type="application/x-ndjson")
+
+
+@router.get("/{batch_id}/documents/{doc_id}")
+def read_document(batch_id: str, doc_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    """One document's result; a split document lists its parts too."""
+    batch = _find(session, owner, batch_id)
+    jobs = session.scalars(
+        select(Job).where(Job.batch_id == batch.id, Job.custom_id == doc_id).order_by(Job.part)
+    ).all()
+    final = next((j for j in jobs if j.stage != "map"), None)
+    if final is None:
+        raise ApiError(
+            404, f"no document {doc_id!r} in batch {batch_id}", param="doc_id", code="document_not_found"
+        )
+    parts = [j for j in jobs if j.stage == "map"]
+    row = batch_results.document_row(final, batches.map_totals(session, batch.id, doc_id).get(doc_id))
+    row["parts_detail"] = [
+        {
+            "part": p.part,
+            "status": p.status,
+            "model": p.model,
+            "input_tokens": p.input_tokens,
+            "output_tokens": p.output_tokens,
+            "cost_usd": str(p.cost_usd),
+            "result": p.result_text,
+            "error": p.error_message,
+        }
+        for p in parts
+    ]
+    return row

@@ -1,0 +1,82 @@
+"""/v1/files, OpenAI-compatible: upload a batch input file, read its object and its content.
+
+An upload is copied from its spooled temporary file into Postgres a part (1 MiB) at a
+time, and content is streamed back the same way, so a file's size never sits in memory.
+Batch output and error files are written by the workers at finalize and read here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import StreamingResponse
+
+from api.deps import OwnerDep, SessionDep
+from api.errors import ApiError
+from api.schemas.batches import FileObject
+from jobstore import batches
+from jobstore.batch_models import FILE_PART_BYTES, StoredFile
+from jobstore.db import session_factory
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+PURPOSES = ("batch",)
+
+
+def find_file(session: SessionDep, owner_id: str, file_id: str) -> StoredFile:
+    found = batches.owned(session, StoredFile, file_id, owner_id)
+    if found is None:
+        raise ApiError(404, f"no file {file_id!r} for this API key", param="file_id", code="file_not_found")
+    return found  # type: ignore[no-any-return]
+
+
+@router.post("", response_model=FileObject)
+def upload_file(
+    session: SessionDep,
+    owner: OwnerDep,
+    file: Annotated[
+        UploadFile, File(description="JSONL: one request per line (OpenAI's batch input format).")
+    ],
+    purpose: Annotated[str, Form(description="Only 'batch'.")],
+) -> FileObject:
+    if purpose not in PURPOSES:
+        raise ApiError(
+            400,
+            f"purpose must be one of {', '.join(PURPOSES)}, not {purpose!r}",
+            param="purpose",
+            code="invalid_value",
+        )
+    writer = batches.FileWriter(session, owner.id, file.filename or "upload.jsonl", purpose)
+    while block := file.file.read(FILE_PART_BYTES):
+        writer.write(block)
+    stored = writer.close()
+    if stored.bytes == 0:
+        session.rollback()
+        raise ApiError(400, "the file is empty", param="file", code="empty_file")
+    session.commit()
+    return FileObject.of(stored)
+
+
+@router.get("/{file_id}", response_model=FileObject)
+def read_file(file_id: str, session: SessionDep, owner: OwnerDep) -> FileObject:
+    return FileObject.of(find_file(session, owner.id, file_id))
+
+
+def _content(file_id: str) -> Iterator[bytes]:
+    with session_factory()() as session:
+        yield from batches.file_parts(session, file_id)
+
+
+@router.get("/{file_id}/content", responses={200: {"content": {"application/octet-stream": {}}}})
+def file_content(file_id: str, session: SessionDep, owner: OwnerDep) -> StreamingResponse:
+    """The file's bytes, streamed a part at a time."""
+    stored = find_file(session, owner.id, file_id)
+    return StreamingResponse(
+        _content(stored.id),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Length": str(stored.bytes),
+            "Content-Disposition": f'attachment; filename="{stored.filename}"',
+        },
+    )

@@ -1,0 +1,113 @@
+"""OpenAI's request shapes as llmqueue accepts them: a chat completion body (for
+`POST /v1/chat/completions` and each line of a `/v1/batches` input file) and batch creation.
+
+`model` is a catalog model or deployment, or a routing alias (`auto`, `cost`, `quality`,
+`balanced`, `performance`) that lets llmqueue choose. OpenAI parameters llmqueue does not
+use (`user`, `logprobs`, penalties, ...) are accepted and ignored, so unchanged client code
+keeps working; `n` above 1 is refused, since one job gives one answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from api.errors import ApiError
+from api.schemas.jobs import JobCreate
+from llmqueue.types import Message, ResponseFormat, Tool, ToolChoice
+from routing.catalog import Catalog
+
+# alias -> routing strategy
+MODEL_ALIASES = {
+    "auto": "balanced",
+    "cost": "cost",
+    "quality": "quality",
+    "balanced": "balanced",
+    "performance": "performance",
+}
+
+
+class ModelNotFound(Exception):
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model `{model}` does not exist: name a catalog model or deployment "
+            f"(GET /v1/models) or a routing alias ({', '.join(MODEL_ALIASES)})"
+        )
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionCreate(BaseModel):
+    """The body of OpenAI's `POST /v1/chat/completions`."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field(
+        min_length=1,
+        description="A catalog model or deployment, or auto/cost/quality/"
+        "balanced/performance to let llmqueue route.",
+    )
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    response_format: ResponseFormat | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = Field(default=None, ge=1, le=1, description="Only 1: one job gives one answer.")
+    metadata: dict[str, str] | None = None
+
+    def to_job(self, catalog: Catalog, *, stream: bool | None = None) -> JobCreate:
+        """The job this completion becomes; ModelNotFound when `model` names nothing known."""
+        strategy = MODEL_ALIASES.get(self.model)
+        if strategy is None and catalog.model(self.model) is None and catalog.deployment(self.model) is None:
+            raise ModelNotFound(self.model)
+        return JobCreate(
+            messages=self.messages,
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=self.stop,
+            seed=self.seed,
+            tools=self.tools,
+            tool_choice=self.tool_choice,
+            response_format=self.response_format,
+            model=None if strategy else self.model,
+            strategy=strategy,
+            stream=self.stream if stream is None else stream,
+            metadata=dict(self.metadata or {}),
+        )
+
+
+def parse_completion(body: Any, catalog: Catalog, where: str = "") -> JobCreate:
+    """A chat completion body as a JobCreate, or an ApiError naming the field (prefixed `where`)."""
+    try:
+        return ChatCompletionCreate.model_validate(body).to_job(catalog, stream=False)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ApiError(
+            400, f"{where}{field}: {first['msg']}", param=field or None, code="invalid_value"
+        ) from None
+    except ModelNotFound as exc:
+        raise ApiError(404, str(exc), param="model", code="model_not_found") from None
+
+
+class BatchCreate(BaseModel):
+    """The body of OpenAI's `POST /v1/batches`."""
+
+    model_config = ConfigDict(extra="forbid")
+    input_file_id: str
+    endpoint: str = Field(description="Only /v1/chat/completions is served.")
+    completion_window: str = Field(default="24h", description="Only 24h, as OpenAI.")
+    metadata: dict[str, str] | None = None
+    webhook_url: str | None = Field(
+        default=None, description="llmqueue extension: POSTed when the batch ends."
+    )

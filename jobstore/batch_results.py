@@ -1,0 +1,163 @@
+"""How a finished job reads back to a client: OpenAI's chat.completion object, OpenAI's batch
+output and error lines (matched by custom_id), and the native batches' result rows.
+
+Shared by the API (chat completions, result downloads) and the workers (a batch's output and
+error files are built at finalize), so one job always reads back the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from decimal import Decimal
+from typing import Any
+
+from jobstore.models import Job, JobStatus
+
+# Our error types that mean "the request itself was wrong" answer 400, like OpenAI; the rest 5xx.
+CLIENT_ERROR_TYPES = {
+    "invalid_request",
+    "invalid_line",
+    "context_too_long",
+    "content_filtered",
+    "no_route",
+    "routing_error",
+    "too_long",
+}
+
+CSV_COLUMNS = (
+    "id",
+    "line",
+    "status",
+    "provider",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "latency_ms",
+    "parts",
+    "result",
+    "error",
+)
+
+
+def unix(job_time: Any) -> int:
+    return int(job_time.timestamp()) if job_time is not None else 0
+
+
+def chat_completion(job: Job) -> dict[str, Any]:
+    """A succeeded job as OpenAI's `chat.completion` (with an `llmqueue` extension object)."""
+    message: dict[str, Any] = {"role": "assistant", "content": job.result_text, "refusal": None}
+    if job.tool_calls:
+        message["tool_calls"] = job.tool_calls
+    return {
+        "id": f"chatcmpl-{job.id}",
+        "object": "chat.completion",
+        "created": unix(job.created_at),
+        "model": job.model or job.model_requested or "",
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": job.finish_reason or "stop", "logprobs": None}
+        ],
+        "usage": usage(job),
+        "system_fingerprint": None,
+        "llmqueue": {
+            "job_id": job.id,
+            "provider": job.provider,
+            "deployment": job.deployment,
+            "cost_usd": str(job.cost_usd),
+            "strategy": job.strategy,
+        },
+    }
+
+
+def usage(job: Job) -> dict[str, Any]:
+    return {
+        "prompt_tokens": job.input_tokens,
+        "completion_tokens": job.output_tokens,
+        "total_tokens": job.input_tokens + job.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": job.cached_input_tokens},
+        "completion_tokens_details": {"reasoning_tokens": job.reasoning_tokens},
+    }
+
+
+def error_status(job: Job) -> int:
+    if job.status == JobStatus.CANCELLED:
+        return 499
+    return 400 if (job.error_type or "").split(":")[-1] in CLIENT_ERROR_TYPES else 502
+
+
+def job_error(job: Job) -> dict[str, Any]:
+    if job.status == JobStatus.CANCELLED:
+        return {"code": "batch_cancelled", "message": "the batch was cancelled before this request ran"}
+    return {"code": job.error_type or "failed", "message": job.error_message or "the request failed"}
+
+
+def openai_output_line(job: Job) -> dict[str, Any]:
+    """One line of an OpenAI batch output file."""
+    return {
+        "id": f"batch_req_{job.id}",
+        "custom_id": job.custom_id,
+        "response": {"status_code": 200, "request_id": job.id, "body": chat_completion(job)},
+        "error": None,
+    }
+
+
+def openai_error_line(job: Job) -> dict[str, Any]:
+    """One line of an OpenAI batch error file: a request that failed or never ran."""
+    error = job_error(job)
+    status = error_status(job)
+    return {
+        "id": f"batch_req_{job.id}",
+        "custom_id": job.custom_id,
+        "response": {
+            "status_code": status,
+            "request_id": job.id,
+            "body": {
+                "error": {
+                    "message": error["message"],
+                    "type": "invalid_request_error" if status == 400 else "api_error",
+                    "param": None,
+                    "code": error["code"],
+                }
+            },
+        },
+        "error": error,
+    }
+
+
+def document_row(job: Job, parts: tuple[int, int, Decimal, int] | None = None) -> dict[str, Any]:
+    """A native batch's result for one document; a split document's parts add their usage."""
+    tokens_in, tokens_out, cost, n_parts = parts or (0, 0, Decimal(0), 1)
+    return {
+        "id": job.custom_id,
+        "line": job.line_number,
+        "status": job.status,
+        "provider": job.provider,
+        "model": job.model,
+        "input_tokens": job.input_tokens + tokens_in,
+        "output_tokens": job.output_tokens + tokens_out,
+        "cost_usd": str(job.cost_usd + cost),
+        "latency_ms": job.latency_ms,
+        "parts": n_parts,
+        "result": job.result_text,
+        "error": job_error(job) if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) else None,
+        "metadata": job.job_metadata,
+        "job_id": job.id,
+    }
+
+
+def csv_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """Document rows as CSV text, header first, a row at a time."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        flat = dict(row)
+        error = flat.get("error")
+        flat["error"] = f"{error['code']}: {error['message']}" if error else ""
+        writer.writerow(flat)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()

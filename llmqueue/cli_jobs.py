@@ -1,0 +1,137 @@
+"""CLI commands for single jobs and spend: `llmqueue submit`, `llmqueue jobs`, `llmqueue costs`.
+
+They talk to a running API (LLMQUEUE_API_URL, default http://127.0.0.1:8000) with the key in
+LLMQUEUE_API_KEY, through `llmqueue.client`. Also holds what the batch commands share: the
+client factory that turns a missing key or an API error into a one-line message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from llmqueue.client import Client, JobFailed, LlmqueueError, MissingApiKey
+
+console = Console()
+err = Console(stderr=True)
+
+ModelOpt = Annotated[str | None, typer.Option(help="A catalog model or deployment (see GET /v1/models).")]
+StrategyOpt = Annotated[
+    str | None, typer.Option(help="cost, quality, balanced, performance, round_robin, manual.")
+]
+
+
+@contextmanager
+def api_client() -> Iterator[Client]:
+    """A client for the configured API; a missing key or an API error exits with its message."""
+    try:
+        with Client() as client:
+            yield client
+    except MissingApiKey:
+        err.print(
+            "[red]error:[/red] LLMQUEUE_API_KEY is not set. Create a key with [bold]llmqueue keys create"
+            "[/bold], then export LLMQUEUE_API_KEY=<the key it prints>."
+        )
+        raise typer.Exit(2) from None
+    except JobFailed as exc:
+        err.print(f"[red]failed:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    except LlmqueueError as exc:
+        where = f" (param: {exc.param})" if exc.param else ""
+        err.print(f"[red]error:[/red] {exc.message}{where}")
+        raise typer.Exit(1) from None
+
+
+def words(text: str | None, n: int = 12) -> str:
+    """The first n words, escaped: an answer's "[...]" is text, not rich markup."""
+    parts = (text or "").split()
+    return escape(" ".join(parts[:n]) + (" ..." if len(parts) > n else ""))
+
+
+def usd(value: Any) -> str:
+    return f"${Decimal(str(value or 0)):.6f}"
+
+
+def submit(
+    prompt: Annotated[str, typer.Argument(help="The prompt (one user message).")],
+    model: ModelOpt = None,
+    strategy: StrategyOpt = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Cap on the answer's tokens.")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait and print the answer.")] = False,
+    stream: Annotated[bool, typer.Option(help="Print the answer as it is generated.")] = False,
+) -> None:
+    """Submit one job. Prints its id, or with --wait/--stream its answer, provider, model and cost."""
+    with api_client() as client:
+        options: dict[str, Any] = {"model": model, "strategy": strategy, "max_tokens": max_tokens}
+        if stream:
+            for text in client.stream(prompt, **options):
+                console.out(text, end="", highlight=False)
+            console.out("")
+            return
+        accepted = client.submit(prompt, **options)
+        if not wait:
+            console.print(f"job {accepted['id']} {accepted['status']}  ({accepted['url']})")
+            return
+        job = client.wait(accepted["id"])
+        if job["status"] != "succeeded":
+            raise JobFailed(job)
+        console.print(job["result"], highlight=False)
+        usage = job["usage"]
+        err.print(
+            f"[dim]{job['id']} · {job['provider']}/{job['model']} · {usage['input_tokens']} in + "
+            f"{usage['output_tokens']} out tokens · {usd(job['cost_usd'])} · {job['latency_ms']} ms[/dim]"
+        )
+
+
+def jobs(
+    limit: Annotated[int, typer.Option(help="How many of the latest jobs.")] = 20,
+    status: Annotated[
+        str | None, typer.Option(help="Only this status: queued, running, succeeded, ...")
+    ] = None,
+) -> None:
+    """List your latest jobs as a table."""
+    with api_client() as client:
+        rows = client.jobs(limit=limit, status=status)
+    table = Table(title=f"latest {len(rows)} jobs")
+    for column in ("id", "status", "provider/model", "tokens in/out", "cost", "latency", "answer"):
+        table.add_column(column, overflow="fold" if column == "id" else "ellipsis")
+    for job in rows:
+        usage = job["usage"]
+        table.add_row(
+            job["id"],
+            job["status"],
+            f"{job['provider'] or '-'}/{job['model'] or '-'}",
+            f"{usage['input_tokens']}/{usage['output_tokens']}",
+            usd(job["cost_usd"]),
+            f"{job['latency_ms']:.0f} ms" if job["latency_ms"] else "-",
+            words(job["result"], 8),
+        )
+    console.print(table)
+
+
+def costs(since: Annotated[str | None, typer.Option(help="From this day (YYYY-MM-DD, UTC).")] = None) -> None:
+    """Spend by model and by provider (from GET /v1/stats)."""
+    with api_client() as client:
+        stats = client.stats(since)
+    for title, groups in (("spend by model", stats["by_model"]), ("spend by provider", stats["by_provider"])):
+        table = Table(title=title)
+        for column in ("key", "jobs", "input tokens", "output tokens", "cost"):
+            table.add_column(column, justify="left" if column == "key" else "right")
+        for group in groups:
+            table.add_row(
+                group["key"],
+                str(group["jobs"]),
+                str(group["input_tokens"]),
+                str(group["output_tokens"]),
+                usd(group["cost_usd"]),
+            )
+        console.print(table)
+    total = stats["total"]
+    console.print(f"total: {total['jobs']} jobs, {usd(total['cost_usd'])}")

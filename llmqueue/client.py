@@ -1,0 +1,335 @@
+"""A Python client for llmqueue's HTTP API (httpx), for applications: RAG pipelines, agents,
+scripts, and the `llmqueue` CLI itself.
+
+    from llmqueue.client import Client
+    with Client() as lq:                                  # LLMQUEUE_API_URL, LLMQUEUE_API_KEY
+        job = lq.run("Summarise: ...", strategy="cost")   # submit and wait
+        for text in lq.stream("Tell me a story"):         # submit and stream
+            print(text, end="")
+        batch = lq.submit_documents(["a.txt", "b.txt"], prompt="Summarise: {document}")
+        lq.wait_batch(batch["id"], on_progress=lambda b: print(b["counts"]))
+        for row in lq.batch_results(batch["id"]): ...
+
+Every API error raises a subclass of `LlmqueueError` carrying the API's message, param and
+code; a job that ends failed raises `JobFailed` from `run`; waiting too long raises `Timeout`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+ENDED_JOB = ("succeeded", "failed", "cancelled")
+ENDED_BATCH = ("completed", "failed", "cancelled", "expired")
+JsonDict = dict[str, Any]
+SPOOL_BYTES = 8 << 20
+
+
+class LlmqueueError(Exception):
+    """An error answered by the API (its `{"error": {...}}` shape) or met on the way to it."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.param = param
+        self.code = code
+
+
+class MissingApiKey(LlmqueueError):
+    """No key given and LLMQUEUE_API_KEY unset."""
+
+
+class AuthenticationError(LlmqueueError):
+    """401: the key is missing, malformed or revoked."""
+
+
+class InvalidRequest(LlmqueueError):
+    """400/422: the request is wrong; `param` says where."""
+
+
+class NotFound(LlmqueueError):
+    """404: no such job, batch, file or model for this key."""
+
+
+class Conflict(LlmqueueError):
+    """409: an Idempotency-Key reused with a different request."""
+
+
+class RateLimited(LlmqueueError):
+    """429."""
+
+
+class ServerError(LlmqueueError):
+    """5xx, or the API could not be reached."""
+
+
+class Timeout(LlmqueueError):
+    """A wait ran past its timeout; the job or batch goes on."""
+
+
+class JobFailed(LlmqueueError):
+    """The job ended failed or cancelled; `job` is its final state."""
+
+    def __init__(self, job: JsonDict) -> None:
+        error = job.get("error") or {}
+        super().__init__(
+            f"job {job['id']} {job['status']}: {error.get('message', '')}".strip(), code=error.get("type")
+        )
+        self.job = job
+
+
+ERRORS_BY_STATUS: dict[int, type[LlmqueueError]] = {
+    400: InvalidRequest,
+    401: AuthenticationError,
+    404: NotFound,
+    409: Conflict,
+    422: InvalidRequest,
+    429: RateLimited,
+}
+
+
+def raise_for_error(response: httpx.Response) -> None:
+    """Raise the LlmqueueError subclass for an error response; nothing for a success."""
+    if response.is_success:
+        return
+    try:
+        error = response.json().get("error") or {}
+    except ValueError:
+        error = {"message": response.text[:500]}
+    cls = ERRORS_BY_STATUS.get(
+        response.status_code, ServerError if response.status_code >= 500 else LlmqueueError
+    )
+    raise cls(
+        str(error.get("message") or f"HTTP {response.status_code}"),
+        status=response.status_code,
+        param=error.get("param"),
+        code=error.get("code"),
+    )
+
+
+def as_messages(prompt: str | list[JsonDict]) -> list[JsonDict]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+
+
+def document_lines(documents: Iterable[str | Path | JsonDict]) -> Iterator[bytes]:
+    """JSONL lines for a document batch: paths are read (their name is the id), dicts pass as is."""
+    for doc in documents:
+        if isinstance(doc, dict):
+            record = doc
+        else:
+            path = Path(doc)
+            record = {
+                "id": path.name,
+                "text": path.read_text(encoding="utf-8"),
+                "metadata": {"path": str(path)},
+            }
+        yield json.dumps(record).encode() + b"\n"
+
+
+class Client:
+    """Synchronous client. `timeout` bounds each HTTP request; waits take their own timeout."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = (base_url or os.environ.get("LLMQUEUE_API_URL") or DEFAULT_URL).rstrip("/")
+        key = api_key or os.environ.get("LLMQUEUE_API_KEY")
+        if not key:
+            raise MissingApiKey(
+                "no API key: set LLMQUEUE_API_KEY (create one with 'llmqueue keys create')",
+                param="LLMQUEUE_API_KEY",
+                code="missing_api_key",
+            )
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise Timeout(f"{method} {path}: no answer from {self.base_url} in time") from exc
+        except httpx.TransportError as exc:
+            raise ServerError(f"cannot reach llmqueue at {self.base_url}: {exc}") from exc
+        raise_for_error(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> JsonDict:
+        body: JsonDict = self._request(method, path, **kwargs).json()
+        return body
+
+    # ------------------------------------------------------------ jobs
+
+    def submit(
+        self,
+        prompt: str | list[JsonDict],
+        *,
+        model: str | None = None,
+        strategy: str | None = None,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> JsonDict:
+        """Enqueue a job; returns {id, status, url, created}. `options`: any JobCreate field."""
+        body = {"messages": as_messages(prompt), "model": model, "strategy": strategy, **options}
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._json(
+            "POST", "/v1/jobs", json={k: v for k, v in body.items() if v is not None}, headers=headers
+        )
+
+    def job(self, job_id: str) -> JsonDict:
+        return self._json("GET", f"/v1/jobs/{job_id}")
+
+    def jobs(self, *, limit: int = 20, status: str | None = None) -> list[JsonDict]:
+        params: JsonDict = {"limit": limit, **({"status": status} if status else {})}
+        data: list[JsonDict] = self._json("GET", "/v1/jobs", params=params)["data"]
+        return data
+
+    def cancel(self, job_id: str) -> JsonDict:
+        return self._json("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def wait(self, job_id: str, *, timeout: float = 300.0, poll_s: float = 0.25) -> JsonDict:
+        """Poll until the job ends; returns it whatever its outcome."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["status"] in ENDED_JOB:
+                return job
+            if time.monotonic() > deadline:
+                raise Timeout(f"job {job_id} still {job['status']} after {timeout:.0f} s")
+            time.sleep(poll_s)
+
+    def run(self, prompt: str | list[JsonDict], *, timeout: float = 300.0, **options: Any) -> JsonDict:
+        """Submit and wait; returns the succeeded job, or raises JobFailed."""
+        job = self.wait(self.submit(prompt, **options)["id"], timeout=timeout)
+        if job["status"] != "succeeded":
+            raise JobFailed(job)
+        return job
+
+    def stream(
+        self, prompt: str | list[JsonDict], *, timeout: float = 300.0, **options: Any
+    ) -> Iterator[str]:
+        """Submit with streaming and yield text as it is generated (SSE from /v1/jobs/{id}/stream).
+        If a provider call is retried after streaming, its text restarts: that raises nothing,
+        but the yielded pieces then repeat; use `run` when only the final text matters."""
+        job_id = self.submit(prompt, stream=True, **options)["id"]
+        yield from self.stream_job(job_id, timeout=timeout)
+
+    def stream_job(self, job_id: str, *, timeout: float = 300.0) -> Iterator[str]:
+        event = ""
+        try:
+            with self._http.stream("GET", f"/v1/jobs/{job_id}/stream", timeout=timeout) as response:
+                if not response.is_success:
+                    response.read()
+                    raise_for_error(response)
+                for line in response.iter_lines():
+                    if line.startswith("event:"):
+                        event = line.split(":", 1)[1].strip()
+                    elif line.startswith("data:"):
+                        data = json.loads(line.split(":", 1)[1])
+                        if event == "delta":
+                            yield str(data.get("text", ""))
+                        elif event == "done":
+                            if data.get("status") != "succeeded":
+                                raise JobFailed({"id": job_id, **data})
+                            return
+        except httpx.TimeoutException as exc:
+            raise Timeout(f"stream of job {job_id} idle past {timeout:.0f} s") from exc
+
+    # ------------------------------------------------------------ document batches
+
+    def submit_documents(
+        self, documents: Iterable[str | Path | JsonDict], *, prompt: str, **options: Any
+    ) -> JsonDict:
+        """Start a document batch: paths (read as UTF-8 text) or {"id", "text", "metadata"} dicts.
+        `options`: model, strategy, min_quality, max_cost_usd, max_tokens, deadline_s,
+        on_too_long (split|reject), webhook_url. The documents go up as one JSONL stream."""
+        form = {"prompt": prompt, **{k: str(v) for k, v in options.items() if v is not None}}
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as payload:  # big batches spill to disk
+            for line in document_lines(documents):
+                payload.write(line)
+            payload.seek(0)
+            return self._json(
+                "POST",
+                "/v1/document_batches",
+                data=form,
+                files={"jsonl": ("documents.jsonl", payload, "application/x-ndjson")},
+            )
+
+    def batch(self, batch_id: str) -> JsonDict:
+        return self._json("GET", f"/v1/document_batches/{batch_id}")
+
+    def batches(self, *, limit: int = 20) -> list[JsonDict]:
+        data: list[JsonDict] = self._json("GET", "/v1/document_batches", params={"limit": limit})["data"]
+        return data
+
+    def cancel_batch(self, batch_id: str) -> JsonDict:
+        return self._json("POST", f"/v1/document_batches/{batch_id}/cancel")
+
+    def wait_batch(
+        self,
+        batch_id: str,
+        *,
+        on_progress: Callable[[JsonDict], None] | None = None,
+        timeout: float | None = None,
+        poll_s: float = 1.0,
+    ) -> JsonDict:
+        """Poll until the batch ends, calling on_progress with each state; returns the last."""
+        deadline = time.monotonic() + timeout if timeout else None
+        while True:
+            batch = self.batch(batch_id)
+            if on_progress is not None:
+                on_progress(batch)
+            if batch["status"] in ENDED_BATCH:
+                return batch
+            if deadline is not None and time.monotonic() > deadline:
+                raise Timeout(f"batch {batch_id} still {batch['status']} after {timeout:.0f} s")
+            time.sleep(poll_s)
+
+    def batch_results(self, batch_id: str) -> Iterator[JsonDict]:
+        """Each document's result, in input order, streamed."""
+        with self._http.stream("GET", f"/v1/document_batches/{batch_id}/results") as response:
+            if not response.is_success:
+                response.read()
+                raise_for_error(response)
+            for line in response.iter_lines():
+                if line.strip():
+                    yield json.loads(line)
+
+    def batch_results_csv(self, batch_id: str) -> str:
+        return self._request("GET", f"/v1/document_batches/{batch_id}/results", params={"format": "csv"}).text
+
+    def document(self, batch_id: str, doc_id: str) -> JsonDict:
+        return self._json("GET", f"/v1/document_batches/{batch_id}/documents/{doc_id}")
+
+    # ------------------------------------------------------------ spend
+
+    def stats(self, since: str | None = None) -> JsonDict:
+        """GET /v1/stats: tokens and spend by model, provider and day."""
+        return self._json("GET", "/v1/stats", params={"since": since} if since else None)

@@ -1,0 +1,263 @@
+"""Batch progress on the worker side: releasing reduce jobs, finalizing, and the webhook.
+
+No chord: when a batch's job ends, the task that ended it asks for a `batch_check` (at most
+one a second per batch, debounced in Redis), and dispatcher workers ask for one for every
+open batch every 30 s (a thread like `workers/sweeper.py`'s), catching jobs that ended
+without a hook and a finalize whose worker died. A check counts the batch's jobs in
+Postgres; when none is open it takes the finalize (a conditional UPDATE, so only one worker
+does it), writes the output and error files and the batch's final status in one
+transaction, then sends the webhook if the batch named one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from celery import Task
+from celery.signals import worker_ready
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from jobstore import batch_results, batches
+from jobstore.batch_models import ENDED_BATCH_STATUSES, Batch, BatchKind, BatchStatus
+from jobstore.db import transaction
+from jobstore.models import ENDED_JOB_STATUSES, Attempt, Job, JobStatus
+from llmqueue.documents import reduce_text, user_request
+from llmqueue.settings import get_settings
+from workers.celery_app import app
+from workers.queues import Queue
+from workers.streams import shared_redis
+
+log = logging.getLogger(__name__)
+CHECK_DEBOUNCE_S = 1.0
+DISPATCH_WINDOW = 100
+WEBHOOK_RETRIES = 6
+WEBHOOK_TIMEOUT_S = 10.0
+BATCH_SWEEP_S = 30.0
+
+
+# ---------------------------------------------------------------- hooks the job tasks call
+
+
+def after_attempt(attempt_id: str) -> None:
+    """Called once a provider task is done: if it ended a batch job, check that batch."""
+    with transaction() as session:
+        row = session.execute(
+            select(Job.batch_id, Job.status)
+            .join(Attempt, Attempt.job_id == Job.id)
+            .where(Attempt.id == attempt_id)
+        ).first()
+    if row is not None and row.batch_id is not None and row.status in ENDED_JOB_STATUSES:
+        schedule_check(row.batch_id)
+
+
+def after_dispatch(job_ids: list[str]) -> None:
+    """Called after a dispatch message: jobs the dispatcher failed (no route, deadline) end here."""
+    with transaction() as session:
+        batch_ids = session.scalars(
+            select(Job.batch_id)
+            .where(Job.id.in_(job_ids), Job.batch_id.is_not(None), Job.status.in_(ENDED_JOB_STATUSES))
+            .distinct()
+        ).all()
+    for batch_id in batch_ids:
+        if batch_id is not None:
+            schedule_check(batch_id)
+
+
+def schedule_check(batch_id: str, countdown: float = CHECK_DEBOUNCE_S) -> None:
+    """Ask for a check soon; with Redis, one per batch per second however many jobs end."""
+    client = shared_redis()
+    key = f"{get_settings().redis_prefix}batch-check:{batch_id}"
+    if client is not None and not client.set(key, "1", nx=True, px=int(countdown * 800)):
+        return  # a check is already due after this job's commit
+    batch_check.apply_async(args=[batch_id], queue=Queue.DISPATCH.value, countdown=countdown)
+
+
+def check_open_batches(limit: int = 200) -> int:
+    """The sweeper's share: a check for every batch not yet ended."""
+    with transaction() as session:
+        ids = session.scalars(
+            select(Batch.id)
+            .where(Batch.status.not_in(ENDED_BATCH_STATUSES))
+            .order_by(Batch.created_at)
+            .limit(limit)
+        ).all()
+    for batch_id in ids:
+        schedule_check(batch_id, countdown=0.1)
+    return len(ids)
+
+
+def _batch_sweeper(interval_s: float) -> None:
+    client = shared_redis()
+    while True:
+        threading.Event().wait(interval_s)
+        lock = f"{get_settings().redis_prefix}batch-sweep-lock"
+        if client is not None and not client.set(lock, "1", nx=True, ex=max(1, int(interval_s * 0.8))):
+            continue
+        try:
+            check_open_batches()
+        except Exception:  # the next round tries again; never kill the worker
+            log.exception("batch sweep failed")
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]  # Celery's decorators are untyped
+def _start_batch_sweeper(sender: Any = None, **_: Any) -> None:
+    """Dispatcher workers also check open batches now and then (see the module docstring)."""
+    queues = {q.name for q in sender.app.amqp.queues.consume_from.values()} if sender else set()
+    if Queue.DISPATCH.value in queues:
+        threading.Thread(
+            target=_batch_sweeper, args=(BATCH_SWEEP_S,), name="llmqueue-batch-sweeper", daemon=True
+        ).start()
+
+
+# ---------------------------------------------------------------- the check and the finalize
+
+
+def reduce_request(batch: Batch, answers: list[str]) -> dict[str, Any]:
+    return user_request(
+        reduce_text(batch.prompt or "{document}", answers), (batch.options or {}).get("max_tokens")
+    )
+
+
+def check_batch(batch_id: str) -> str:
+    """Release ready reduces; finalize when no job is open. Safe to run any number of times."""
+    from workers.tasks import enqueue_dispatch
+
+    with transaction() as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None or batch.status in ENDED_BATCH_STATUSES:
+            return "ended"
+        released = batches.release_ready_reduces(session, batch, reduce_request)
+    ready = [r.job_id for r in released if r.dispatch]
+    for start in range(0, len(ready), DISPATCH_WINDOW):
+        enqueue_dispatch(ready[start : start + DISPATCH_WINDOW])
+    now = datetime.now(UTC)
+    with transaction() as session:
+        if batches.count_batch(session, batch_id).open_jobs > 0:
+            return "open"
+        if not batches.claim_finalize(session, batch_id, now):
+            return "finalize taken"
+    finalize(batch_id)
+    return "finalized"
+
+
+def finalize(batch_id: str) -> None:
+    """Build the output and error files and close the batch, all in one transaction."""
+    now = datetime.now(UTC)
+    with transaction() as session:
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
+        counts = batches.count_batch(session, batch_id)
+        output, errors = _write_files(session, batch)
+        batches.finish_batch(session, batch, counts, now, output, errors)
+        webhook = batch.webhook_url
+    log.info("batch %s finalized: %s", batch_id, counts.by_status)
+    if webhook:
+        send_webhook.apply_async(args=[batch_id], queue=Queue.DISPATCH.value)
+
+
+def _write_files(session: Any, batch: Batch) -> tuple[str | None, str | None]:
+    out = batches.FileWriter(session, batch.owner_id, f"{batch.id}_output.jsonl", "batch_output")
+    err = batches.FileWriter(session, batch.owner_id, f"{batch.id}_errors.jsonl", "batch_output")
+    parts = batches.map_totals(session, batch.id) if batch.kind == BatchKind.NATIVE else {}
+    for job in batches.final_jobs(session, batch.id):
+        ok = job.status == JobStatus.SUCCEEDED
+        if batch.kind == BatchKind.OPENAI:
+            (out if ok else err).write_line(
+                batch_results.openai_output_line(job) if ok else batch_results.openai_error_line(job)
+            )
+        else:
+            row = batch_results.document_row(job, parts.get(job.custom_id or ""))
+            out.write_line(row)
+            if not ok:
+                err.write_line(row)
+    out_file, err_file = out.close(), err.close()
+    if batch.kind == BatchKind.OPENAI:  # OpenAI names a file only when it has lines
+        return (out_file.id if out_file.line_count else None), (err_file.id if err_file.line_count else None)
+    return out_file.id, (err_file.id if err_file.line_count else None)
+
+
+# ---------------------------------------------------------------- the webhook
+
+
+def webhook_payload(batch: Batch) -> dict[str, Any]:
+    counts = batches.BatchCounts.from_json(batch.final_counts) if batch.final_counts else None
+    by_status = counts.by_status if counts else {}
+    return {
+        "type": f"batch.{batch.status}",
+        "data": {
+            "id": batch.id,
+            "object": "batch" if batch.kind == BatchKind.OPENAI else "document_batch",
+            "status": batch.status,
+            "request_counts": {
+                "total": batch.total,
+                "completed": by_status.get(JobStatus.SUCCEEDED, 0),
+                "failed": by_status.get(JobStatus.FAILED, 0) + by_status.get(JobStatus.CANCELLED, 0),
+            },
+            "cost_usd": str(counts.cost_usd) if counts else "0",
+            "output_file_id": batch.output_file_id,
+            "error_file_id": batch.error_file_id,
+            "metadata": batch.batch_metadata,
+        },
+    }
+
+
+def deliver_webhook(batch_id: str) -> bool:
+    """POST the batch's final state to its webhook_url; True once it answered 2xx."""
+    with transaction() as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None or not batch.webhook_url or batch.webhook_delivered_at is not None:
+            return True
+        if batch.status not in ENDED_BATCH_STATUSES:
+            return True
+        url, payload = batch.webhook_url, webhook_payload(batch)
+        batch.webhook_attempts += 1
+    try:
+        response = httpx.post(
+            url,
+            json=payload,
+            timeout=WEBHOOK_TIMEOUT_S,
+            headers={"User-Agent": "llmqueue-webhook", "X-Llmqueue-Batch": batch_id},
+        )
+        delivered = 200 <= response.status_code < 300
+    except httpx.HTTPError as exc:
+        log.warning("webhook for batch %s failed: %s", batch_id, type(exc).__name__)
+        delivered = False
+    if delivered:
+        with transaction() as session:
+            found = session.get(Batch, batch_id)
+            if found is not None:
+                found.webhook_delivered_at = datetime.now(UTC)
+    return delivered
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name="llmqueue.batch_check",
+    bind=True,
+    autoretry_for=(OperationalError, ConnectionError),
+    retry_backoff=True,
+    max_retries=20,
+)
+def batch_check(self: Task, batch_id: str) -> str:
+    return check_batch(batch_id)
+
+
+@app.task(name="llmqueue.batch_webhook", bind=True, max_retries=WEBHOOK_RETRIES)  # type: ignore[untyped-decorator]
+def send_webhook(self: Task, batch_id: str) -> None:
+    """Deliver, retrying with backoff (2, 4, 8 ... s) while the receiver fails."""
+    if not deliver_webhook(batch_id) and self.request.retries < WEBHOOK_RETRIES:
+        raise self.retry(countdown=2 ** (self.request.retries + 1))
+
+
+__all__ = [
+    "BatchStatus",
+    "after_attempt",
+    "after_dispatch",
+    "batch_check",
+    "check_open_batches",
+    "send_webhook",
+]
