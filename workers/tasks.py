@@ -13,6 +13,7 @@ from celery import Task
 from celery.signals import worker_ready
 from sqlalchemy.exc import OperationalError
 
+from workers.batch_tasks import after_attempt, after_dispatch
 from workers.calls import run_attempt
 from workers.celery_app import app
 from workers.dispatch import dispatch_job
@@ -33,12 +34,18 @@ def dispatch(self: Task, job_ids: list[str]) -> None:
     """Route each job and send it to its provider's queue. Takes several ids per message."""
     for job_id in job_ids:
         send(dispatch_job(job_id))
+    after_dispatch(job_ids)
 
 
 @app.task(name="llmqueue.call", bind=True, **INFRA_RETRY)
 def call_provider(self: Task, attempt_id: str) -> None:
     """Make one attempt's provider call, then send whatever comes next."""
-    send(run_attempt(attempt_id))
+    step = run_attempt(attempt_id)
+    if isinstance(step, SendDispatch) and not step.countdown:
+        # A failover: route it here rather than queue it behind new jobs for the dispatcher.
+        step = dispatch_job(step.job_id)
+    send(step)
+    after_attempt(attempt_id)
 
 
 def send(step: NextStep) -> None:
