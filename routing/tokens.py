@@ -38,10 +38,26 @@ def _encoding() -> Any:
     return bpe_openai.get_encoding("o200k_base")
 
 
+# bpe-openai refuses texts past a limit (~200k tokens); longer texts are counted in pieces
+# cut at whitespace, which changes a count by at most a token or two per cut.
+PIECE_CHARS = 200_000
+
+
 def count_text(text: str) -> int:
     if not text:
         return 0
-    return len(_encoding().encode(text))
+    if len(text) <= PIECE_CHARS:
+        return len(_encoding().encode(text))
+    total = 0
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + PIECE_CHARS)
+        if end < len(text):
+            cut = text.rfind(" ", start + PIECE_CHARS // 2, end)
+            end = cut if cut > start else end
+        total += len(_encoding().encode(text[start:end]))
+        start = end
+    return total
 
 
 def count_request_tokens(request: ChatRequest, provider: str = "openai") -> int:

@@ -96,3 +96,12 @@ def test_estimate_assumes_no_cache_discount_and_caps_output_at_the_models_limit(
     assert expected_output_tokens(m, 5000, 10) == 100
     assert expected_output_tokens(m, None, 40_000) == 100
     assert expected_output_tokens(m.model_copy(update={"max_output_tokens": 4096}), None, 400) == 100
+
+
+def test_a_text_past_the_tokenizers_limit_is_still_counted() -> None:
+    from routing.tokens import count_text
+
+    word = "lorem ipsum dolor sit amet "
+    text = word * 60_000  # ~1.6M characters, far past one encode call's limit
+    per_word = (count_text(word * 2000) - count_text(word * 1000)) / 1000  # without edge effects
+    assert abs(count_text(text) - per_word * 60_000) <= 20
