@@ -202,4 +202,10 @@ def worker(database: str, redis_clean: None, emulator_server: Any) -> Iterator[W
 
 @pytest.fixture
 def stack(api_server: ApiServer, worker: WorkerProcess, emulator: EmulatorHandle) -> Stack:
+    # Each test starts with every deployment healthy: breakers earlier tests tripped are reset.
+    from workers.health_store import HealthStore
+
+    HealthStore(
+        redis.Redis.from_url(os.environ["REDIS_URL"]), prefix=os.environ["LLMQUEUE_REDIS_PREFIX"]
+    ).reset()
     return Stack(api_server.url, make_key(), emulator)
