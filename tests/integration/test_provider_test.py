@@ -24,12 +24,12 @@ def test_a_provider_test_reports_latency_answer_and_usage(stack: Stack, provider
 
 
 def test_a_deployment_name_and_no_body_work(stack: Stack) -> None:
-    r = stack.client.post("/v1/providers/anthropic/claude-sonnet-4-5/test")
+    r = stack.client.post("/v1/providers/anthropic/claude-sonnet-4-6/test")
     assert r.status_code == 200, r.text
     report = r.json()
-    assert report["deployment"] == "anthropic/claude-sonnet-4-5" and report["model"] == "claude-sonnet-4-5"
+    assert report["deployment"] == "anthropic/claude-sonnet-4-6" and report["model"] == "claude-sonnet-4-6"
     assert report["ok"] is True and report["answer"]
-    assert stack.emulator.calls(model="claude-sonnet-4-5")
+    assert stack.emulator.calls(model="claude-sonnet-4-6")
 
 
 def test_the_body_can_choose_the_providers_deployment(stack: Stack) -> None:

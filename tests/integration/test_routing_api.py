@@ -105,7 +105,7 @@ def test_route_preview_ranks_without_enqueuing(stack: Stack) -> None:
     data = r.json()
     assert data["strategy"] == "cost"
     ranked = [c["model"] for c in data["candidates"]]
-    assert set(ranked) == {"claude-sonnet-4-5", "gemini-2.5-pro"}
+    assert set(ranked) == {"claude-sonnet-4-6", "gemini-2.5-pro"}
     costs = [Decimal(c["estimated_cost_usd"]) for c in data["candidates"]]
     assert costs == sorted(costs) and data["chosen"] == data["candidates"][0]
     assert all(e["filter"] == "quality" and "min_quality 85" in e["reason"] for e in data["excluded"])
@@ -152,7 +152,7 @@ def test_unservable_request_is_422_naming_each_exclusion(stack: Stack) -> None:
     assert error["code"] == "no_route" and error["message"].startswith("no deployment can serve this request")
     by_deployment = {d["deployment"]: d for d in error["details"]}
     assert set(by_deployment) == set(get_catalog().deployments)
-    sonnet = by_deployment["anthropic/claude-sonnet-4-5"]  # quality 90, but no json_schema
+    sonnet = by_deployment["anthropic/claude-sonnet-4-6"]  # quality 90, but no json_schema
     assert sonnet["filter"] == "capabilities" and sonnet["reason"].endswith("model lacks json_schema")
     assert (
         by_deployment["cohere/command-r7b"]["reason"]

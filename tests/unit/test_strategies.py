@@ -205,4 +205,4 @@ def test_every_strategy_routes_the_default_catalog() -> None:
         decision = decide(catalog, strategy=name, **kw)
         assert decision.candidates, name
     assert names(decide(catalog))[0] == "ollama/llama3.2"  # free wins on cost
-    assert names(decide(catalog, strategy="quality"))[0] == "anthropic/claude-sonnet-4-5"
+    assert names(decide(catalog, strategy="quality"))[0] == "anthropic/claude-sonnet-4-6"
