@@ -21,9 +21,11 @@ demo: $(STAMP)
 test: $(STAMP) services
 	$(PY) -m pytest -q
 
-## bench: the pipeline against a bare AsyncOpenAI client (see bench/README.md)
+## bench: the pipeline against a bare AsyncOpenAI client, 3 runs, medians (see bench/README.md);
+## more flags with BENCH_ARGS, e.g. make bench BENCH_ARGS="--jobs 500 --latency-ms 200"
+BENCH_ARGS ?=
 bench: $(STAMP) services
-	$(PY) -m bench.pipeline
+	$(PY) -m bench.pipeline --repeat 3 $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

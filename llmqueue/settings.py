@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     api_base_url: str = "http://127.0.0.1:8000"
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
+    # Celery task events (task-sent/received/succeeded) for Flower's live view. Each is one more
+    # Redis publish per task in the API and the workers; LLMQUEUE_TASK_EVENTS=false turns them off.
+    task_events: bool = True
 
     @field_validator("emulator_mode")
     @classmethod

@@ -10,6 +10,7 @@ Round-robin rotation is a Redis INCR at `{prefix}rr:{key}`. Time is always passe
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -36,6 +37,11 @@ class HealthStore:
         self.prefix = prefix
         self.policy = policy
         self.ttl_s = ttl_s  # a deployment nobody called for this long starts afresh
+        # One writer per deployment per process: hundreds of worker threads updating one key
+        # would otherwise mostly fail their WATCH and retry (Redis round trips and JSON work
+        # thrown away); other processes still race through WATCH as before.
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     def key(self, deployment: str) -> str:
         return f"{self.prefix}health:{deployment}"
@@ -48,11 +54,18 @@ class HealthStore:
         data: dict[str, Any] = json.loads(text)
         return HealthState.from_dict(data)
 
+    def _lock(self, deployment: str) -> threading.Lock:
+        lock = self._locks.get(deployment)
+        if lock is None:
+            with self._locks_guard:
+                lock = self._locks.setdefault(deployment, threading.Lock())
+        return lock
+
     def _update(self, deployment: str, change: Callable[[HealthState], tuple[T, HealthState]]) -> T:
         """Apply `change` to the stored state atomically; writes only when the state changed."""
         key = self.key(deployment)
         pipe: Pipeline
-        with self.redis.pipeline(transaction=True) as pipe:
+        with self._lock(deployment), self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(key)  # type: ignore[no-untyped-call]
@@ -91,6 +104,13 @@ class HealthStore:
 
     def admit(self, deployment: str, now: float) -> bool:
         """May a call go to `deployment` now? Counts the call as a probe when half-open."""
+        # A closed breaker (or one still cooling down) answers without changing the state: one
+        # GET decides, as if the admission happened just before any concurrent write. Only a
+        # change (open -> half_open, a probe counted) needs the optimistic transaction.
+        current = self.state(deployment)
+        allowed, new = h.admit(current, now, self.policy)
+        if new == current:
+            return allowed
         return self._update(deployment, lambda state: h.admit(state, now, self.policy))
 
     def snapshot(self, names: Iterable[str], now: float) -> dict[str, DeploymentHealth]:
