@@ -24,15 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
 from rich.panel import Panel
 
 from llmqueue.cli_batch import expand, results_table, summary, watch
+from llmqueue.cli_jobs import console
 
 PROMPT = "{document}\n\nSummarise the document above in two sentences for a busy reader."
 MODEL = "gpt-4o-mini"
 PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "CO_API_KEY", "MISTRAL_API_KEY")
-console = Console()
 
 
 def prepare_environment(latency_ms: float) -> Any:
