@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.orm import Session
 
 from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus
@@ -83,11 +83,37 @@ def latest_attempt(session: Session, job_id: str) -> Attempt | None:
     return session.scalar(select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.number.desc()))
 
 
-def claim_attempt(
-    session: Session, attempt_id: str, token: str, now: datetime, lease_until: datetime
-) -> bool:
-    """pending (or running with an expired lease) -> running, held by `token` until lease_until."""
-    changed = session.execute(
+class AttemptLike(Protocol):
+    """What the writes below need of an attempt: an ORM row or a `ClaimedCall`."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def deployment(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class ClaimedCall:
+    """A claimed attempt with what its call needs, read by the claim itself."""
+
+    id: str
+    job_id: str
+    provider: str
+    model: str
+    deployment: str
+    request: dict[str, Any]
+    stream: bool
+    batch_id: str | None = None
+
+
+def _claim(session: Session, attempt_id: str, token: str, now: datetime, lease_until: datetime) -> Any:
+    return session.execute(
         update(Attempt)
         .where(
             Attempt.id == attempt_id,
@@ -95,20 +121,37 @@ def claim_attempt(
             | ((Attempt.status == AttemptStatus.RUNNING) & (Attempt.lease_until < now)),
         )
         .values(status=AttemptStatus.RUNNING, claim_token=token, lease_until=lease_until, started_at=now)
-    )
-    if not _changed(changed):
-        return False
-    job_id = session.scalar(select(Attempt.job_id).where(Attempt.id == attempt_id))
-    session.execute(
+        .returning(Attempt.job_id, Attempt.provider, Attempt.model, Attempt.deployment)
+    ).one_or_none()
+
+
+def claim_for_call(
+    session: Session, attempt_id: str, token: str, now: datetime, lease_until: datetime
+) -> ClaimedCall | None:
+    """pending (or running with an expired lease) -> running, held by `token` until
+    lease_until; the job moves to running. Two statements: this is every call's hot path."""
+    claimed = _claim(session, attempt_id, token, now, lease_until)
+    if claimed is None:
+        return None
+    job_id, provider, model, deployment = claimed
+    request, stream, batch_id = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.DISPATCHED)
-        .values(status=JobStatus.RUNNING)
-    )
-    return True
+        .where(Job.id == job_id)
+        .values(status=case((Job.status == JobStatus.DISPATCHED, JobStatus.RUNNING.value), else_=Job.status))
+        .returning(Job.request, Job.stream, Job.batch_id)
+    ).one()
+    return ClaimedCall(attempt_id, job_id, provider, model, deployment, request, bool(stream), batch_id)
+
+
+def claim_attempt(
+    session: Session, attempt_id: str, token: str, now: datetime, lease_until: datetime
+) -> bool:
+    """`claim_for_call` for callers that need only to know whether it was claimed."""
+    return claim_for_call(session, attempt_id, token, now, lease_until) is not None
 
 
 def record_success(
-    session: Session, attempt: Attempt, token: str, outcome: CallOutcome, now: datetime
+    session: Session, attempt: AttemptLike, token: str, outcome: CallOutcome, now: datetime
 ) -> bool:
     """Write a call's result and cost once. The job takes the result if it is still open;
     its cost and tokens count the call even if it was cancelled meanwhile (it was paid for)."""
@@ -133,6 +176,12 @@ def record_success(
     )
     if not _changed(changed):
         return False
+    still_open = Job.status.in_(OPEN_JOB_STATUSES)
+
+    def if_open(column: Any, value: Any) -> Any:
+        return case((still_open, bindparam(None, value, type_=column.type)), else_=column)
+
+    # One statement: the cost always counts; the result only lands on a job still open.
     session.execute(
         update(Job)
         .where(Job.id == attempt.job_id)
@@ -142,23 +191,17 @@ def record_success(
             output_tokens=Job.output_tokens + outcome.output_tokens,
             cached_input_tokens=Job.cached_input_tokens + outcome.cached_input_tokens,
             reasoning_tokens=Job.reasoning_tokens + outcome.reasoning_tokens,
-        )
-    )
-    session.execute(
-        update(Job)
-        .where(Job.id == attempt.job_id, Job.status.in_(OPEN_JOB_STATUSES))
-        .values(
-            status=JobStatus.SUCCEEDED,
-            provider=attempt.provider,
-            model=attempt.model,
-            deployment=attempt.deployment,
-            result_text=outcome.text,
-            tool_calls=outcome.tool_calls,
-            finish_reason=outcome.finish_reason,
-            latency_ms=outcome.latency_ms,
-            error_type=None,
-            error_message=None,
-            finished_at=now,
+            status=if_open(Job.status, JobStatus.SUCCEEDED.value),
+            provider=if_open(Job.provider, attempt.provider),
+            model=if_open(Job.model, attempt.model),
+            deployment=if_open(Job.deployment, attempt.deployment),
+            result_text=if_open(Job.result_text, outcome.text),
+            tool_calls=if_open(Job.tool_calls, outcome.tool_calls),
+            finish_reason=if_open(Job.finish_reason, outcome.finish_reason),
+            latency_ms=if_open(Job.latency_ms, outcome.latency_ms),
+            error_type=if_open(Job.error_type, None),
+            error_message=if_open(Job.error_message, None),
+            finished_at=if_open(Job.finished_at, now),
         )
     )
     return True
@@ -166,7 +209,7 @@ def record_success(
 
 def record_failure(
     session: Session,
-    attempt: Attempt,
+    attempt: AttemptLike,
     token: str,
     *,
     error_type: str,
@@ -193,7 +236,7 @@ def record_failure(
     return _changed(changed)
 
 
-def schedule_retry(session: Session, attempt: Attempt, not_before: datetime) -> Attempt | None:
+def schedule_retry(session: Session, attempt: AttemptLike, not_before: datetime) -> Attempt | None:
     """A new pending attempt on the same deployment, if the job is still open."""
     changed = session.execute(
         update(Job)

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # Celery task events (task-sent/received/succeeded) for Flower's live view. Each is one more
     # Redis publish per task in the API and the workers; LLMQUEUE_TASK_EVENTS=false turns them off.
     task_events: bool = True
+    # task-sent events cost the API and the dispatcher a Redis publish per message and add
+    # little to Flower's view (received/started/succeeded come from the workers); opt in.
+    task_sent_events: bool = False
 
     @field_validator("emulator_mode")
     @classmethod

@@ -25,10 +25,11 @@ from sqlalchemy.exc import OperationalError
 from jobstore import batch_results, batches
 from jobstore.batch_models import ENDED_BATCH_STATUSES, Batch, BatchKind, BatchStatus
 from jobstore.db import transaction
-from jobstore.models import ENDED_JOB_STATUSES, Attempt, Job, JobStatus
+from jobstore.models import ENDED_JOB_STATUSES, Job, JobStatus
 from llmqueue.documents import reduce_text, user_request
 from llmqueue.settings import get_settings
 from workers.celery_app import app
+from workers.next_step import NextStep, Nothing
 from workers.queues import Queue
 from workers.streams import shared_redis
 
@@ -43,16 +44,11 @@ BATCH_SWEEP_S = 30.0
 # ---------------------------------------------------------------- hooks the job tasks call
 
 
-def after_attempt(attempt_id: str) -> None:
-    """Called once a provider task is done: if it ended a batch job, check that batch."""
-    with transaction() as session:
-        row = session.execute(
-            select(Job.batch_id, Job.status)
-            .join(Attempt, Attempt.job_id == Job.id)
-            .where(Attempt.id == attempt_id)
-        ).first()
-    if row is not None and row.batch_id is not None and row.status in ENDED_JOB_STATUSES:
-        schedule_check(row.batch_id)
+def after_attempt(step: NextStep) -> None:
+    """Called once a provider task is done: if its job ended a batch's job, check that batch.
+    (Jobs ended some other way are caught by the periodic check of open batches.)"""
+    if isinstance(step, Nothing) and step.ended_batch is not None:
+        schedule_check(step.ended_batch)
 
 
 def after_dispatch(job_ids: list[str]) -> None:

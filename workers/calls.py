@@ -16,6 +16,8 @@ import uuid
 from concurrent.futures import TimeoutError as FuturesTimeout
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.orm import Session
+
 from jobstore import transitions
 from jobstore.db import transaction
 from jobstore.models import Attempt, AttemptStatus, Job, JobStatus
@@ -73,22 +75,13 @@ def run_attempt(
     now = datetime.now(UTC)
     lease = now + timedelta(seconds=lease_seconds(settings))
     with transaction() as session:
-        attempt = session.get(Attempt, attempt_id)
+        # The common case first: claim, reading what the call needs in the same statements.
+        attempt = transitions.claim_for_call(session, attempt_id, token, now, lease)
         if attempt is None:
-            return Nothing(f"attempt {attempt_id} not found")
-        job = session.get(Job, attempt.job_id)
-        assert job is not None
-        if job.status in (JobStatus.CANCELLED, JobStatus.SUCCEEDED, JobStatus.FAILED):
-            return Nothing(f"job is {job.status}")
-        if attempt.status in (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.CANCELLED):
-            return _repair(job)
-        if not transitions.claim_attempt(session, attempt_id, token, now, lease):
-            held = attempt.lease_until
-            wait = (_aware(held) - now).total_seconds() + 1 if held else 5.0
-            return SendAttempt(attempt_id, attempt.provider, max(1.0, wait))
-        request = ChatRequest.model_validate(job.request)
-        stream = job.stream
-        job_id = job.id
+            return _not_claimed(session, attempt_id, now)
+    request = ChatRequest.model_validate(attempt.request)
+    stream = attempt.stream
+    job_id = attempt.job_id
     deployment = catalog.deployment(attempt.deployment)
     if deployment is None:
         return _finish_failure(
@@ -138,7 +131,9 @@ def run_attempt(
         written = transitions.record_success(session, attempt, token, outcome, datetime.now(UTC))
     if stream:
         streams.publish(job_id, "done", "succeeded")
-    return Nothing("succeeded" if written else "lost the claim; result discarded")
+    if not written:
+        return Nothing("lost the claim; result discarded")
+    return Nothing("succeeded", ended_batch=attempt.batch_id)
 
 
 def _call(
@@ -161,7 +156,7 @@ def _call(
 
 
 def _finish_failure(
-    attempt: Attempt,
+    attempt: transitions.ClaimedCall,
     token: str,
     error: ProviderError,
     action: Action,
@@ -192,7 +187,7 @@ def _finish_failure(
             transitions.fail_job(session, job.id, error_type=error.kind, message=error.message, now=now)
             if job.stream:
                 streams.publish(job.id, "done", "failed")
-            return Nothing("failed")
+            return Nothing("failed", ended_batch=attempt.batch_id)
         if action is Action.RETRY:
             countdown = backoff_seconds(failures, error.retry_after, settings, _rng)
             if job.deadline_at is not None and now + timedelta(seconds=countdown) > _aware(job.deadline_at):
@@ -211,6 +206,22 @@ def _finish_failure(
         if transitions.requeue(session, job.id):
             return SendDispatch(job.id)
         return Nothing("job closed")
+
+
+def _not_claimed(session: Session, attempt_id: str, now: datetime) -> NextStep:
+    """Why the claim failed, and what to send: nothing, a repair, or a later look."""
+    attempt = session.get(Attempt, attempt_id)
+    if attempt is None:
+        return Nothing(f"attempt {attempt_id} not found")
+    job = session.get(Job, attempt.job_id)
+    assert job is not None
+    if job.status in (JobStatus.CANCELLED, JobStatus.SUCCEEDED, JobStatus.FAILED):
+        return Nothing(f"job is {job.status}")
+    if attempt.status in (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.CANCELLED):
+        return _repair(job)
+    held = attempt.lease_until
+    wait = (_aware(held) - now).total_seconds() + 1 if held else 5.0
+    return SendAttempt(attempt_id, attempt.provider, max(1.0, wait))
 
 
 def _repair(job: Job) -> NextStep:

@@ -48,7 +48,7 @@ def make_celery() -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         worker_send_task_events=settings.task_events,  # Flower watches these
-        task_send_sent_event=settings.task_events,
+        task_send_sent_event=settings.task_events and settings.task_sent_events,
         task_default_queue=Queue.DISPATCH.value,
         task_queues=[KombuQueue(name) for name in ALL_QUEUES],  # type: ignore[no-untyped-call]
         task_routes={"llmqueue.dispatch": {"queue": Queue.DISPATCH.value}},

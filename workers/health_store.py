@@ -84,9 +84,15 @@ class HealthStore:
 
     def record_success(self, deployment: str, latency_ms: float, now: float) -> DeploymentHealth:
         """A call succeeded; returns the deployment's health after it."""
+        return self.record_successes(deployment, [latency_ms], now)
+
+    def record_successes(self, deployment: str, latencies_ms: list[float], now: float) -> DeploymentHealth:
+        """Several calls succeeded (in this order); one transaction for all of them."""
 
         def change(state: HealthState) -> tuple[DeploymentHealth, HealthState]:
-            new = h.record_success(state, now, latency_ms, self.policy)
+            new = state
+            for latency_ms in latencies_ms:
+                new = h.record_success(new, now, latency_ms, self.policy)
             return h.snapshot(new, now, self.policy), new
 
         return self._update(deployment, change)

@@ -26,6 +26,7 @@ class SendDispatch:
 @dataclass(frozen=True)
 class Nothing:
     reason: str
+    ended_batch: str | None = None  # the batch of a job this step ended: its progress moved
 
 
 NextStep = SendAttempt | SendDispatch | Nothing

@@ -41,11 +41,11 @@ def dispatch(self: Task, job_ids: list[str]) -> None:
 def call_provider(self: Task, attempt_id: str) -> None:
     """Make one attempt's provider call, then send whatever comes next."""
     step = run_attempt(attempt_id)
+    after_attempt(step)
     if isinstance(step, SendDispatch) and not step.countdown:
         # A failover: route it here rather than queue it behind new jobs for the dispatcher.
         step = dispatch_job(step.job_id)
     send(step)
-    after_attempt(attempt_id)
 
 
 def send(step: NextStep) -> None:

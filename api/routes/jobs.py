@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import select
 
 from api.deps import OwnerDep, SessionDep
+from api.dispatch_buffer import dispatch_buffer
 from api.errors import ApiError
 from api.schemas.jobs import JobAccepted, JobCreate, JobList, JobPublic
 from api.streaming import job_event_stream
@@ -18,7 +19,6 @@ from jobstore import transitions
 from jobstore.jobs import IdempotencyConflict, create_job, get_job, owner_spend
 from jobstore.models import Job
 from routing.catalog import get_catalog
-from workers.tasks import enqueue_dispatch
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -69,7 +69,7 @@ def submit_job(
         session.rollback()
         raise ApiError(409, str(exc), param="Idempotency-Key", code="idempotency_conflict") from None
     if created:
-        enqueue_dispatch([job.id])
+        dispatch_buffer().add(job.id)
     url = f"{base_url(request)}/v1/jobs/{job.id}"
     response.headers["Location"] = url
     return JobAccepted(id=job.id, status=job.status, url=url, created=created)
