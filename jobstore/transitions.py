@@ -57,7 +57,7 @@ def begin_dispatch(
     explanation: dict[str, Any] | None,
 ) -> Attempt | None:
     """queued -> dispatched with a new pending attempt; None if the job was not queued."""
-    changed = session.execute(
+    number = session.scalar(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
         .values(
@@ -69,10 +69,10 @@ def begin_dispatch(
             attempt_count=Job.attempt_count + 1,
             not_before=None,
         )
+        .returning(Job.attempt_count)
     )
-    if not _changed(changed):
+    if number is None:
         return None
-    number = session.scalar(select(Job.attempt_count).where(Job.id == job_id))
     attempt = Attempt(job_id=job_id, number=number, provider=provider, model=model, deployment=deployment)
     session.add(attempt)
     session.flush()

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, lazyload
 
 from jobstore import transitions
 from jobstore.db import transaction
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 
 _rng = random.Random()
 MAX_ATTEMPTS_PER_JOB = 25
+BUDGET_CACHE_S = 5.0
+_budgets: dict[str, tuple[float, Decimal | None]] = {}
 
 
 def routing_request_for(job: Job, *, exclude: frozenset[str], budget: Decimal | None) -> RoutingRequest:
@@ -49,8 +53,22 @@ def routing_request_for(job: Job, *, exclude: frozenset[str], budget: Decimal | 
     )
 
 
+def remaining_budget(session: Session, owner_id: str) -> Decimal | None:
+    """What the owner may still spend, or None without a budget. Whether a key has a budget
+    is cached briefly (it is one query per job otherwise, and budgets change rarely)."""
+    now = time.monotonic()
+    cached = _budgets.get(owner_id)
+    if cached is None or now - cached[0] > BUDGET_CACHE_S:
+        cached = (now, session.scalar(select(ApiKey.budget_usd).where(ApiKey.id == owner_id)))
+        _budgets[owner_id] = cached
+    limit = cached[1]
+    return None if limit is None else limit - owner_spend(session, owner_id)
+
+
 def failed_over_deployments(job: Job) -> frozenset[str]:
     """Deployments this job already gave up on (their attempts ended in a failover)."""
+    if job.attempt_count == 0:  # a new job: do not load its (empty) attempts
+        return frozenset()
     return frozenset(
         a.deployment for a in job.attempts if a.error_type and a.error_type.startswith("failover:")
     )
@@ -78,7 +96,7 @@ def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime |
     catalog = catalog or get_catalog()
     now = now or datetime.now(UTC)
     with transaction() as session:
-        job = session.get(Job, job_id)
+        job = session.get(Job, job_id, options=[lazyload(Job.attempts)])
         if job is None:
             return Nothing(f"job {job_id} not found")
         if job.status == JobStatus.DISPATCHED:
@@ -99,10 +117,7 @@ def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime |
             return Nothing("deadline exceeded")
         if job.not_before is not None and _aware(job.not_before) > now:
             return SendDispatch(job_id, (_aware(job.not_before) - now).total_seconds())
-        owner = session.get(ApiKey, job.owner_id)
-        budget = None
-        if owner is not None and owner.budget_usd is not None:
-            budget = owner.budget_usd - owner_spend(session, owner.id)
+        budget = remaining_budget(session, job.owner_id)
         if job.attempt_count >= MAX_ATTEMPTS_PER_JOB:
             transitions.fail_job(
                 session,
