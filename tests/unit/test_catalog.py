@@ -98,7 +98,7 @@ def test_the_api_refuses_to_start_on_a_bad_catalog(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("LLMQUEUE_CATALOG", str(bad))
     catalog_module._cached.cache_clear()
     try:
-        with pytest.raises(CatalogError, match="bad.toml"):
+        with pytest.raises(CatalogError, match=r"bad\.toml"):
             create_app()
     finally:
         monkeypatch.delenv("LLMQUEUE_CATALOG")
