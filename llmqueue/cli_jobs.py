@@ -7,6 +7,7 @@ client factory that turns a missing key or an API error into a one-line message.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from llmqueue.client import Client, JobFailed, LlmqueueError, MissingApiKey
 
 # Piped or captured output (CI logs, `make demo | tee`) gets a wide page instead of 80
 # columns, so results tables are not cut to ellipses.
-console = Console(width=None if sys.stdout.isatty() else 160)
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 err = Console(stderr=True)
 
 ModelOpt = Annotated[str | None, typer.Option(help="A catalog model or deployment (see GET /v1/models).")]
