@@ -2,65 +2,37 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import anthropic
 import pytest
 
 from emulator.core import count_tokens
-from llmqueue.types import ChatRequest, ChatResponse, FinishReason
-from routing.catalog import get_catalog
+from llmqueue.types import FinishReason
 from tests.conftest import EmulatorHandle
+from tests.providers.support import (
+    REFUSED_URL,
+    TOOLS,
+    Collector,
+    complete,
+    deployment,
+    discard,
+    emulated,
+    no_text_expected,
+    raises_mapped,
+    req,
+    run,
+)
 from workers.providers import adapter_class, errors
 from workers.providers.anthropic import AnthropicProvider, from_anthropic_message, to_anthropic_params
-from workers.providers.base import TextSink, resolve_target
+from workers.providers.base import resolve_target
 
 DEPLOYMENT = "anthropic/claude-haiku-4-5"
 
 
-T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
 def provider(emulator: EmulatorHandle) -> AnthropicProvider:
-    dep = get_catalog().deployment(DEPLOYMENT)
-    assert dep is not None
-    target = resolve_target(
-        dep, emulator_url=emulator.url, emulator_mode="always", emulator_path=AnthropicProvider.emulator_path
-    )
-    return AnthropicProvider(target)
-
-
-async def complete(p: AnthropicProvider, request: ChatRequest, sink: TextSink | None = None) -> ChatResponse:
-    try:
-        return await p.complete(request, on_text=sink)
-    finally:
-        await p.aclose()
-
-
-def req(**kw: Any) -> ChatRequest:
-    kw.setdefault("messages", [{"role": "user", "content": "Tell me about the sea"}])
-    return ChatRequest.model_validate(kw)
-
-
-TOOLS = [
-    {
-        "function": {
-            "name": "get_weather",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-            },
-        }
-    }
-]
+    return emulated(AnthropicProvider, DEPLOYMENT, emulator.url)
 
 
 def test_registry_finds_the_adapter() -> None:
@@ -162,14 +134,10 @@ def test_image_input_base64_and_url(emulator: EmulatorHandle) -> None:
 
 
 def test_streaming_delivers_deltas(emulator: EmulatorHandle) -> None:
-    got: list[str] = []
-
-    async def sink(delta: str) -> None:
-        got.append(delta)
-
+    sink = Collector()
     r = run(complete(provider(emulator), req(), sink))
-    assert len(got) > 3
-    assert "".join(got) == r.text
+    assert len(sink.deltas) > 3
+    assert sink.text == r.text
     assert r.finish_reason is FinishReason.STOP
     assert r.usage.input_tokens == count_tokens("Tell me about the sea") + 4
     assert r.usage.output_tokens == count_tokens(r.text)
@@ -178,10 +146,7 @@ def test_streaming_delivers_deltas(emulator: EmulatorHandle) -> None:
 
 
 def test_streaming_tool_call(emulator: EmulatorHandle) -> None:
-    async def sink(delta: str) -> None:
-        raise AssertionError("a tool call streams no text")
-
-    r = run(complete(provider(emulator), req(tools=TOOLS), sink))
+    r = run(complete(provider(emulator), req(tools=TOOLS), no_text_expected))
     assert r.finish_reason is FinishReason.TOOL_CALLS
     assert json.loads(r.tool_calls[0].function.arguments) == {"city": "example"}
 
@@ -205,44 +170,25 @@ def test_errors_are_mapped(
     emulator: EmulatorHandle, script: dict[str, Any], expected: type[errors.ProviderError]
 ) -> None:
     emulator.configure({"anthropic": {"script": [script]}})
-    with pytest.raises(expected) as info:
-        run(complete(provider(emulator), req()))
-    assert type(info.value) is expected
-    assert info.value.status_code == script["status"]
-    assert info.value.provider_request_id
-    if expected is errors.RateLimited:
-        assert info.value.retry_after == 2.5
-    if script.get("message"):
-        assert script["message"] in info.value.message
+    err = raises_mapped(script, expected, lambda: run(complete(provider(emulator), req())))
+    assert err.status_code == script["status"]
+    assert err.provider_request_id
 
 
 def test_streaming_errors_are_mapped(emulator: EmulatorHandle) -> None:
     emulator.configure({"anthropic": {"script": [{"status": 429, "retry_after": 1}]}})
-
-    async def sink(delta: str) -> None:
-        pass
-
     with pytest.raises(errors.RateLimited) as info:
-        run(complete(provider(emulator), req(), sink))
+        run(complete(provider(emulator), req(), discard))
     assert info.value.retry_after == 1
 
 
 def test_connection_refused_is_transient() -> None:
-    dep = get_catalog().deployment(DEPLOYMENT)
-    assert dep is not None
-    target = resolve_target(
-        dep,
-        emulator_url="http://127.0.0.1:9",
-        emulator_mode="always",
-        emulator_path=AnthropicProvider.emulator_path,
-    )
     with pytest.raises(errors.Transient):
-        run(complete(AnthropicProvider(target), req()))
+        run(complete(emulated(AnthropicProvider, DEPLOYMENT, REFUSED_URL), req()))
 
 
 def test_missing_key_names_the_variable() -> None:
-    dep = get_catalog().deployment(DEPLOYMENT)
-    assert dep is not None
+    dep = deployment(DEPLOYMENT)
     with pytest.raises(errors.MissingCredentials, match="ANTHROPIC_API_KEY"):
         resolve_target(dep, emulator_url=None, environ={})
 

@@ -2,32 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import pytest
 
 from llmqueue.types import ChatRequest, ChatResponse, FinishReason
-from routing.catalog import Deployment, catalog_from_dict, get_catalog
+from routing.catalog import Deployment, catalog_from_dict
 from tests.conftest import EmulatorHandle
+from tests.providers import support
+from tests.providers.support import (
+    REFUSED_URL,
+    TOOLS,
+    Collector,
+    complete_fresh,
+    emulated,
+    raises_mapped,
+    req,
+)
 from workers.providers import adapter_class, errors
 from workers.providers.azure import AzureOpenAIProvider
-from workers.providers.base import Provider, Target, TextSink, resolve_target
+from workers.providers.base import Target, TextSink, resolve_target
 from workers.providers.ollama import CompatibleProvider, OllamaProvider
-
-TOOLS = [
-    {
-        "function": {
-            "name": "get_weather",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-            },
-        }
-    }
-]
 
 COMPATIBLE_CATALOG = catalog_from_dict(
     {
@@ -52,7 +48,7 @@ def deployment(kind: str) -> Deployment:
     if kind == "compatible":
         dep = COMPATIBLE_CATALOG.deployment("vllm/qwen")
     else:
-        dep = get_catalog().deployment({"azure": "azure/gpt-4o-mini", "ollama": "ollama/llama3.2"}[kind])
+        dep = support.deployment({"azure": "azure/gpt-4o-mini", "ollama": "ollama/llama3.2"}[kind])
     assert dep is not None
     return dep
 
@@ -65,27 +61,8 @@ CLASSES: dict[str, type[AzureOpenAIProvider] | type[OllamaProvider] | type[Compa
 KINDS = list(CLASSES)
 
 
-def target(kind: str, url: str) -> Target:
-    cls = CLASSES[kind]
-    return resolve_target(
-        deployment(kind), emulator_url=url, emulator_mode="always", emulator_path=cls.emulator_path
-    )
-
-
 def complete(kind: str, url: str, request: ChatRequest, sink: TextSink | None = None) -> ChatResponse:
-    async def go() -> ChatResponse:
-        p: Provider = CLASSES[kind](target(kind, url))
-        try:
-            return await p.complete(request, on_text=sink)
-        finally:
-            await p.aclose()
-
-    return asyncio.run(go())
-
-
-def req(**kw: Any) -> ChatRequest:
-    kw.setdefault("messages", [{"role": "user", "content": "Tell me about the sea"}])
-    return ChatRequest.model_validate(kw)
+    return complete_fresh(lambda: emulated(CLASSES[kind], deployment(kind), url), request, sink)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -178,14 +155,10 @@ def test_azure_image_input(emulator: EmulatorHandle) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_streaming_delivers_deltas(emulator: EmulatorHandle, kind: str) -> None:
-    got: list[str] = []
-
-    async def sink(delta: str) -> None:
-        got.append(delta)
-
+    sink = Collector()
     r = complete(kind, emulator.url, req(), sink)
-    assert len(got) > 3
-    assert "".join(got) == r.text
+    assert len(sink.deltas) > 3
+    assert sink.text == r.text
     assert r.usage.output_tokens > 0
 
 
@@ -219,19 +192,13 @@ def test_errors_are_mapped(
     emulator: EmulatorHandle, kind: str, script: dict[str, Any], expected: type[errors.ProviderError]
 ) -> None:
     emulator.configure({kind: {"script": [script]}})
-    with pytest.raises(expected) as info:
-        complete(kind, emulator.url, req())
-    assert type(info.value) is expected
-    if expected is errors.RateLimited:
-        assert info.value.retry_after == 2.5
-    if script.get("message"):
-        assert script["message"] in info.value.message
+    raises_mapped(script, expected, lambda: complete(kind, emulator.url, req()))
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_connection_refused_is_transient(kind: str) -> None:
     with pytest.raises(errors.Transient):
-        complete(kind, "http://127.0.0.1:9", req())
+        complete(kind, REFUSED_URL, req())
 
 
 def test_local_endpoints_need_no_key() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import json
 import threading
@@ -13,12 +12,25 @@ from botocore.eventstream import EventStreamBuffer
 
 from emulator.bedrock_format import encode_event, event, exception_event
 from llmqueue.types import ChatRequest, ChatResponse, FinishReason
-from routing.catalog import get_catalog
 from tests.conftest import EmulatorHandle
+from tests.providers.support import (
+    REFUSED_URL,
+    Collector,
+    complete_fresh,
+    deployment,
+    discard,
+    emulated,
+    no_text_expected,
+    raises_mapped,
+    req,
+)
 from workers.providers import adapter_class, errors
 from workers.providers.base import TextSink, resolve_target
 from workers.providers.bedrock import BedrockProvider, to_bedrock_params, usage_from_bedrock
 
+DEPLOYMENT = "bedrock/nova-lite"
+
+# the shared tool, with a description (Converse carries it)
 TOOLS = [
     {
         "function": {
@@ -35,31 +47,13 @@ TOOLS = [
 
 
 def provider(url: str, timeout_s: float = 30) -> BedrockProvider:
-    dep = get_catalog().deployment("bedrock/nova-lite")
-    assert dep is not None
-    path = BedrockProvider.emulator_path
-    target = resolve_target(
-        dep, emulator_url=url, emulator_mode="always", emulator_path=path, timeout_s=timeout_s
-    )
-    return BedrockProvider(target)
+    return emulated(BedrockProvider, DEPLOYMENT, url, timeout_s)
 
 
 def complete(
     url: str, request: ChatRequest, sink: TextSink | None = None, timeout_s: float = 30
 ) -> ChatResponse:
-    async def go() -> ChatResponse:
-        p = provider(url, timeout_s)
-        try:
-            return await p.complete(request, on_text=sink)
-        finally:
-            await p.aclose()
-
-    return asyncio.run(go())
-
-
-def req(**kw: Any) -> ChatRequest:
-    kw.setdefault("messages", [{"role": "user", "content": "Tell me about the sea"}])
-    return ChatRequest.model_validate(kw)
+    return complete_fresh(lambda: provider(url, timeout_s), request, sink)
 
 
 def test_registry_finds_the_adapter() -> None:
@@ -235,23 +229,16 @@ def test_unsupported_image_type_is_invalid(emulator: EmulatorHandle) -> None:
 
 
 def test_streaming_delivers_deltas(emulator: EmulatorHandle) -> None:
-    got: list[str] = []
-
-    async def sink(delta: str) -> None:
-        got.append(delta)
-
+    sink = Collector()
     r = complete(emulator.url, req(), sink)
-    assert len(got) > 3
-    assert "".join(got) == r.text
+    assert len(sink.deltas) > 3
+    assert sink.text == r.text
     assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0
     assert r.finish_reason is FinishReason.STOP and r.provider_request_id
 
 
 def test_streaming_tool_call(emulator: EmulatorHandle) -> None:
-    async def sink(delta: str) -> None:
-        raise AssertionError("a tool call has no text")
-
-    r = complete(emulator.url, req(tools=TOOLS), sink)
+    r = complete(emulator.url, req(tools=TOOLS), no_text_expected)
     assert r.finish_reason is FinishReason.TOOL_CALLS
     assert json.loads(r.tool_calls[0].function.arguments) == {"city": "example"}
 
@@ -299,16 +286,8 @@ def test_errors_are_mapped(
     emulator: EmulatorHandle, script: dict[str, Any], expected: type[errors.ProviderError], stream: bool
 ) -> None:
     emulator.configure({"bedrock": {"script": [script]}})
-
-    async def sink(delta: str) -> None:
-        pass
-
-    with pytest.raises(expected) as info:
-        complete(emulator.url, req(), sink if stream else None)
-    assert type(info.value) is expected
-    assert info.value.status_code is not None
-    if script.get("message"):
-        assert script["message"] in info.value.message
+    err = raises_mapped(script, expected, lambda: complete(emulator.url, req(), discard if stream else None))
+    assert err.status_code is not None
 
 
 def test_timeout_is_transient(emulator: EmulatorHandle) -> None:
@@ -319,11 +298,10 @@ def test_timeout_is_transient(emulator: EmulatorHandle) -> None:
 
 def test_connection_refused_is_transient() -> None:
     with pytest.raises(errors.Transient):
-        complete("http://127.0.0.1:9", req())
+        complete(REFUSED_URL, req())
 
 
 def test_missing_key_names_the_variable() -> None:
-    dep = get_catalog().deployment("bedrock/nova-lite")
-    assert dep is not None
+    dep = deployment(DEPLOYMENT)
     with pytest.raises(errors.MissingCredentials, match="AWS_ACCESS_KEY_ID"):
         resolve_target(dep, emulator_url=None, environ={})

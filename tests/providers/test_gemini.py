@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -10,50 +9,30 @@ import pytest
 from google.genai import types
 
 from llmqueue.types import ChatRequest, ChatResponse, FinishReason
-from routing.catalog import get_catalog
 from tests.conftest import EmulatorHandle
+from tests.providers import support
+from tests.providers.support import (
+    REFUSED_URL,
+    TOOLS,
+    Collector,
+    complete_fresh,
+    discard,
+    emulated,
+    no_text_expected,
+    raises_mapped,
+    req,
+)
 from workers.providers import adapter_class, errors
 from workers.providers.base import TextSink, resolve_target
 from workers.providers.gemini import GeminiProvider, from_gemini_response, usage_from_gemini
 
-TOOLS = [
-    {
-        "function": {
-            "name": "get_weather",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-            },
-        }
-    }
-]
-
 
 def provider(url: str, deployment: str = "gemini/gemini-2.5-flash", timeout_s: float = 30) -> GeminiProvider:
-    dep = get_catalog().deployment(deployment)
-    assert dep is not None
-    path = GeminiProvider.emulator_path
-    target = resolve_target(
-        dep, emulator_url=url, emulator_mode="always", emulator_path=path, timeout_s=timeout_s
-    )
-    return GeminiProvider(target)
+    return emulated(GeminiProvider, deployment, url, timeout_s)
 
 
 def complete(url: str, request: ChatRequest, sink: TextSink | None = None, **kw: Any) -> ChatResponse:
-    async def go() -> ChatResponse:
-        p = provider(url, **kw)
-        try:
-            return await p.complete(request, on_text=sink)
-        finally:
-            await p.aclose()
-
-    return asyncio.run(go())
-
-
-def req(**kw: Any) -> ChatRequest:
-    kw.setdefault("messages", [{"role": "user", "content": "Tell me about the sea"}])
-    return ChatRequest.model_validate(kw)
+    return complete_fresh(lambda: provider(url, **kw), request, sink)
 
 
 def test_registry_finds_the_adapter() -> None:
@@ -170,23 +149,16 @@ def test_bad_image_data_is_invalid(emulator: EmulatorHandle) -> None:
 
 
 def test_streaming_delivers_deltas(emulator: EmulatorHandle) -> None:
-    got: list[str] = []
-
-    async def sink(delta: str) -> None:
-        got.append(delta)
-
+    sink = Collector()
     r = complete(emulator.url, req(), sink)
-    assert len(got) > 3
-    assert "".join(got) == r.text
+    assert len(sink.deltas) > 3
+    assert sink.text == r.text
     assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0
     assert r.provider_request_id and r.finish_reason is FinishReason.STOP
 
 
 def test_streaming_tool_call(emulator: EmulatorHandle) -> None:
-    async def sink(delta: str) -> None:
-        raise AssertionError("a tool call has no text")
-
-    r = complete(emulator.url, req(tools=TOOLS), sink)
+    r = complete(emulator.url, req(tools=TOOLS), no_text_expected)
     assert r.finish_reason is FinishReason.TOOL_CALLS
     assert json.loads(r.tool_calls[0].function.arguments) == {"city": "example"}
 
@@ -241,17 +213,7 @@ def test_errors_are_mapped(
     emulator: EmulatorHandle, script: dict[str, Any], expected: type[errors.ProviderError], stream: bool
 ) -> None:
     emulator.configure({"gemini": {"script": [script]}})
-
-    async def sink(delta: str) -> None:
-        pass
-
-    with pytest.raises(expected) as info:
-        complete(emulator.url, req(), sink if stream else None)
-    assert type(info.value) is expected
-    if expected is errors.RateLimited:
-        assert info.value.retry_after == 2.5
-    if script.get("message"):
-        assert script["message"] in info.value.message
+    raises_mapped(script, expected, lambda: complete(emulator.url, req(), discard if stream else None))
 
 
 def test_rate_limit_without_retry_info(emulator: EmulatorHandle) -> None:
@@ -269,11 +231,10 @@ def test_timeout_is_transient(emulator: EmulatorHandle) -> None:
 
 def test_connection_refused_is_transient() -> None:
     with pytest.raises(errors.Transient):
-        complete("http://127.0.0.1:9", req())
+        complete(REFUSED_URL, req())
 
 
 def test_missing_key_names_the_variable() -> None:
-    dep = get_catalog().deployment("gemini/gemini-2.5-flash")
-    assert dep is not None
+    dep = support.deployment("gemini/gemini-2.5-flash")
     with pytest.raises(errors.MissingCredentials, match="GEMINI_API_KEY"):
         resolve_target(dep, emulator_url=None, environ={})

@@ -2,42 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+from typing import Any
 
 import pytest
 
-from llmqueue.types import ChatRequest, FinishReason
-from routing.catalog import get_catalog
+from llmqueue.types import FinishReason
 from tests.conftest import EmulatorHandle
+from tests.providers.support import (
+    REFUSED_URL,
+    TOOLS,
+    Collector,
+    complete,
+    deployment,
+    emulated,
+    raises_mapped,
+    req,
+    run,
+)
 from workers.providers import errors
 from workers.providers.base import resolve_target
 from workers.providers.openai import OpenAIProvider
 
-
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
+DEPLOYMENT = "openai/gpt-4o-mini"
 
 
 def provider(emulator: EmulatorHandle) -> OpenAIProvider:
-    dep = get_catalog().deployment("openai/gpt-4o-mini")
-    assert dep is not None
-    target = resolve_target(
-        dep, emulator_url=emulator.url, emulator_mode="always", emulator_path=OpenAIProvider.emulator_path
-    )
-    return OpenAIProvider(target)
-
-
-async def complete(p: OpenAIProvider, request: ChatRequest, sink=None):  # type: ignore[no-untyped-def]
-    try:
-        return await p.complete(request, on_text=sink)
-    finally:
-        await p.aclose()
-
-
-def req(**kw) -> ChatRequest:  # type: ignore[no-untyped-def]
-    kw.setdefault("messages", [{"role": "user", "content": "Tell me about the sea"}])
-    return ChatRequest.model_validate(kw)
+    return emulated(OpenAIProvider, DEPLOYMENT, emulator.url)
 
 
 def test_plain_text_with_usage(emulator: EmulatorHandle) -> None:
@@ -67,18 +58,7 @@ def test_system_prompt_and_multi_turn(emulator: EmulatorHandle) -> None:
 
 
 def test_tool_call_round_trip(emulator: EmulatorHandle) -> None:
-    tools = [
-        {
-            "function": {
-                "name": "get_weather",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"city": {"type": "string"}},
-                    "required": ["city"],
-                },
-            }
-        }
-    ]
+    tools = TOOLS
     first = run(complete(provider(emulator), req(tools=tools)))
     assert first.finish_reason is FinishReason.TOOL_CALLS
     call = first.tool_calls[0]
@@ -127,14 +107,10 @@ def test_image_input(emulator: EmulatorHandle) -> None:
 
 
 def test_streaming_delivers_deltas(emulator: EmulatorHandle) -> None:
-    got: list[str] = []
-
-    async def sink(delta: str) -> None:
-        got.append(delta)
-
+    sink = Collector()
     r = run(complete(provider(emulator), req(), sink))
-    assert len(got) > 3
-    assert "".join(got) == r.text
+    assert len(sink.deltas) > 3
+    assert sink.text == r.text
     assert r.usage.output_tokens > 0
 
 
@@ -155,28 +131,19 @@ def test_streaming_delivers_deltas(emulator: EmulatorHandle) -> None:
         ({"status": 403}, errors.AuthError),
     ],
 )
-def test_errors_are_mapped(emulator: EmulatorHandle, script: dict, expected: type) -> None:  # type: ignore[type-arg]
+def test_errors_are_mapped(
+    emulator: EmulatorHandle, script: dict[str, Any], expected: type[errors.ProviderError]
+) -> None:
     emulator.configure({"openai": {"script": [script]}})
-    with pytest.raises(expected) as info:
-        run(complete(provider(emulator), req()))
-    if expected is errors.RateLimited:
-        assert info.value.retry_after == 2.5
-    if script.get("message"):
-        assert script["message"] in info.value.message
+    raises_mapped(script, expected, lambda: run(complete(provider(emulator), req())), exact_type=False)
 
 
 def test_connection_refused_is_transient(emulator: EmulatorHandle) -> None:
-    dep = get_catalog().deployment("openai/gpt-4o-mini")
-    assert dep is not None
-    target = resolve_target(
-        dep, emulator_url="http://127.0.0.1:9", emulator_mode="always", emulator_path="/openai/v1"
-    )
     with pytest.raises(errors.Transient):
-        run(complete(OpenAIProvider(target), req()))
+        run(complete(emulated(OpenAIProvider, DEPLOYMENT, REFUSED_URL), req()))
 
 
 def test_missing_key_names_the_variable() -> None:
-    dep = get_catalog().deployment("openai/gpt-4o-mini")
-    assert dep is not None
+    dep = deployment(DEPLOYMENT)
     with pytest.raises(errors.MissingCredentials, match="OPENAI_API_KEY"):
         resolve_target(dep, emulator_url=None, environ={})
