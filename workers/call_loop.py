@@ -67,6 +67,23 @@ class CallLoop:
         return found
 
 
+async def prewarm(loop: CallLoop, deployments: list[Deployment], **resolve: Any) -> list[str]:
+    """Build the adapters of these deployments now, not on their first call.
+
+    Importing an SDK and building its client takes from a few hundred ms to seconds
+    (google-genai, boto3); paid on the first call, it stalls every job that arrives
+    meanwhile, and most of all the failovers that land on a deployment for the first time.
+    Returns the deployments that could not be built (a missing key, say), which are left
+    to fail on their first call with the proper error."""
+    failed: list[str] = []
+    for deployment in deployments:
+        try:
+            await loop.adapter(deployment, **resolve)
+        except Exception:
+            failed.append(deployment.name)
+    return failed
+
+
 _loop: CallLoop | None = None
 _loop_lock = threading.Lock()
 

@@ -63,10 +63,36 @@ def enqueue_dispatch(job_ids: list[str], countdown: float = 0.0) -> None:
 
 
 @worker_ready.connect
-def _start_sweeper(sender: Any = None, **_: Any) -> None:
-    """Dispatcher workers also sweep for stranded work (see workers/sweeper.py)."""
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    """Dispatcher workers also sweep for stranded work (see workers/sweeper.py); every worker
+    pays its cold start (tokenizer tables, SDK imports, clients) now rather than on a job."""
     queues = {q.name for q in sender.app.amqp.queues.consume_from.values()} if sender else set()
     if Queue.DISPATCH.value in queues:
+        from routing.tokens import count_text
         from workers.sweeper import start_sweeper_thread
 
+        count_text("warm up the tokenizer")
         start_sweeper_thread()
+    providers = {q.removeprefix("provider.") for q in queues if q.startswith("provider.")}
+    if providers:
+        warm_provider_clients(providers)
+
+
+def warm_provider_clients(providers: set[str]) -> None:
+    from llmqueue.settings import get_settings
+    from routing.catalog import get_catalog
+    from workers.call_loop import get_call_loop, prewarm
+
+    settings = get_settings()
+    loop = get_call_loop()
+    deployments = [d for d in get_catalog().deployments.values() if d.provider in providers]
+    loop.run(
+        prewarm(
+            loop,
+            deployments,
+            emulator_url=settings.emulator_url,
+            emulator_mode=settings.emulator_mode,
+            timeout_s=settings.provider_timeout_s,
+        ),
+        timeout=120,
+    )
