@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from jobstore import transitions
 from jobstore.db import transaction
-from jobstore.models import Attempt, AttemptStatus, Job, JobStatus
+from jobstore.models import Attempt, AttemptStatus, Job, JobStatus, aware
 from llmqueue.settings import Settings, get_settings
 from llmqueue.types import ChatRequest, ChatResponse
 from routing.catalog import Catalog, Deployment, get_catalog
@@ -190,7 +190,7 @@ def _finish_failure(
             return Nothing("failed", ended_batch=attempt.batch_id)
         if action is Action.RETRY:
             countdown = backoff_seconds(failures, error.retry_after, settings, _rng)
-            if job.deadline_at is not None and now + timedelta(seconds=countdown) > _aware(job.deadline_at):
+            if job.deadline_at is not None and now + timedelta(seconds=countdown) > aware(job.deadline_at):
                 transitions.fail_job(
                     session,
                     job.id,
@@ -220,7 +220,7 @@ def _not_claimed(session: Session, attempt_id: str, now: datetime) -> NextStep:
     if attempt.status in (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.CANCELLED):
         return _repair(job)
     held = attempt.lease_until
-    wait = (_aware(held) - now).total_seconds() + 1 if held else 5.0
+    wait = (aware(held) - now).total_seconds() + 1 if held else 5.0
     return SendAttempt(attempt_id, attempt.provider, max(1.0, wait))
 
 
@@ -231,10 +231,6 @@ def _repair(job: Job) -> NextStep:
         return SendDispatch(job.id)
     latest = max(job.attempts, key=lambda a: a.number, default=None)
     if latest is not None and latest.status == AttemptStatus.PENDING:
-        wait = (_aware(latest.not_before) - datetime.now(UTC)).total_seconds() if latest.not_before else 0.0
+        wait = (aware(latest.not_before) - datetime.now(UTC)).total_seconds() if latest.not_before else 0.0
         return SendAttempt(latest.id, latest.provider, max(0.0, wait))
     return Nothing("attempt already finished")
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

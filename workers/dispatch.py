@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, lazyload
 from jobstore import transitions
 from jobstore.db import transaction
 from jobstore.jobs import owner_spend
-from jobstore.models import ApiKey, AttemptStatus, Job, JobStatus
+from jobstore.models import ApiKey, AttemptStatus, Job, JobStatus, aware
 from llmqueue.settings import get_settings
 from llmqueue.types import ChatRequest
 from routing.catalog import Catalog, get_catalog
@@ -106,7 +106,7 @@ def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime |
             return Nothing("already dispatched")
         if job.status != JobStatus.QUEUED:
             return Nothing(f"job is {job.status}")
-        if job.deadline_at is not None and _aware(job.deadline_at) <= now:
+        if job.deadline_at is not None and aware(job.deadline_at) <= now:
             transitions.fail_job(
                 session,
                 job_id,
@@ -115,8 +115,8 @@ def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime |
                 now=now,
             )
             return Nothing("deadline exceeded")
-        if job.not_before is not None and _aware(job.not_before) > now:
-            return SendDispatch(job_id, (_aware(job.not_before) - now).total_seconds())
+        if job.not_before is not None and aware(job.not_before) > now:
+            return SendDispatch(job_id, (aware(job.not_before) - now).total_seconds())
         budget = remaining_budget(session, job.owner_id)
         if job.attempt_count >= MAX_ATTEMPTS_PER_JOB:
             transitions.fail_job(
@@ -182,7 +182,7 @@ def _wait_for_cooldown(session: Session, job: Job, retry_at: float | None, now: 
     """Every candidate is cooling down: wait for the earliest to reopen, up to the deadline."""
     limit = now + timedelta(seconds=get_settings().max_wait_for_cooldown_s)
     if job.deadline_at is not None:
-        limit = min(limit, _aware(job.deadline_at))
+        limit = min(limit, aware(job.deadline_at))
     wake = datetime.fromtimestamp(retry_at, UTC) if retry_at else now + timedelta(seconds=5)
     if wake > limit:
         transitions.fail_job(
@@ -195,7 +195,3 @@ def _wait_for_cooldown(session: Session, job: Job, retry_at: float | None, now: 
         return Nothing("cooldown past deadline")
     transitions.requeue(session, job.id, not_before=wake)
     return SendDispatch(job.id, max(0.05, (wake - now).total_seconds()))
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
-from llmqueue.types import ChatRequest, ChatResponse
+from llmqueue.types import ChatRequest, ChatResponse, Message
 from routing.catalog import Deployment
 from workers.providers.errors import MissingCredentials
 
@@ -100,3 +100,20 @@ def _read_key(key_env: str, env: Mapping[str, str]) -> str | None:
         if env.get(name):
             return env[name]
     return None
+
+
+def openai_style_content(message: Message) -> str | list[dict[str, Any]]:
+    """A message's content as text and `image_url` parts, the shape OpenAI set and Cohere's
+    and Mistral's chat APIs also take."""
+    if message.content is None or isinstance(message.content, str):
+        return message.content or ""
+    parts: list[dict[str, Any]] = []
+    for part in message.content:
+        if part.type == "text":
+            parts.append({"type": "text", "text": part.text or ""})
+        elif part.image_url is not None:
+            image: dict[str, Any] = {"url": part.image_url.url}
+            if part.image_url.detail:
+                image["detail"] = part.image_url.detail
+            parts.append({"type": "image_url", "image_url": image})
+    return parts

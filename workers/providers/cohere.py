@@ -32,7 +32,7 @@ from llmqueue.types import (
     Usage,
     pick_rate_limit_headers,
 )
-from workers.providers.base import Target, TextSink
+from workers.providers.base import Target, TextSink, openai_style_content
 from workers.providers.errors import (
     AuthError,
     ContentFiltered,
@@ -59,21 +59,6 @@ FINISH_REASONS = {
 COHERE_LIMIT_HEADERS = ("x-trial-endpoint-call-", "x-endpoint-monthly-call-")
 
 
-def _content(message: Message) -> str | list[dict[str, Any]]:
-    if message.content is None or isinstance(message.content, str):
-        return message.content or ""
-    parts: list[dict[str, Any]] = []
-    for part in message.content:
-        if part.type == "text":
-            parts.append({"type": "text", "text": part.text or ""})
-        elif part.image_url is not None:
-            image: dict[str, Any] = {"url": part.image_url.url}
-            if part.image_url.detail:
-                image["detail"] = part.image_url.detail
-            parts.append({"type": "image_url", "image_url": image})
-    return parts
-
-
 def _message(message: Message) -> dict[str, Any]:
     if message.role in ("system", "developer"):
         return {"role": "system", "content": message.text()}
@@ -93,7 +78,7 @@ def _message(message: Message) -> dict[str, Any]:
                 for c in message.tool_calls
             ]
         return out
-    return {"role": "user", "content": _content(message)}
+    return {"role": "user", "content": openai_style_content(message)}
 
 
 def to_cohere_params(request: ChatRequest, model: str) -> dict[str, Any]:

@@ -29,12 +29,11 @@ from llmqueue.types import (
     ChatResponse,
     FinishReason,
     FunctionCall,
-    Message,
     ToolCall,
     Usage,
     pick_rate_limit_headers,
 )
-from workers.providers.base import Target, TextSink
+from workers.providers.base import Target, TextSink, openai_style_content
 from workers.providers.errors import (
     ContentFiltered,
     ContextTooLong,
@@ -72,21 +71,6 @@ def mistral_tool_id(call_id: str | None) -> str:
     return hashlib.sha256((call_id or "").encode()).hexdigest()[:9]
 
 
-def _content(message: Message) -> str | list[dict[str, Any]]:
-    if message.content is None or isinstance(message.content, str):
-        return message.content or ""
-    parts: list[dict[str, Any]] = []
-    for part in message.content:
-        if part.type == "text":
-            parts.append({"type": "text", "text": part.text or ""})
-        elif part.image_url is not None:
-            image: dict[str, Any] = {"url": part.image_url.url}
-            if part.image_url.detail:
-                image["detail"] = part.image_url.detail
-            parts.append({"type": "image_url", "image_url": image})
-    return parts
-
-
 def to_mistral_params(request: ChatRequest, model: str) -> dict[str, Any]:
     """Our request as keyword arguments for `chat.complete_async` / `chat.stream_async`."""
     messages: list[dict[str, Any]] = []
@@ -118,7 +102,7 @@ def to_mistral_params(request: ChatRequest, model: str) -> dict[str, Any]:
                 tool["name"] = name
             messages.append(tool)
         else:
-            messages.append({"role": "user", "content": _content(m)})
+            messages.append({"role": "user", "content": openai_style_content(m)})
     params: dict[str, Any] = {"model": model, "messages": messages}
     if request.tools:
         params["tools"] = [
