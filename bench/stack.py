@@ -10,6 +10,7 @@ HTTP like any client; progress and attempt timings are read straight from Postgr
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from typing import Any
 import httpx
 import psycopg
 import redis
+from celery import Celery
 
 from emulator.server import free_port
 
@@ -81,18 +83,13 @@ class BenchStack:
         self._cli("migrate")
         self._spawn("emulator", "--port", str(self.emulator_port))
         self._spawn("api", "--port", str(self.api_port))
+        names = []
         for spec in self.workers:
-            self._spawn(
-                "worker",
-                "-Q",
-                spec.queues,
-                "-c",
-                str(spec.concurrency),
-                "--name",
-                f"bench{len(self.procs)}-{self.run_id}@%h",
-            )
+            names.append(f"bench{len(self.procs)}-{self.run_id}@{socket.gethostname()}")
+            self._spawn("worker", "-Q", spec.queues, "-c", str(spec.concurrency), "--name", names[-1])
         self._wait_http(f"{self.emulator_url}/_emulator/health")
         self._wait_http(f"{self.api_url}/healthz")
+        self._wait_workers(names)
         self.key = self._cli("keys", "create", "--name", "bench")
         # One connection for all progress queries: Postgres's connection slots are shared.
         self.conn = psycopg.connect(self.db_url, autocommit=True)
@@ -102,7 +99,6 @@ class BenchStack:
             timeout=60,
             limits=httpx.Limits(max_connections=64),
         )
-        time.sleep(3)  # workers announce ready in their logs only; give them time to connect
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -150,6 +146,19 @@ class BenchStack:
                 stderr=subprocess.DEVNULL,
             )
         )
+
+    def _wait_workers(self, names: list[str], timeout: float = 120) -> None:
+        """A worker answers a ping only once its warm-up (SDK clients, tokenizer) is done:
+        a run started before that would measure the cold start, not the pipeline."""
+        control = Celery(broker=REDIS_URL)
+        control.conf.broker_transport_options = {"global_keyprefix": self.prefix}
+        waiting = set(names)
+        deadline = time.monotonic() + timeout
+        while waiting:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers not ready after {timeout:.0f} s: {sorted(waiting)}")
+            for reply in control.control.ping(destination=sorted(waiting), timeout=0.5):
+                waiting -= set(reply)
 
     @staticmethod
     def _wait_http(url: str, timeout: float = 30) -> None:
