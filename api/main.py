@@ -6,8 +6,11 @@ The API validates, writes and enqueues; it never calls a provider.
 from __future__ import annotations
 
 import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
 from routing.catalog import get_catalog
@@ -28,9 +31,22 @@ ROUTE_MODULES = (
 )
 
 
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    """Pay the cold start before the first request: database connections, and the tokenizer
+    tables that validation counts input tokens with (about half a second to load)."""
+    from jobstore.db import warm_pool
+    from routing.tokens import count_text
+
+    await run_in_threadpool(warm_pool)
+    await run_in_threadpool(count_text, "warm up the tokenizer")
+    yield
+
+
 def create_app() -> FastAPI:
     get_catalog()  # a malformed catalog fails the start, not the first request
     app = FastAPI(
+        lifespan=lifespan,
         title="llmqueue",
         version="0.1.0",
         description="Asynchronous, durable LLM generation jobs routed across providers. "

@@ -6,6 +6,7 @@ can share one file; Postgres gets a pool sized for a threaded worker.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -15,6 +16,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from llmqueue.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 
 @cache
@@ -47,6 +50,24 @@ def engine_for(url: str) -> Engine:
 
 def get_engine() -> Engine:
     return engine_for(get_settings().sqlalchemy_url)
+
+
+def warm_pool() -> None:
+    """Open the pool's connections now, at process start: a burst of first jobs would
+    otherwise each pay a connection setup (a Postgres backend start) while holding up the
+    rest. A database not up yet is not fatal here; the first transaction will say so."""
+    engine = get_engine()
+    if engine.dialect.name == "sqlite":
+        return
+    connections = []
+    try:
+        for _ in range(get_settings().db_pool_size):
+            connections.append(engine.connect())
+    except Exception as exc:
+        log.warning("could not open database connections at start: %s", exc)
+    finally:
+        for connection in connections:
+            connection.close()
 
 
 @cache
