@@ -236,11 +236,12 @@ def add_openai_lines(intake: Intake, catalog: Catalog, endpoint: str, lines: Ite
 
 def dispatch_in_windows(job_ids: list[str], window: int = DISPATCH_WINDOW) -> int:
     """Send committed jobs to the dispatcher, `window` ids per message; returns messages sent."""
+    from workers.queues import Priority
     from workers.tasks import enqueue_dispatch
 
     sent = 0
     for start in range(0, len(job_ids), window):
-        enqueue_dispatch(job_ids[start : start + window])
+        enqueue_dispatch(job_ids[start : start + window], priority=Priority.BATCH)
         sent += 1
     return sent
 

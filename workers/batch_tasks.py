@@ -25,12 +25,12 @@ from sqlalchemy.exc import OperationalError
 from jobstore import batch_results, batches
 from jobstore.batch_models import ENDED_BATCH_STATUSES, Batch, BatchKind, BatchStatus
 from jobstore.db import transaction
-from jobstore.models import ENDED_JOB_STATUSES, Job, JobStatus
+from jobstore.models import JobStatus
 from llmqueue.documents import reduce_text, user_request
 from llmqueue.settings import get_settings
 from workers.celery_app import app
 from workers.next_step import NextStep, Nothing
-from workers.queues import Queue
+from workers.queues import Priority, Queue
 from workers.streams import shared_redis
 
 log = logging.getLogger(__name__)
@@ -44,24 +44,12 @@ BATCH_SWEEP_S = 30.0
 # ---------------------------------------------------------------- hooks the job tasks call
 
 
-def after_attempt(step: NextStep) -> None:
-    """Called once a provider task is done: if its job ended a batch's job, check that batch.
-    (Jobs ended some other way are caught by the periodic check of open batches.)"""
+def after_step(step: NextStep) -> None:
+    """Called once a task has sent its step: if the step ended a batch's job (a result, a
+    failure, no route), check that batch. (Jobs ended some other way, such as a cancel, are
+    caught by the periodic check of open batches.)"""
     if isinstance(step, Nothing) and step.ended_batch is not None:
         schedule_check(step.ended_batch)
-
-
-def after_dispatch(job_ids: list[str]) -> None:
-    """Called after a dispatch message: jobs the dispatcher failed (no route, deadline) end here."""
-    with transaction() as session:
-        batch_ids = session.scalars(
-            select(Job.batch_id)
-            .where(Job.id.in_(job_ids), Job.batch_id.is_not(None), Job.status.in_(ENDED_JOB_STATUSES))
-            .distinct()
-        ).all()
-    for batch_id in batch_ids:
-        if batch_id is not None:
-            schedule_check(batch_id)
 
 
 def schedule_check(batch_id: str, countdown: float = CHECK_DEBOUNCE_S) -> None:
@@ -130,7 +118,7 @@ def check_batch(batch_id: str) -> str:
         released = batches.release_ready_reduces(session, batch, reduce_request)
     ready = [r.job_id for r in released if r.dispatch]
     for start in range(0, len(ready), DISPATCH_WINDOW):
-        enqueue_dispatch(ready[start : start + DISPATCH_WINDOW])
+        enqueue_dispatch(ready[start : start + DISPATCH_WINDOW], priority=Priority.BATCH)
     now = datetime.now(UTC)
     with transaction() as session:
         if batches.count_batch(session, batch_id).open_jobs > 0:
@@ -251,8 +239,7 @@ def send_webhook(self: Task, batch_id: str) -> None:
 
 __all__ = [
     "BatchStatus",
-    "after_attempt",
-    "after_dispatch",
+    "after_step",
     "batch_check",
     "check_open_batches",
     "send_webhook",

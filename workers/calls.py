@@ -27,8 +27,10 @@ from routing.catalog import Catalog, Deployment, get_catalog
 from routing.costs import settle_cost
 from workers import health, streams
 from workers.call_loop import get_call_loop
+from workers.dispatch import route_queued_job
 from workers.next_step import NextStep, Nothing, SendAttempt, SendDispatch
 from workers.providers.errors import Action, ProviderError, Transient, action_for
+from workers.queues import Priority
 
 log = logging.getLogger(__name__)
 _rng = random.Random()
@@ -91,10 +93,11 @@ def run_attempt(
             Action.FAILOVER,
             None,
             settings,
+            catalog,
         )
     if not health.admit(deployment.name, time.time()):
         return _finish_failure(
-            attempt, token, Transient("circuit breaker open"), Action.FAILOVER, None, settings
+            attempt, token, Transient("circuit breaker open"), Action.FAILOVER, None, settings, catalog
         )
     started = time.perf_counter()
     try:
@@ -102,16 +105,14 @@ def run_attempt(
     except FuturesTimeout:
         exc = Transient(f"no answer within {call_timeout(settings):.0f} s")
         latency = (time.perf_counter() - started) * 1000
-        health.record_failure(deployment.name, time.time(), exc)
-        return _finish_failure(attempt, token, exc, action_for(exc), latency, settings)
+        return _after_failed_call(attempt, token, deployment, exc, latency, settings, catalog)
     except ProviderError as exc:
         latency = (time.perf_counter() - started) * 1000
-        health.record_failure(deployment.name, time.time(), exc)
-        return _finish_failure(attempt, token, exc, action_for(exc), latency, settings)
+        return _after_failed_call(attempt, token, deployment, exc, latency, settings, catalog)
     except Exception as exc:  # an adapter bug must not strand the job: retry, then fail over
         log.exception("unexpected error calling %s", deployment.name)
         unexpected = Transient(f"unexpected {type(exc).__name__} in the {deployment.provider} adapter")
-        return _finish_failure(attempt, token, unexpected, Action.RETRY, None, settings)
+        return _finish_failure(attempt, token, unexpected, Action.RETRY, None, settings, catalog)
     latency = (time.perf_counter() - started) * 1000
     health.record_success(deployment.name, time.time(), latency)
     outcome = transitions.CallOutcome(
@@ -155,6 +156,26 @@ def _call(
     return loop.run(go(), timeout=call_timeout(settings))
 
 
+def _after_failed_call(
+    attempt: transitions.ClaimedCall,
+    token: str,
+    deployment: Deployment,
+    error: ProviderError,
+    latency: float,
+    settings: Settings,
+    catalog: Catalog,
+) -> NextStep:
+    """Count the failure against the deployment, then finish the attempt. A retryable error
+    that leaves the deployment's breaker open fails over at once: retrying there would only
+    wait out a backoff to be refused by the breaker (and every job doing so at once would
+    arrive back at the dispatcher together)."""
+    after = health.record_failure(deployment.name, time.time(), error)
+    action = action_for(error)
+    if action is Action.RETRY and after is not None and after.breaker == "open":
+        action = Action.FAILOVER
+    return _finish_failure(attempt, token, error, action, latency, settings, catalog)
+
+
 def _finish_failure(
     attempt: transitions.ClaimedCall,
     token: str,
@@ -162,6 +183,7 @@ def _finish_failure(
     action: Action,
     latency: float | None,
     settings: Settings,
+    catalog: Catalog,
 ) -> NextStep:
     now = datetime.now(UTC)
     with transaction() as session:
@@ -202,10 +224,12 @@ def _finish_failure(
             retry = transitions.schedule_retry(session, attempt, now + timedelta(seconds=countdown))
             if retry is None:
                 return Nothing("job closed")
-            return SendAttempt(retry.id, retry.provider, countdown)
-        if transitions.requeue(session, job.id):
-            return SendDispatch(job.id)
-        return Nothing("job closed")
+            return SendAttempt(retry.id, retry.provider, countdown, priority=Priority.AHEAD)
+        if not transitions.requeue(session, job.id):
+            return Nothing("job closed")
+        # Route on now, in this transaction: the failover costs one commit and no queue hop.
+        session.expire(job, ["attempts"])  # reload them with this failure in
+        return route_queued_job(session, job, catalog=catalog, now=now)
 
 
 def _not_claimed(session: Session, attempt_id: str, now: datetime) -> NextStep:
@@ -221,16 +245,16 @@ def _not_claimed(session: Session, attempt_id: str, now: datetime) -> NextStep:
         return _repair(job)
     held = attempt.lease_until
     wait = (aware(held) - now).total_seconds() + 1 if held else 5.0
-    return SendAttempt(attempt_id, attempt.provider, max(1.0, wait))
+    return SendAttempt(attempt_id, attempt.provider, max(1.0, wait), priority=Priority.AHEAD)
 
 
 def _repair(job: Job) -> NextStep:
     """A redelivered message for a finished attempt: resend whatever its commit promised
     (a crash between commit and send would otherwise strand the job)."""
     if job.status == JobStatus.QUEUED:
-        return SendDispatch(job.id)
+        return SendDispatch(job.id, priority=Priority.AHEAD)
     latest = max(job.attempts, key=lambda a: a.number, default=None)
     if latest is not None and latest.status == AttemptStatus.PENDING:
         wait = (aware(latest.not_before) - datetime.now(UTC)).total_seconds() if latest.not_before else 0.0
-        return SendAttempt(latest.id, latest.provider, max(0.0, wait))
+        return SendAttempt(latest.id, latest.provider, max(0.0, wait), priority=Priority.AHEAD)
     return Nothing("attempt already finished")

@@ -14,7 +14,7 @@ from celery import Celery
 from kombu.entity import Queue as KombuQueue
 
 from llmqueue.settings import get_settings
-from workers.queues import ALL_QUEUES, Queue
+from workers.queues import ALL_QUEUES, Priority, Queue
 
 
 def make_celery() -> Celery:
@@ -50,6 +50,7 @@ def make_celery() -> Celery:
         worker_send_task_events=settings.task_events,  # Flower watches these
         task_send_sent_event=settings.task_events and settings.task_sent_events,
         task_default_queue=Queue.DISPATCH.value,
+        task_default_priority=Priority.NORMAL.value,  # see workers/queues.Priority
         task_queues=[KombuQueue(name) for name in ALL_QUEUES],  # type: ignore[no-untyped-call]
         task_routes={"llmqueue.dispatch": {"queue": Queue.DISPATCH.value}},
         timezone="UTC",

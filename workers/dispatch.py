@@ -27,6 +27,7 @@ from routing.catalog import Catalog, get_catalog
 from routing.router import NoRoute, RoutingError, RoutingRequest, route
 from workers.health import health_snapshot, next_rotation
 from workers.next_step import NextStep, Nothing, SendAttempt, SendDispatch
+from workers.queues import Priority
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,13 @@ def last_error(job: Job) -> str:
     return f" (last error on {latest.deployment}: {kind}: {latest.error_message})"
 
 
+def priority_of(job: Job) -> Priority:
+    """A job tried before goes ahead; a batch's jobs give way to jobs sent one by one."""
+    if job.attempt_count > 0:
+        return Priority.AHEAD
+    return Priority.BATCH if job.batch_id else Priority.NORMAL
+
+
 def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime | None = None) -> NextStep:
     catalog = catalog or get_catalog()
     now = now or datetime.now(UTC)
@@ -102,80 +110,83 @@ def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime |
         if job.status == JobStatus.DISPATCHED:
             pending = transitions.latest_attempt(session, job_id)
             if pending is not None and pending.status == AttemptStatus.PENDING:
-                return SendAttempt(pending.id, pending.provider)
+                return SendAttempt(pending.id, pending.provider, priority=priority_of(job))
             return Nothing("already dispatched")
         if job.status != JobStatus.QUEUED:
             return Nothing(f"job is {job.status}")
-        if job.deadline_at is not None and aware(job.deadline_at) <= now:
-            transitions.fail_job(
-                session,
-                job_id,
-                error_type="deadline_exceeded",
-                message="the job's deadline passed before any deployment could serve it",
-                now=now,
-            )
-            return Nothing("deadline exceeded")
-        if job.not_before is not None and aware(job.not_before) > now:
-            return SendDispatch(job_id, (aware(job.not_before) - now).total_seconds())
-        budget = remaining_budget(session, job.owner_id)
-        if job.attempt_count >= MAX_ATTEMPTS_PER_JOB:
-            transitions.fail_job(
-                session,
-                job_id,
-                error_type="attempts_exhausted",
-                message=f"gave up after {job.attempt_count} attempts",
-                now=now,
-            )
-            return Nothing("attempts exhausted")
-        snapshot = health_snapshot(list(catalog.deployments), now.timestamp())
-        rotation = next_rotation("round_robin") if job.strategy == "round_robin" else 0
-        tried = failed_over_deployments(job)
-        try:
-            try:
-                decision = route(
-                    routing_request_for(job, exclude=tried, budget=budget),
-                    catalog,
-                    snapshot,
-                    now=now.timestamp(),
-                    rng=_rng,
-                    rotation=rotation,
-                )
-            except NoRoute:
-                lasting = lastingly_failed_deployments(job)
-                if not tried - lasting:
-                    raise
-                # Every candidate has failed over once: go round again, now gated only by
-                # the breakers (a cooled-down deployment gets another chance).
-                decision = route(
-                    routing_request_for(job, exclude=lasting, budget=budget),
-                    catalog,
-                    snapshot,
-                    now=now.timestamp(),
-                    rng=_rng,
-                    rotation=rotation,
-                )
-        except NoRoute as exc:
-            transitions.fail_job(
-                session, job_id, error_type="no_route", message=f"{exc}{last_error(job)}", now=now
-            )
-            return Nothing("no route")
-        except RoutingError as exc:
-            transitions.fail_job(session, job_id, error_type="routing_error", message=str(exc), now=now)
-            return Nothing("routing error")
-        if not decision.candidates:
-            return _wait_for_cooldown(session, job, decision.retry_at, now)
-        chosen = decision.candidates[0].deployment
-        attempt = transitions.begin_dispatch(
+        return route_queued_job(session, job, catalog=catalog, now=now)
+
+
+def route_queued_job(session: Session, job: Job, *, catalog: Catalog, now: datetime) -> NextStep:
+    """Route a job that is queued in `session`'s transaction and create its next attempt
+    there. The dispatcher calls it for new jobs; a provider worker calls it for a failover,
+    in the same transaction that recorded the failed attempt (one commit, not three)."""
+    if job.deadline_at is not None and aware(job.deadline_at) <= now:
+        return _fail(
             session,
-            job_id,
-            provider=chosen.provider,
-            model=chosen.model.id,
-            deployment=chosen.name,
-            explanation=decision.explanation(),
+            job,
+            "deadline_exceeded",
+            "the job's deadline passed before any deployment could serve it",
+            now,
         )
-        if attempt is None:
-            return Nothing("raced: job no longer queued")
-        return SendAttempt(attempt.id, attempt.provider)
+    if job.not_before is not None and aware(job.not_before) > now:
+        wait = (aware(job.not_before) - now).total_seconds()
+        return SendDispatch(job.id, wait, priority=priority_of(job))
+    if job.attempt_count >= MAX_ATTEMPTS_PER_JOB:
+        return _fail(session, job, "attempts_exhausted", f"gave up after {job.attempt_count} attempts", now)
+    budget = remaining_budget(session, job.owner_id)
+    snapshot = health_snapshot(list(catalog.deployments), now.timestamp())
+    rotation = next_rotation("round_robin") if job.strategy == "round_robin" else 0
+    tried = failed_over_deployments(job)
+    try:
+        try:
+            decision = route(
+                routing_request_for(job, exclude=tried, budget=budget),
+                catalog,
+                snapshot,
+                now=now.timestamp(),
+                rng=_rng,
+                rotation=rotation,
+            )
+        except NoRoute:
+            lasting = lastingly_failed_deployments(job)
+            if not tried - lasting:
+                raise
+            # Every candidate has failed over once: go round again, now gated only by
+            # the breakers (a cooled-down deployment gets another chance).
+            decision = route(
+                routing_request_for(job, exclude=lasting, budget=budget),
+                catalog,
+                snapshot,
+                now=now.timestamp(),
+                rng=_rng,
+                rotation=rotation,
+            )
+    except NoRoute as exc:
+        return _fail(session, job, "no_route", f"{exc}{last_error(job)}", now)
+    except RoutingError as exc:
+        return _fail(session, job, "routing_error", str(exc), now)
+    if not decision.candidates:
+        return _wait_for_cooldown(session, job, decision.retry_at, now)
+    chosen = decision.candidates[0].deployment
+    priority = priority_of(job)  # before begin_dispatch counts the new attempt
+    attempt = transitions.begin_dispatch(
+        session,
+        job.id,
+        provider=chosen.provider,
+        model=chosen.model.id,
+        deployment=chosen.name,
+        explanation=decision.explanation(),
+    )
+    if attempt is None:
+        return Nothing("raced: job no longer queued")
+    return SendAttempt(attempt.id, attempt.provider, priority=priority)
+
+
+def _fail(session: Session, job: Job, error_type: str, message: str, now: datetime) -> Nothing:
+    """The job ends here, failed; a batch it belongs to has moved on."""
+    transitions.fail_job(session, job.id, error_type=error_type, message=message, now=now)
+    return Nothing(error_type, ended_batch=job.batch_id)
 
 
 def _wait_for_cooldown(session: Session, job: Job, retry_at: float | None, now: datetime) -> NextStep:
@@ -185,13 +196,12 @@ def _wait_for_cooldown(session: Session, job: Job, retry_at: float | None, now: 
         limit = min(limit, aware(job.deadline_at))
     wake = datetime.fromtimestamp(retry_at, UTC) if retry_at else now + timedelta(seconds=5)
     if wake > limit:
-        transitions.fail_job(
+        return _fail(
             session,
-            job.id,
-            error_type="all_deployments_down",
-            message="every eligible deployment is cooling down past the job's deadline",
-            now=now,
+            job,
+            "all_deployments_down",
+            "every eligible deployment is cooling down past the job's deadline",
+            now,
         )
-        return Nothing("cooldown past deadline")
     transitions.requeue(session, job.id, not_before=wake)
-    return SendDispatch(job.id, max(0.05, (wake - now).total_seconds()))
+    return SendDispatch(job.id, max(0.05, (wake - now).total_seconds()), priority=Priority.AHEAD)

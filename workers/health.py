@@ -171,11 +171,13 @@ def record_success(deployment: str, now: float, latency_ms: float) -> None:
     _successes.add(deployment, latency_ms, now)
 
 
-def record_failure(deployment: str, now: float, error: ProviderError) -> None:
+def record_failure(deployment: str, now: float, error: ProviderError) -> DeploymentHealth | None:
+    """Count a failure against the deployment; returns its health after it (None when the
+    error was the request's fault and so not counted)."""
     if isinstance(error, NOT_THE_DEPLOYMENTS_FAULT):
-        return
+        return None
     _successes.flush(deployment, now)
-    store().record_failure(deployment, now=now, retry_after=error.retry_after)
+    return store().record_failure(deployment, now=now, retry_after=error.retry_after)
 
 
 def health_snapshot(names: Iterable[str], now: float) -> dict[str, DeploymentHealth]:

@@ -3,11 +3,17 @@
 The plain functions in `dispatch.py` and `calls.py` commit their state change and return
 one of these; the thin tasks in `tasks.py` send it. Enqueueing only after the commit means
 a message never names a row that does not exist yet.
+
+Each step carries the priority its message is sent at (see `workers.queues.Priority`):
+work for a job that was tried already (a retry, a failover, a wake-up after a cooldown) is
+sent AHEAD, so a failed-over job does not queue again behind every job submitted since.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from workers.queues import Priority
 
 
 @dataclass(frozen=True)
@@ -15,12 +21,14 @@ class SendAttempt:
     attempt_id: str
     provider: str
     countdown: float = 0.0
+    priority: Priority = Priority.NORMAL
 
 
 @dataclass(frozen=True)
 class SendDispatch:
     job_id: str
     countdown: float = 0.0
+    priority: Priority = Priority.NORMAL
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,29 @@
-"""Every queue name in one place: the dispatcher's, and one per provider."""
+"""Every queue name in one place: the dispatcher's, and one per provider; and the two
+message priorities."""
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 from routing.catalog import PROVIDERS
 
 
 class Queue(StrEnum):
     DISPATCH = "dispatch"
+
+
+class Priority(IntEnum):
+    """Message priority in kombu's Redis order, where a lower number is served first: each
+    priority is its own Redis list, and a worker's BRPOP names the lower lists first. Work for
+    a job that was tried already (retries, failovers) goes AHEAD of new jobs, so a failover
+    does not wait behind the backlog; a batch's jobs give way to jobs submitted one by one,
+    so an interactive request is not stuck behind a hundred thousand documents. Brokers
+    without priorities (the embedded SQL broker) ignore it and serve in order.
+    """
+
+    AHEAD = 0
+    NORMAL = 3
+    BATCH = 6
 
 
 def provider_queue(provider: str) -> str:

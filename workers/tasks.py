@@ -13,12 +13,12 @@ from celery import Task
 from celery.signals import worker_ready
 from sqlalchemy.exc import OperationalError
 
-from workers.batch_tasks import after_attempt, after_dispatch
+from workers.batch_tasks import after_step
 from workers.calls import run_attempt
 from workers.celery_app import app
 from workers.dispatch import dispatch_job
 from workers.next_step import NextStep, SendAttempt, SendDispatch
-from workers.queues import Queue, provider_queue
+from workers.queues import Priority, Queue, provider_queue
 
 INFRA_RETRY = {
     "autoretry_for": (OperationalError, ConnectionError),
@@ -33,47 +33,64 @@ INFRA_RETRY = {
 def dispatch(self: Task, job_ids: list[str]) -> None:
     """Route each job and send it to its provider's queue. Takes several ids per message."""
     for job_id in job_ids:
-        send(dispatch_job(job_id))
-    after_dispatch(job_ids)
+        step = dispatch_job(job_id)
+        send(step)
+        after_step(step)
 
 
 @app.task(name="llmqueue.call", bind=True, **INFRA_RETRY)
 def call_provider(self: Task, attempt_id: str) -> None:
     """Make one attempt's provider call, then send whatever comes next."""
-    step = run_attempt(attempt_id)
-    after_attempt(step)
+    step = run_attempt(attempt_id)  # a failover comes back already routed (see calls.py)
     if isinstance(step, SendDispatch) and not step.countdown:
-        # A failover: route it here rather than queue it behind new jobs for the dispatcher.
-        step = dispatch_job(step.job_id)
+        step = dispatch_job(step.job_id)  # a repair: route it here, not via the dispatch queue
     send(step)
+    after_step(step)
 
 
 def send(step: NextStep) -> None:
     if isinstance(step, SendAttempt):
         call_provider.apply_async(
-            args=[step.attempt_id], queue=provider_queue(step.provider), countdown=step.countdown or None
+            args=[step.attempt_id],
+            queue=provider_queue(step.provider),
+            countdown=step.countdown or None,
+            priority=step.priority,
         )
     elif isinstance(step, SendDispatch):
-        enqueue_dispatch([step.job_id], countdown=step.countdown)
+        enqueue_dispatch([step.job_id], countdown=step.countdown, priority=step.priority)
 
 
-def enqueue_dispatch(job_ids: list[str], countdown: float = 0.0) -> None:
+def enqueue_dispatch(
+    job_ids: list[str], countdown: float = 0.0, *, priority: Priority = Priority.NORMAL
+) -> None:
     """Hand jobs to the dispatcher (the API calls this after its commit)."""
-    dispatch.apply_async(args=[job_ids], queue=Queue.DISPATCH.value, countdown=countdown or None)
+    dispatch.apply_async(
+        args=[job_ids],
+        queue=Queue.DISPATCH.value,
+        countdown=countdown or None,
+        priority=priority,
+    )
 
 
 @worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     """Dispatcher workers also sweep for stranded work (see workers/sweeper.py); every worker
-    pays its cold start (tokenizer tables, SDK imports, clients) now rather than on a job."""
+    pays its cold start (database connections, tokenizer tables, SDK imports, clients) now
+    rather than on its first jobs."""
+    from jobstore.db import warm_pool
+
+    warm_pool()
     queues = {q.name for q in sender.app.amqp.queues.consume_from.values()} if sender else set()
-    if Queue.DISPATCH.value in queues:
+    providers = {q.removeprefix("provider.") for q in queues if q.startswith("provider.")}
+    if Queue.DISPATCH.value in queues or providers:
+        # Provider workers route failovers themselves (call_provider), so they count tokens too.
         from routing.tokens import count_text
-        from workers.sweeper import start_sweeper_thread
 
         count_text("warm up the tokenizer")
+    if Queue.DISPATCH.value in queues:
+        from workers.sweeper import start_sweeper_thread
+
         start_sweeper_thread()
-    providers = {q.removeprefix("provider.") for q in queues if q.startswith("provider.")}
     if providers:
         warm_provider_clients(providers)
 
