@@ -7,6 +7,7 @@ import os
 import time
 
 import psycopg
+import redis
 
 from tests.integration.conftest import Stack, WorkerProcess
 
@@ -33,6 +34,31 @@ def test_transient_errors_are_retried_with_backoff(stack: Stack) -> None:
     job = stack.wait(stack.submit(body("flaky")).json()["id"])
     assert job["status"] == "succeeded"
     assert [a["status"] for a in job["attempts"]] == ["failed", "failed", "succeeded"]
+
+
+def test_a_failure_that_opens_the_breaker_fails_over_at_once(stack: Stack) -> None:
+    """Retrying on a deployment whose breaker just opened would wait out a backoff only to
+    be refused; the job moves to its fallback straight away instead."""
+    from workers.health_store import HealthStore
+
+    health = HealthStore(
+        redis.Redis.from_url(os.environ["REDIS_URL"]), prefix=os.environ["LLMQUEUE_REDIS_PREFIX"]
+    )
+    time.sleep(1.0)  # successes of earlier tests reach the store up to 0.5 s late: let them land
+    health.reset()
+    for _ in range(4):  # one more failure opens it (failure_threshold 5)
+        health.record_failure("openai/gpt-4o-mini", time.time())
+    stack.emulator.configure({"openai": {"script": [{"status": 500}]}})
+    fallback = "mistral/mistral-small"
+    job = stack.wait(
+        stack.submit(body("the fifth failure", "openai/gpt-4o-mini") | {"fallbacks": [fallback]}).json()["id"]
+    )
+    assert job["status"] == "succeeded", job
+    first, second = job["attempts"]
+    assert first["deployment"] == "openai/gpt-4o-mini"
+    assert first["error"]["type"] == "failover:transient", first
+    assert second["deployment"] == fallback and second["status"] == "succeeded"
+    assert len(stack.emulator.calls(provider="openai")) == 1
 
 
 def test_provider_400_fails_the_job_with_the_providers_message(stack: Stack) -> None:
