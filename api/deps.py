@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -14,8 +16,12 @@ from jobstore.db import session_factory
 from jobstore.jobs import find_api_key, hash_secret
 from jobstore.models import ApiKey
 
+# Valid keys only, by digest, for up to 30 s (a revoked key lapses within that) and at most
+# _KEY_CACHE_MAX of them, least recently used out first.
 _KEY_CACHE_S = 30.0
-_key_cache: dict[str, tuple[float, ApiKey]] = {}
+_KEY_CACHE_MAX = 10_000
+_key_cache: OrderedDict[str, tuple[float, ApiKey]] = OrderedDict()
+_key_cache_lock = threading.Lock()  # sync dependencies run on a thread pool
 
 
 def get_session() -> Iterator[Session]:
@@ -47,14 +53,20 @@ def current_key(session: SessionDep, authorization: Annotated[str | None, Header
             code="invalid_api_key",
         )
     digest = hash_secret(secret.strip())
-    cached = _key_cache.get(digest)
-    if cached is not None and time.monotonic() - cached[0] < _KEY_CACHE_S:
-        return cached[1]
+    with _key_cache_lock:
+        cached = _key_cache.get(digest)
+        if cached is not None and time.monotonic() - cached[0] < _KEY_CACHE_S:
+            _key_cache.move_to_end(digest)
+            return cached[1]
     key = find_api_key(session, secret.strip())
     if key is None:
         raise ApiError(401, "invalid API key", param="Authorization", code="invalid_api_key")
     session.expunge(key)
-    _key_cache[digest] = (time.monotonic(), key)
+    with _key_cache_lock:
+        _key_cache[digest] = (time.monotonic(), key)
+        _key_cache.move_to_end(digest)
+        while len(_key_cache) > _KEY_CACHE_MAX:
+            _key_cache.popitem(last=False)
     return key
 
 

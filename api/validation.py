@@ -47,16 +47,13 @@ PARAM_FOR_CAPABILITY = {
 
 
 def routing_request(create: JobCreate, budget_remaining: Decimal | None) -> RoutingRequest:
-    return RoutingRequest(
-        request=create.chat_request(),
+    return RoutingRequest.from_stored(
+        create.chat_request(),
         model=create.model,
         strategy=create.strategy,
-        fallbacks=tuple(create.fallbacks),
-        cost_weight=create.cost_weight,
-        min_quality=create.min_quality,
-        max_cost_usd=create.max_cost_usd,
-        budget_remaining_usd=budget_remaining,
+        options=create.routing_options(),
         stream=create.stream,
+        budget_remaining_usd=budget_remaining,
     )
 
 

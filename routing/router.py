@@ -50,6 +50,36 @@ class RoutingRequest:
     exclude: frozenset[str] = frozenset()  # deployments already failed over for this job
     stream: bool = False  # the caller wants a streamed answer: requires "streaming"
 
+    @classmethod
+    def from_stored(
+        cls,
+        request: ChatRequest,
+        *,
+        model: str | None,
+        strategy: str | None,
+        options: Mapping[str, Any] | None,
+        stream: bool,
+        budget_remaining_usd: Decimal | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> RoutingRequest:
+        """The request as a job stores it (`options`: fallbacks, cost_weight, min_quality,
+        max_cost_usd as a string). The API checks a submission through this same path, so
+        what it accepts is exactly what the dispatcher will route."""
+        options = options or {}
+        max_cost = options.get("max_cost_usd")
+        return cls(
+            request=request,
+            model=model,
+            strategy=strategy,
+            fallbacks=tuple(options.get("fallbacks") or ()),
+            cost_weight=float(options.get("cost_weight", 0.6)),
+            min_quality=options.get("min_quality"),
+            max_cost_usd=Decimal(str(max_cost)) if max_cost is not None else None,
+            budget_remaining_usd=budget_remaining_usd,
+            exclude=exclude,
+            stream=stream,
+        )
+
 
 @dataclass(frozen=True)
 class RoutingDecision:
@@ -135,6 +165,12 @@ def _pool(req: RoutingRequest, catalog: Catalog, strategy: str) -> list[tuple[De
                 seen.add(dep.name)
                 pool.append((dep, group))
     return pool
+
+
+def deployments_considered(req: RoutingRequest, catalog: Catalog) -> list[str]:
+    """The deployments `route` looks at for `req` (a caller reads health for these only).
+    Raises what `route` raises for an unknown strategy or model."""
+    return [dep.name for dep, _ in _pool(req, catalog, resolve_strategy(req))]
 
 
 def route(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -24,7 +25,7 @@ from jobstore.models import ApiKey, AttemptStatus, Job, JobStatus, aware
 from llmqueue.settings import get_settings
 from llmqueue.types import ChatRequest
 from routing.catalog import Catalog, get_catalog
-from routing.router import NoRoute, RoutingError, RoutingRequest, route
+from routing.router import NoRoute, RoutingError, RoutingRequest, deployments_considered, route
 from workers.health import health_snapshot, next_rotation
 from workers.next_step import NextStep, Nothing, SendAttempt, SendDispatch
 from workers.queues import Priority
@@ -38,19 +39,14 @@ _budgets: dict[str, tuple[float, Decimal | None]] = {}
 
 
 def routing_request_for(job: Job, *, exclude: frozenset[str], budget: Decimal | None) -> RoutingRequest:
-    options = job.routing or {}
-    max_cost = options.get("max_cost_usd")
-    return RoutingRequest(
-        request=ChatRequest.model_validate(job.request),
+    return RoutingRequest.from_stored(
+        ChatRequest.model_validate(job.request),
         model=job.model_requested,
         strategy=job.strategy,
-        fallbacks=tuple(options.get("fallbacks") or ()),
-        cost_weight=float(options.get("cost_weight", 0.6)),
-        min_quality=options.get("min_quality"),
-        max_cost_usd=Decimal(str(max_cost)) if max_cost is not None else None,
+        options=job.routing,
+        stream=bool(job.stream),
         budget_remaining_usd=budget,
         exclude=exclude,
-        stream=bool(job.stream),
     )
 
 
@@ -135,19 +131,14 @@ def route_queued_job(session: Session, job: Job, *, catalog: Catalog, now: datet
     if job.attempt_count >= MAX_ATTEMPTS_PER_JOB:
         return _fail(session, job, "attempts_exhausted", f"gave up after {job.attempt_count} attempts", now)
     budget = remaining_budget(session, job.owner_id)
-    snapshot = health_snapshot(list(catalog.deployments), now.timestamp())
     rotation = next_rotation("round_robin") if job.strategy == "round_robin" else 0
     tried = failed_over_deployments(job)
     try:
+        request = routing_request_for(job, exclude=tried, budget=budget)
+        names = deployments_considered(request, catalog)
+        snapshot = health_snapshot(names, now.timestamp())
         try:
-            decision = route(
-                routing_request_for(job, exclude=tried, budget=budget),
-                catalog,
-                snapshot,
-                now=now.timestamp(),
-                rng=_rng,
-                rotation=rotation,
-            )
+            decision = route(request, catalog, snapshot, now=now.timestamp(), rng=_rng, rotation=rotation)
         except NoRoute:
             lasting = lastingly_failed_deployments(job)
             if not tried - lasting:
@@ -155,7 +146,7 @@ def route_queued_job(session: Session, job: Job, *, catalog: Catalog, now: datet
             # Every candidate has failed over once: go round again, now gated only by
             # the breakers (a cooled-down deployment gets another chance).
             decision = route(
-                routing_request_for(job, exclude=lasting, budget=budget),
+                replace(request, exclude=lasting),
                 catalog,
                 snapshot,
                 now=now.timestamp(),

@@ -1,4 +1,4 @@
-"""Every queue name in one place: the dispatcher's, and one per provider; and the two
+"""Every queue name in one place: the dispatcher's, and one per provider; and the three
 message priorities."""
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ class Priority(IntEnum):
     a job that was tried already (retries, failovers) goes AHEAD of new jobs, so a failover
     does not wait behind the backlog; a batch's jobs give way to jobs submitted one by one,
     so an interactive request is not stuck behind a hundred thousand documents. Brokers
-    without priorities (the embedded SQL broker) ignore it and serve in order.
+    without priorities (the embedded SQL broker; RabbitMQ, whose queues are declared here
+    without x-max-priority) ignore it and serve in order.
     """
 
     AHEAD = 0

@@ -155,3 +155,17 @@ def test_no_route_when_breaker_is_not_the_only_reason() -> None:
     with pytest.raises(NoRoute) as err:
         decide(health=health, min_quality=99)
     assert {e.filter for e in err.value.exclusions} == {"quality"}  # first failing filter wins
+
+
+def test_deployments_considered_are_the_pool_route_reads_health_for() -> None:
+    from routing.router import UnknownModel, deployments_considered
+
+    assert deployments_considered(RoutingRequest(ask()), CATALOG) == ["big", "small", "plain"]
+    pinned = RoutingRequest(ask(), model="plain", fallbacks=("big",), strategy="manual")
+    assert deployments_considered(pinned, CATALOG) == ["plain", "big"]
+    # Health for just those is all route needs: an open breaker on the pinned one still counts.
+    open_plain = {"plain": DeploymentHealth(breaker="open", open_until=NOW + 5), "big": DeploymentHealth()}
+    decision = route(pinned, CATALOG, open_plain, now=NOW, rng=random.Random(0))
+    assert [c.deployment.name for c in decision.candidates] == ["big"]
+    with pytest.raises(UnknownModel):
+        deployments_considered(RoutingRequest(ask(), model="nope"), CATALOG)
