@@ -143,6 +143,20 @@ def claim_for_call(
     return ClaimedCall(attempt_id, job_id, provider, model, deployment, request, bool(stream), batch_id)
 
 
+def refuse_pending(
+    session: Session, attempt_id: str, *, error_type: str, message: str, now: datetime
+) -> str | None:
+    """pending -> failed without a call (its deployment's breaker refused it before anyone
+    claimed it); returns the job's id, or None when the attempt was not pending."""
+    job_id: str | None = session.scalar(
+        update(Attempt)
+        .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.PENDING)
+        .values(status=AttemptStatus.FAILED, error_type=error_type, error_message=message, finished_at=now)
+        .returning(Attempt.job_id)
+    )
+    return job_id
+
+
 def claim_attempt(
     session: Session, attempt_id: str, token: str, now: datetime, lease_until: datetime
 ) -> bool:

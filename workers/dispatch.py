@@ -106,7 +106,9 @@ def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime |
         if job.status == JobStatus.DISPATCHED:
             pending = transitions.latest_attempt(session, job_id)
             if pending is not None and pending.status == AttemptStatus.PENDING:
-                return SendAttempt(pending.id, pending.provider, priority=priority_of(job))
+                return SendAttempt(
+                    pending.id, pending.provider, priority=priority_of(job), deployment=pending.deployment
+                )
             return Nothing("already dispatched")
         if job.status != JobStatus.QUEUED:
             return Nothing(f"job is {job.status}")
@@ -171,7 +173,7 @@ def route_queued_job(session: Session, job: Job, *, catalog: Catalog, now: datet
     )
     if attempt is None:
         return Nothing("raced: job no longer queued")
-    return SendAttempt(attempt.id, attempt.provider, priority=priority)
+    return SendAttempt(attempt.id, attempt.provider, priority=priority, deployment=attempt.deployment)
 
 
 def _fail(session: Session, job: Job, error_type: str, message: str, now: datetime) -> Nothing:

@@ -38,6 +38,7 @@ class Store(Protocol):
         self, deployment: str, now: float, retry_after: float | None = None
     ) -> DeploymentHealth: ...
     def admit(self, deployment: str, now: float) -> bool: ...
+    def preview(self, deployment: str, now: float) -> bool | None: ...
     def snapshot(self, names: Iterable[str], now: float) -> dict[str, DeploymentHealth]: ...
     def next_rotation(self, key: str) -> int: ...
 
@@ -77,6 +78,12 @@ class LocalHealthStore:
     def admit(self, deployment: str, now: float) -> bool:
         return self._update(deployment, lambda s: h.admit(s, now, self.policy))
 
+    def preview(self, deployment: str, now: float) -> bool | None:
+        with self._lock:
+            current = self._states.get(deployment, HealthState())
+        allowed, new = h.admit(current, now, self.policy)
+        return allowed if new == current else None
+
     def snapshot(self, names: Iterable[str], now: float) -> dict[str, DeploymentHealth]:
         with self._lock:
             return {n: h.snapshot(self._states.get(n, HealthState()), now, self.policy) for n in names}
@@ -102,6 +109,11 @@ def store() -> Store:
 
 def admit(deployment: str, now: float) -> bool:
     return store().admit(deployment, now)
+
+
+def preview_admission(deployment: str, now: float) -> bool | None:
+    """What `admit` would answer without changing anything, or None if only it may decide."""
+    return store().preview(deployment, now)
 
 
 class SuccessBuffer:

@@ -108,15 +108,19 @@ class HealthStore:
 
         return self._update(deployment, change)
 
-    def admit(self, deployment: str, now: float) -> bool:
-        """May a call go to `deployment` now? Counts the call as a probe when half-open."""
-        # A closed breaker (or one still cooling down) answers without changing the state: one
-        # GET decides, as if the admission happened just before any concurrent write. Only a
-        # change (open -> half_open, a probe counted) needs the optimistic transaction.
+    def preview(self, deployment: str, now: float) -> bool | None:
+        """`admit`'s answer when giving it changes nothing: yes for a closed breaker, no for
+        one cooling down (one GET, as if asked just before any concurrent write); None when
+        admitting would count a half-open probe, which only `admit` may do."""
         current = self.state(deployment)
         allowed, new = h.admit(current, now, self.policy)
-        if new == current:
-            return allowed
+        return allowed if new == current else None
+
+    def admit(self, deployment: str, now: float) -> bool:
+        """May a call go to `deployment` now? Counts the call as a probe when half-open."""
+        answer = self.preview(deployment, now)
+        if answer is not None:
+            return answer
         return self._update(deployment, lambda state: h.admit(state, now, self.policy))
 
     def snapshot(self, names: Iterable[str], now: float) -> dict[str, DeploymentHealth]:

@@ -22,6 +22,7 @@ class SendAttempt:
     provider: str
     countdown: float = 0.0
     priority: Priority = Priority.NORMAL
+    deployment: str = ""  # lets the worker ask the breaker before it claims the attempt
 
 
 @dataclass(frozen=True)

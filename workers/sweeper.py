@@ -61,14 +61,14 @@ def find_stranded(
         )
         expired = (Attempt.status == AttemptStatus.RUNNING) & (Attempt.lease_until < now)
         attempts = session.execute(
-            select(Attempt.id, Attempt.provider, Attempt.status)
+            select(Attempt.id, Attempt.provider, Attempt.deployment, Attempt.status)
             .join(Job, Job.id == Attempt.job_id)
             .where(Job.status.in_(OPEN_JOB_STATUSES), or_(pending, expired))
             .limit(BATCH)
         )
-        for attempt_id, provider, status in attempts:
+        for attempt_id, provider, deployment, status in attempts:
             if status == AttemptStatus.RUNNING or idle is None or provider_queue(provider) in idle:
-                steps.append(SendAttempt(attempt_id, provider))
+                steps.append(SendAttempt(attempt_id, provider, deployment=deployment))
     return steps
 
 

@@ -39,9 +39,12 @@ def dispatch(self: Task, job_ids: list[str]) -> None:
 
 
 @app.task(name="llmqueue.call", bind=True, **INFRA_RETRY)
-def call_provider(self: Task, attempt_id: str) -> None:
-    """Make one attempt's provider call, then send whatever comes next."""
-    step = run_attempt(attempt_id)  # a failover comes back already routed (see calls.py)
+def call_provider(self: Task, attempt_id: str, deployment: str | None = None) -> None:
+    """Make one attempt's provider call, then send whatever comes next. `deployment` (the
+    attempt's, when the sender knew it) lets an open breaker refuse it before the claim."""
+    step = run_attempt(
+        attempt_id, deployment_hint=deployment
+    )  # a failover comes back already routed (see calls.py)
     if isinstance(step, SendDispatch) and not step.countdown:
         step = dispatch_job(step.job_id)  # a repair: route it here, not via the dispatch queue
     send(step)
@@ -52,6 +55,7 @@ def send(step: NextStep) -> None:
     if isinstance(step, SendAttempt):
         call_provider.apply_async(
             args=[step.attempt_id],
+            kwargs={"deployment": step.deployment} if step.deployment else None,
             queue=provider_queue(step.provider),
             countdown=step.countdown or None,
             priority=step.priority,

@@ -121,3 +121,19 @@ def test_reset_forgets_everything_under_the_prefix(store: HealthStore, prefix: s
     assert store.state("dep/d").consecutive_failures == 0
     assert store.next_rotation("x") == 1
     assert other.state("dep/d").consecutive_failures == 1
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "in-process"])
+def test_preview_answers_only_what_changes_nothing(store: HealthStore, shared: bool) -> None:
+    from workers.health import LocalHealthStore
+
+    target = store if shared else LocalHealthStore(BreakerPolicy())
+    dep = "openai/gpt-4o-mini"
+    assert target.preview(dep, T0) is True  # closed: admitted, nothing to record
+    for i in range(5):
+        target.record_failure(dep, T0 + i * 0.1)
+    assert target.preview(dep, T0 + 1) is False  # cooling down: refused, nothing to record
+    later = T0 + 60
+    assert target.preview(dep, later) is None  # a probe would be counted: only admit decides
+    assert target.preview(dep, later) is None  # ... and the preview did not count one
+    assert target.admit(dep, later) is True
