@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     max_wait_for_cooldown_s: float = Field(default=900.0, ge=0)
     # A breaker's first cooldown (it doubles on each reopening); short in tests and benchmarks.
     breaker_cooldown_s: float = Field(default=10.0, gt=0)
+    # After a breaker closes, the deployment's traffic returns over this long (0: at once).
+    breaker_ramp_s: float = Field(default=30.0, ge=0)
+    # Seconds between active probe rounds (a 1-token call to every deployment); 0 = off, and
+    # health is learned from real calls only.
+    active_probe_s: float = Field(default=0.0, ge=0)
     api_base_url: str = "http://127.0.0.1:8000"
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)

@@ -10,8 +10,10 @@ above `error_rate_threshold` over at least `min_samples` outcomes in the sliding
 Open lasts the provider's Retry-After when given, else `cooldown_base_s` doubling with each
 reopening without a close in between, up to `cooldown_max_s`. Once the cooldown has passed
 `admit` moves it to half_open, which lets at most `probe_limit` calls be in flight; after
-`probe_successes` successful probes it closes (the error window is cleared, so traffic ramps
-back on a clean slate), and any failed probe reopens it with a doubled cooldown.
+`probe_successes` successful probes it closes (the error window is cleared), and any failed
+probe reopens it with a doubled cooldown. A closed breaker ramps traffic back: its
+`traffic_share` rises linearly from `ramp_floor` to all of it over `ramp_s` (routing keeps
+the deployment's rank for that share of jobs and puts it behind the others for the rest).
 Callers decide which errors count: an invalid request is not the deployment's fault.
 """
 
@@ -36,6 +38,7 @@ class DeploymentHealth:
     error_rate: float = 0.0
     consecutive_failures: int = 0
     samples: int = 0  # latency observations so far
+    traffic_share: float = 1.0  # below 1 while ramping back after a recovery
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class BreakerPolicy:
     probe_timeout_s: float = 60.0  # a probe not reported by then is presumed lost
     ewma_alpha: float = 0.2
     latency_window: int = 100  # recent latencies kept for p50/p95
+    ramp_s: float = 30.0  # after a recovery, traffic returns over this long ...
+    ramp_floor: float = 0.1  # ... starting from this share
 
 
 DEFAULT_POLICY = BreakerPolicy()
@@ -73,6 +78,7 @@ class HealthState:
     latencies: tuple[float, ...] = ()
     samples: int = 0
     outcomes: tuple[tuple[float, bool], ...] = ()  # (when, ok), oldest first
+    recovered_at: float | None = None  # when the breaker last closed after probing
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -97,6 +103,7 @@ class HealthState:
             latencies=tuple(float(x) for x in data.get("latencies", ())),
             samples=int(data.get("samples", 0)),
             outcomes=tuple((float(t), bool(ok)) for t, ok in data.get("outcomes", ())),
+            recovered_at=_opt_float(data.get("recovered_at")),
         )
 
 
@@ -134,6 +141,7 @@ def _open(state: HealthState, now: float, policy: BreakerPolicy, retry_after: fl
         trips=trips,
         probes_in_flight=0,
         probe_successes=0,
+        recovered_at=None,
     )
 
 
@@ -168,6 +176,7 @@ def record_success(
             probe_successes=0,
             last_probe_at=None,
             outcomes=(),
+            recovered_at=now,
         )
     return replace(state, probe_successes=successes, probes_in_flight=max(state.probes_in_flight - 1, 0))
 
@@ -234,4 +243,13 @@ def snapshot(
         error_rate=failures / len(outcomes) if outcomes else 0.0,
         consecutive_failures=state.consecutive_failures,
         samples=state.samples,
+        traffic_share=traffic_share(state, now, policy),
     )
+
+
+def traffic_share(state: HealthState, now: float | None, policy: BreakerPolicy = DEFAULT_POLICY) -> float:
+    """The share of jobs a recovered deployment takes at its rank while ramping back."""
+    if now is None or state.breaker != "closed" or state.recovered_at is None:
+        return 1.0
+    progress = (now - state.recovered_at) / policy.ramp_s if policy.ramp_s > 0 else 1.0
+    return min(1.0, max(policy.ramp_floor, policy.ramp_floor + (1 - policy.ramp_floor) * progress))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -173,6 +173,23 @@ def deployments_considered(req: RoutingRequest, catalog: Catalog) -> list[str]:
     return [dep.name for dep, _ in _pool(req, catalog, resolve_strategy(req))]
 
 
+def ramp_back(
+    candidates: list[Candidate], health: Mapping[str, DeploymentHealth], rng: random.Random
+) -> list[Candidate]:
+    """A deployment ramping back after a recovery keeps its rank for its `traffic_share` of
+    jobs; for the rest it goes behind the others, still a fallback."""
+    kept: list[Candidate] = []
+    deferred: list[Candidate] = []
+    for candidate in candidates:
+        h = health.get(candidate.deployment.name)
+        if h is not None and h.traffic_share < 1 and rng.random() >= h.traffic_share:
+            detail = f"{candidate.detail}; ramping back after a recovery ({h.traffic_share:.0%} of traffic)"
+            deferred.append(replace(candidate, detail=detail))
+        else:
+            kept.append(candidate)
+    return kept + deferred
+
+
 def route(
     req: RoutingRequest,
     catalog: Catalog,
@@ -198,8 +215,8 @@ def route(
         else:
             excluded.append(exclusion)
     if eligible:
-        candidates = tuple(STRATEGIES[name](eligible, req, health, rng, rotation))
-        return RoutingDecision(name, candidates, tuple(excluded), None)
+        candidates = ramp_back(STRATEGIES[name](eligible, req, health, rng, rotation), health, rng)
+        return RoutingDecision(name, tuple(candidates), tuple(excluded), None)
     waits = [health[e.deployment].open_until for e in excluded if e.filter == BREAKER]
     retry_at = min((t for t in waits if t is not None), default=None)
     if retry_at is None:

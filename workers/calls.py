@@ -117,7 +117,7 @@ def run_attempt(
         )
     started = time.perf_counter()
     try:
-        response = _call(deployment, request, job_id if stream else None, settings)
+        response = call_deployment(deployment, request, job_id if stream else None, settings)
     except FuturesTimeout:
         exc = Transient(f"no answer within {call_timeout(settings):.0f} s")
         latency = (time.perf_counter() - started) * 1000
@@ -153,9 +153,11 @@ def run_attempt(
     return Nothing("succeeded", ended_batch=attempt.batch_id)
 
 
-def _call(
+def call_deployment(
     deployment: Deployment, request: ChatRequest, stream_job: str | None, settings: Settings
 ) -> ChatResponse:
+    """One call through the deployment's adapter on the worker's call loop (streamed to the
+    job's stream when `stream_job` is set); raises the adapter's ProviderError."""
     loop = get_call_loop()
 
     async def go() -> ChatResponse:

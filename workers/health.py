@@ -95,8 +95,11 @@ class LocalHealthStore:
 
 
 def breaker_policy() -> h.BreakerPolicy:
-    """The default policy with this deployment's configured first cooldown."""
-    return replace(h.DEFAULT_POLICY, cooldown_base_s=get_settings().breaker_cooldown_s)
+    """The default policy with this deployment's configured first cooldown and ramp."""
+    settings = get_settings()
+    return replace(
+        h.DEFAULT_POLICY, cooldown_base_s=settings.breaker_cooldown_s, ramp_s=settings.breaker_ramp_s
+    )
 
 
 @cache

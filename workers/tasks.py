@@ -18,6 +18,7 @@ from workers.calls import run_attempt
 from workers.celery_app import app
 from workers.dispatch import dispatch_job
 from workers.next_step import NextStep, SendAttempt, SendDispatch
+from workers.probes import probe_deployment, start_probe_thread
 from workers.queues import Priority, Queue, provider_queue
 
 INFRA_RETRY = {
@@ -49,6 +50,12 @@ def call_provider(self: Task, attempt_id: str, deployment: str | None = None) ->
         step = dispatch_job(step.job_id)  # a repair: route it here, not via the dispatch queue
     send(step)
     after_step(step)
+
+
+@app.task(name="llmqueue.probe", ignore_result=True)
+def probe(deployment: str) -> str:
+    """The optional active probe of one deployment (see workers/probes.py)."""
+    return probe_deployment(deployment)
 
 
 def send(step: NextStep) -> None:
@@ -92,9 +99,12 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
 
         count_text("warm up the tokenizer")
     if Queue.DISPATCH.value in queues:
+        from llmqueue.settings import get_settings
         from workers.sweeper import start_sweeper_thread
 
         start_sweeper_thread()
+        if get_settings().active_probe_s > 0:
+            start_probe_thread(get_settings().active_probe_s)
     if providers:
         warm_provider_clients(providers)
 

@@ -39,6 +39,10 @@ class DeploymentHealthPublic(BaseModel):
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     samples: int = Field(description="Latency observations so far.")
+    traffic_share: float = Field(
+        description="Share of jobs routed at this deployment's rank: below 1 while traffic ramps "
+        "back after a recovery."
+    )
 
 
 class ProviderHealthPublic(BaseModel):
@@ -73,6 +77,7 @@ def deployment_health(dep: Deployment, health: DeploymentHealth, now: float) -> 
         latency_p50_ms=_ms(health.latency_p50_ms),
         latency_p95_ms=_ms(health.latency_p95_ms),
         samples=health.samples,
+        traffic_share=round(health.traffic_share, 3),
     )
 
 

@@ -2,10 +2,11 @@
 
 Failover and round robin need what the session stack cannot give without changing it for
 everyone: a test catalog (the default plus model `rr-mini` with three deployments, priced
-and scored so that no automatic strategy ever picks it), a one-second breaker cooldown, and
-two dispatcher processes. So this stack has its own Postgres database (migrated by Alembic),
-its own Redis prefix (hence its own Celery queues), the API as a `llmqueue api` subprocess,
-and Celery workers as `llmqueue worker` subprocesses. It shares the session's emulator.
+and scored so that no automatic strategy ever picks it), a one-second breaker cooldown, a
+three-second traffic ramp after a recovery, and two dispatcher processes. So this stack has
+its own Postgres database (migrated by Alembic), its own Redis prefix (hence its own Celery
+queues), the API as a `llmqueue api` subprocess, and Celery workers as `llmqueue worker`
+subprocesses. It shares the session's emulator.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from workers.queues import ALL_PROVIDER_QUEUES
 
 RR_DEPLOYMENTS = ("rr/a", "rr/b", "rr/c")
 BREAKER_COOLDOWN_S = 1.0
+BREAKER_RAMP_S = 3.0
 
 RR_CATALOG = """
 [[models]]
@@ -120,6 +122,7 @@ def routing_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         "LLMQUEUE_REDIS_PREFIX": prefix,
         "LLMQUEUE_CATALOG": str(catalog),
         "LLMQUEUE_BREAKER_COOLDOWN_S": str(BREAKER_COOLDOWN_S),
+        "LLMQUEUE_BREAKER_RAMP_S": str(BREAKER_RAMP_S),
     }
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')

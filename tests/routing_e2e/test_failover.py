@@ -1,6 +1,6 @@
 """Failover and recovery on the real stack: OpenAI in outage, jobs fail over to another
 provider and succeed; once the outage ends and the breaker's cooldown has passed, a probe
-half-opens it, successful probes close it, and traffic returns to OpenAI."""
+half-opens it, successful probes close it, and traffic ramps back to OpenAI."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.routing_e2e.conftest import RoutingStack
+from tests.routing_e2e.conftest import BREAKER_RAMP_S, RoutingStack
 
 OPENAI = "openai/gpt-4o-mini"
 AZURE = "azure/gpt-4o-mini"
@@ -66,8 +66,14 @@ def test_outage_fails_over_then_traffic_returns_after_half_open(routing_stack: R
     assert [a["deployment"] for a in probe["attempts"]] == [OPENAI]
     assert stack.deployment_health(OPENAI)["breaker"] == "half_open"  # 1 of 3 probes succeeded
 
-    after = [stack.wait(stack.submit(job_body(f"recovered {i}")).json()["id"]) for i in range(3)]
-    assert [j["deployment"] for j in after] == [OPENAI] * 3
+    probes = [stack.wait(stack.submit(job_body(f"probe {i}")).json()["id"]) for i in range(2)]
+    assert [j["deployment"] for j in probes] == [OPENAI] * 2
     recovered = eventually_closed(stack)
     assert recovered["breaker"] == "closed" and recovered["cooldown_until"] is None
     assert recovered["consecutive_failures"] == 0 and recovered["accepting"] is True
+    assert recovered["traffic_share"] < 1  # traffic ramps back over BREAKER_RAMP_S ...
+
+    time.sleep(BREAKER_RAMP_S)
+    assert stack.deployment_health(OPENAI)["traffic_share"] == 1.0  # ... and then it is all back
+    after = [stack.wait(stack.submit(job_body(f"recovered {i}")).json()["id"]) for i in range(3)]
+    assert [j["deployment"] for j in after] == [OPENAI] * 3

@@ -135,3 +135,21 @@ def test_state_round_trips_through_json() -> None:
     assert restored == state
     with pytest.raises(ValueError, match="breaker"):
         HealthState.from_dict({"breaker": "ajar"})
+
+
+def test_traffic_ramps_back_after_a_recovery_and_restarts_on_reopening() -> None:
+    policy = BreakerPolicy(ramp_s=30.0, ramp_floor=0.1)
+    state = fail(HealthState(), 5)
+    _, state = admit(state, T0 + 10, policy)
+    for _ in range(3):
+        state = record_success(state, T0 + 11, 200.0, policy)
+    assert state.breaker == "closed" and state.recovered_at == T0 + 11
+    assert snapshot(state, T0 + 11, policy).traffic_share == pytest.approx(0.1)
+    assert snapshot(state, T0 + 26, policy).traffic_share == pytest.approx(0.55)
+    assert snapshot(state, T0 + 41, policy).traffic_share == 1.0
+    assert snapshot(state, None, policy).traffic_share == 1.0
+    assert HealthState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
+    reopened = fail(state, 5, now=T0 + 20)
+    assert reopened.recovered_at is None and snapshot(reopened, T0 + 20, policy).traffic_share == 1.0
+    instant = BreakerPolicy(ramp_s=0.0)
+    assert snapshot(state, T0 + 11, instant).traffic_share == 1.0

@@ -206,3 +206,16 @@ def test_every_strategy_routes_the_default_catalog() -> None:
         assert decision.candidates, name
     assert names(decide(catalog))[0] == "ollama/llama3.2"  # free wins on cost
     assert names(decide(catalog, strategy="quality"))[0] == "anthropic/claude-sonnet-4-6"
+
+
+def test_a_deployment_ramping_back_keeps_its_rank_for_its_share_of_jobs() -> None:
+    ramping = {"d/cheap": DeploymentHealth(traffic_share=0.25)}
+    firsts = Counter(names(decide(health=ramping, seed=seed))[0] for seed in range(2000))
+    assert 0.21 < firsts["d/cheap"] / 2000 < 0.29  # its share, give or take the draw
+    assert firsts["d/mid"] == 2000 - firsts["d/cheap"]  # the rest go to the next in rank
+    deferred = next(
+        d for d in (decide(health=ramping, seed=s) for s in range(50)) if names(d)[0] != "d/cheap"
+    )
+    assert names(deferred) == ["d/mid", "d/top", "d/cheap"]  # still a fallback, last
+    assert "ramping back" in deferred.candidates[-1].detail
+    assert names(decide(health={"d/cheap": DeploymentHealth()})) == ["d/cheap", "d/mid", "d/top"]

@@ -1,0 +1,77 @@
+"""The optional active probe on the real stack: off by default; when on, every deployment
+gets a tiny call through its provider's queue and worker, recorded into shared health like
+a job's call, and deployments whose breaker is cooling down are left alone."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import redis
+
+from routing.health import DeploymentHealth
+from tests.integration.conftest import Stack, WorkerProcess
+from workers.health_store import HealthStore
+from workers.probes import deployments_to_probe, send_probe_round
+
+MISTRAL = "mistral/mistral-small"
+OPENAI = "openai/gpt-4o-mini"
+SONNET = "anthropic/claude-sonnet-4-6"
+
+
+def health_store() -> HealthStore:
+    return HealthStore(
+        redis.Redis.from_url(os.environ["REDIS_URL"]), prefix=os.environ["LLMQUEUE_REDIS_PREFIX"]
+    )
+
+
+def wait_for(check: object, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_cooling_deployments_are_not_probed() -> None:
+    now = 1_700_000_000.0
+    snapshot = {
+        "a": DeploymentHealth(breaker="open", open_until=now + 5),
+        "b": DeploymentHealth(breaker="open", open_until=now - 1),  # cooldown over: probe it
+        "c": DeploymentHealth(breaker="half_open"),
+    }
+    assert deployments_to_probe(["a", "b", "c", "d"], snapshot, now) == ["b", "c", "d"]
+
+
+def test_a_probe_round_records_health_learned_from_tiny_calls(stack: Stack) -> None:
+    stack.emulator.configure({"openai": {"outage": True}, "mistral": {"latency_ms": 30}})
+    store = health_store()
+    time.sleep(1.0)  # successes of earlier tests reach the store up to 0.5 s late: let them land
+    store.reset()
+    for _ in range(5):
+        store.record_failure("anthropic/claude-haiku-4-5", time.time())  # cooling down now
+    sent = send_probe_round(interval_s=0.5)
+    assert sent > 0
+
+    wait_for(
+        lambda: (
+            store.state(MISTRAL).samples >= 1
+            and store.state(SONNET).samples >= 1
+            and store.state(OPENAI).consecutive_failures >= 1
+        )
+    )
+    assert store.state(MISTRAL).latency_ewma_ms is not None  # latency known before any job
+    assert stack.emulator.calls(provider="anthropic", model="claude-sonnet-4-6")
+    assert not stack.emulator.calls(model="claude-haiku-4-5")  # cooling down: not probed
+    assert stack.client.get("/v1/jobs").json()["data"] == []  # probes are not jobs
+
+
+def test_probes_run_by_themselves_when_turned_on(stack: Stack) -> None:
+    stack.emulator.configure({})
+    health_store().reset()
+    dispatcher = WorkerProcess(queues="dispatch", concurrency=2, env={"LLMQUEUE_ACTIVE_PROBE_S": "1"})
+    dispatcher.start()
+    try:
+        wait_for(lambda: len(stack.emulator.calls(provider="mistral")) >= 2)  # two rounds at least
+    finally:
+        dispatcher.stop()
+    assert health_store().state(MISTRAL).samples >= 1

@@ -1,0 +1,112 @@
+"""The optional active probe: off by default, `LLMQUEUE_ACTIVE_PROBE_S=N` turns it on.
+
+Health is learned from real calls. With the probe on, once every N seconds one dispatcher
+process (a Redis lock elects it) sends every deployment a probe on its provider's queue;
+the provider worker asks the breaker, makes one tiny call (max_tokens 1) and records the
+outcome exactly as it records a job's. So a deployment's latency is known before its first
+job, a provider that goes down trips its breaker before users' jobs find out, and one that
+recovers is probed by the probe rather than by a user's job. Probes cost a token or two per
+deployment per round. Skipped: deployments whose breaker is cooling down (it would refuse)
+and deployments without credentials (nothing to call, nothing to count).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+
+from llmqueue.settings import Settings, get_settings
+from llmqueue.types import ChatRequest, Message
+from routing.catalog import Catalog, get_catalog
+from routing.filters import breaker_blocks
+from routing.health import DeploymentHealth
+from workers import health
+from workers.call_loop import get_call_loop
+from workers.calls import call_deployment
+from workers.providers.errors import MissingCredentials, ProviderError, Transient
+from workers.queues import provider_queue
+from workers.streams import shared_redis
+
+log = logging.getLogger(__name__)
+PROBE_REQUEST = ChatRequest(messages=[Message(role="user", content="ping")], max_tokens=1)
+
+
+def deployments_to_probe(
+    names: Iterable[str], snapshot: Mapping[str, DeploymentHealth], now: float
+) -> list[str]:
+    """Every deployment but those whose breaker is still cooling down."""
+    return [n for n in names if not breaker_blocks(snapshot.get(n), now)]
+
+
+def send_probe_round(interval_s: float, catalog: Catalog | None = None) -> int:
+    """Send this round's probes, unless another process already did; returns how many."""
+    from workers.tasks import probe
+
+    catalog = catalog or get_catalog()
+    client = shared_redis()
+    lock = f"{get_settings().redis_prefix}probe-round"
+    if client is not None and not client.set(lock, "1", nx=True, px=max(1, int(interval_s * 800))):
+        return 0
+    names = list(catalog.deployments)
+    now = time.time()
+    due = deployments_to_probe(names, health.health_snapshot(names, now), now)
+    for name in due:
+        probe.apply_async(
+            args=[name],
+            queue=provider_queue(catalog.deployments[name].provider),
+            expires=interval_s,  # a probe still queued by the next round says nothing new
+        )
+    return len(due)
+
+
+def probe_deployment(name: str, catalog: Catalog | None = None, settings: Settings | None = None) -> str:
+    """One probe call, recorded into the deployment's health; returns what happened."""
+    catalog = catalog or get_catalog()
+    settings = settings or get_settings()
+    deployment = catalog.deployment(name)
+    if deployment is None:
+        return "not in the catalog"
+    loop = get_call_loop()
+    try:  # build (or reuse) the adapter first: a deployment without a key is not called
+        loop.run(
+            loop.adapter(
+                deployment,
+                emulator_url=settings.emulator_url,
+                emulator_mode=settings.emulator_mode,
+                timeout_s=settings.provider_timeout_s,
+            ),
+            timeout=30,
+        )
+    except MissingCredentials:
+        return "no credentials"
+    if not health.admit(name, time.time()):
+        return "breaker refused"
+    started = time.perf_counter()
+    try:
+        call_deployment(deployment, PROBE_REQUEST, None, settings)
+    except ProviderError as exc:
+        health.record_failure(name, time.time(), exc)
+        return f"failed: {exc.kind}"
+    except Exception as exc:  # a timeout or an adapter bug: the deployment did not answer
+        health.record_failure(name, time.time(), Transient(type(exc).__name__))
+        return f"failed: {type(exc).__name__}"
+    health.record_success(name, time.time(), (time.perf_counter() - started) * 1000)
+    return "ok"
+
+
+def start_probe_thread(interval_s: float) -> threading.Thread:
+    """Send a probe round every `interval_s` seconds (dispatcher workers, when enabled)."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval_s)
+            try:
+                send_probe_round(interval_s)
+            except Exception:  # the next round tries again; never kill the worker
+                log.exception("active probe round failed")
+
+    thread = threading.Thread(target=loop, name="llmqueue-probe", daemon=True)
+    thread.start()
+    return thread
