@@ -295,6 +295,13 @@ def fail_job(session: Session, job_id: str, *, error_type: str, message: str, no
 def cancel_job(session: Session, job_id: str, now: datetime) -> bool:
     """Cancel an open job. A call already in flight finishes and is paid for, but its
     result does not revive the job; attempts not yet started are never sent."""
+    # Lock the job's pending attempts before the job, the order a claim takes them in (attempt,
+    # then job): the opposite order could deadlock with a worker claiming one of them.
+    session.execute(
+        select(Attempt.id)
+        .where(Attempt.job_id == job_id, Attempt.status == AttemptStatus.PENDING)
+        .with_for_update()
+    ).all()
     changed = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(OPEN_JOB_STATUSES))

@@ -146,23 +146,26 @@ def _open(state: HealthState, now: float, policy: BreakerPolicy, retry_after: fl
 
 
 def record_success(
-    state: HealthState, now: float, latency_ms: float, policy: BreakerPolicy = DEFAULT_POLICY
+    state: HealthState, now: float, latency_ms: float | None, policy: BreakerPolicy = DEFAULT_POLICY
 ) -> HealthState:
-    """A call succeeded in `latency_ms`: update latency stats; a half_open breaker may close."""
-    alpha = policy.ewma_alpha
-    ewma = (
-        latency_ms
-        if state.latency_ewma_ms is None
-        else alpha * latency_ms + (1 - alpha) * state.latency_ewma_ms
-    )
+    """A call succeeded in `latency_ms`: update latency stats; a half_open breaker may close.
+    `latency_ms` None (an active probe's tiny call, unlike a job's) leaves the latency alone."""
     state = replace(
-        state,
-        consecutive_failures=0,
-        latency_ewma_ms=ewma,
-        latencies=(*state.latencies, float(latency_ms))[-policy.latency_window :],
-        samples=state.samples + 1,
-        outcomes=_window((*state.outcomes, (now, True)), now, policy),
+        state, consecutive_failures=0, outcomes=_window((*state.outcomes, (now, True)), now, policy)
     )
+    if latency_ms is not None:
+        alpha = policy.ewma_alpha
+        ewma = (
+            latency_ms
+            if state.latency_ewma_ms is None
+            else alpha * latency_ms + (1 - alpha) * state.latency_ewma_ms
+        )
+        state = replace(
+            state,
+            latency_ewma_ms=ewma,
+            latencies=(*state.latencies, float(latency_ms))[-policy.latency_window :],
+            samples=state.samples + 1,
+        )
     if state.breaker != "half_open":
         return state
     successes = state.probe_successes + 1

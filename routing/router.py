@@ -14,7 +14,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from llmqueue.types import ChatRequest
 from routing.catalog import Catalog, Deployment
@@ -173,21 +173,39 @@ def deployments_considered(req: RoutingRequest, catalog: Catalog) -> list[str]:
     return [dep.name for dep, _ in _pool(req, catalog, resolve_strategy(req))]
 
 
+# Whom a deployment ramping back after a recovery gives way to, by strategy: a manual job's
+# model is the client's choice, so only to other deployments of that model; round robin's
+# rotation is its own policy, so to none. Every other strategy: to any candidate after it.
+RAMP_SCOPE: dict[str, Literal["all", "model", "none"]] = {"manual": "model", "round_robin": "none"}
+
+
 def ramp_back(
-    candidates: list[Candidate], health: Mapping[str, DeploymentHealth], rng: random.Random
+    candidates: list[Candidate],
+    health: Mapping[str, DeploymentHealth],
+    rng: random.Random,
+    scope: Literal["all", "model", "none"] = "all",
 ) -> list[Candidate]:
     """A deployment ramping back after a recovery keeps its rank for its `traffic_share` of
-    jobs; for the rest it goes behind the others, still a fallback."""
-    kept: list[Candidate] = []
-    deferred: list[Candidate] = []
+    jobs; for the rest it goes behind the candidates after it (within `scope`), still a
+    fallback."""
+    if scope == "none":
+        return list(candidates)
+    order = list(candidates)
     for candidate in candidates:
         h = health.get(candidate.deployment.name)
-        if h is not None and h.traffic_share < 1 and rng.random() >= h.traffic_share:
-            detail = f"{candidate.detail}; ramping back after a recovery ({h.traffic_share:.0%} of traffic)"
-            deferred.append(replace(candidate, detail=detail))
-        else:
-            kept.append(candidate)
-    return kept + deferred
+        if h is None or h.traffic_share >= 1 or rng.random() < h.traffic_share:
+            continue
+        at = order.index(candidate)
+        model = candidate.deployment.model.id
+        behind = [
+            i for i in range(at + 1, len(order)) if scope == "all" or order[i].deployment.model.id == model
+        ]
+        if not behind:
+            continue
+        order.pop(at)
+        detail = f"{candidate.detail}; ramping back after a recovery ({h.traffic_share:.0%} of traffic)"
+        order.insert(behind[-1], replace(candidate, detail=detail))
+    return order
 
 
 def route(
@@ -215,7 +233,8 @@ def route(
         else:
             excluded.append(exclusion)
     if eligible:
-        candidates = ramp_back(STRATEGIES[name](eligible, req, health, rng, rotation), health, rng)
+        ranked = STRATEGIES[name](eligible, req, health, rng, rotation)
+        candidates = ramp_back(ranked, health, rng, RAMP_SCOPE.get(name, "all"))
         return RoutingDecision(name, tuple(candidates), tuple(excluded), None)
     waits = [health[e.deployment].open_until for e in excluded if e.filter == BREAKER]
     retry_at = min((t for t in waits if t is not None), default=None)

@@ -30,7 +30,7 @@ from workers.call_loop import get_call_loop
 from workers.dispatch import route_queued_job
 from workers.next_step import NextStep, Nothing, SendAttempt, SendDispatch
 from workers.providers.errors import Action, ProviderError, Transient, action_for
-from workers.queues import Priority
+from workers.queues import Priority, priority_for
 
 log = logging.getLogger(__name__)
 _rng = random.Random()
@@ -56,6 +56,11 @@ def call_timeout(settings: Settings) -> float:
 def lease_seconds(settings: Settings) -> float:
     """How long a claim holds: past the call timeout, so a live call is never taken over."""
     return call_timeout(settings) + 5
+
+
+def ahead(job: Job) -> Priority:
+    """The priority of anything sent for a job that has been tried: ahead of new work."""
+    return priority_for(tried_before=True, in_batch=job.batch_id is not None)
 
 
 def consecutive_failures_on(job: Job, deployment: str) -> int:
@@ -84,7 +89,7 @@ def run_attempt(
     settings = settings or get_settings()
     token = uuid.uuid4().hex
     now = datetime.now(UTC)
-    admitted = health.preview_admission(deployment_hint, now.timestamp()) if deployment_hint else None
+    admitted = _preview(deployment_hint, now.timestamp()) if deployment_hint else None
     if admitted is False:
         refused = _refuse_before_claim(attempt_id, catalog, now)
         if refused is not None:
@@ -243,13 +248,32 @@ def _finish_failure(
             if retry is None:
                 return Nothing("job closed")
             return SendAttempt(
-                retry.id, retry.provider, countdown, priority=Priority.AHEAD, deployment=retry.deployment
+                retry.id, retry.provider, countdown, priority=ahead(job), deployment=retry.deployment
             )
         if not transitions.requeue(session, job.id):
             return Nothing("job closed")
-        # Route on now, in this transaction: the failover costs one commit and no queue hop.
-        session.expire(job, ["attempts"])  # reload them with this failure in
-        return route_queued_job(session, job, catalog=catalog, now=now)
+        return _route_on(session, job, catalog, now)
+
+
+def _route_on(session: Session, job: Job, catalog: Catalog, now: datetime) -> NextStep:
+    """Route a failed-over job now, in the transaction that recorded the failure: one commit
+    and no queue hop. Routing reads Redis; if that (or anything in it) fails, only the
+    routing is undone (a savepoint) and the job goes to the dispatcher, the failure kept."""
+    try:
+        with session.begin_nested():
+            return route_queued_job(session, job, catalog=catalog, now=now)
+    except Exception:
+        log.warning("routing the failover of job %s here failed; the dispatcher will", job.id, exc_info=True)
+        return SendDispatch(job.id, priority=ahead(job))
+
+
+def _preview(deployment: str, now: float) -> bool | None:
+    """The breaker's answer before the claim, or None (ask after it) if Redis cannot say."""
+    try:
+        return health.preview_admission(deployment, now)
+    except Exception:
+        log.warning("could not read the breaker of %s before the claim", deployment, exc_info=True)
+        return None
 
 
 def _refuse_before_claim(attempt_id: str, catalog: Catalog, now: datetime) -> NextStep | None:
@@ -264,7 +288,7 @@ def _refuse_before_claim(attempt_id: str, catalog: Catalog, now: datetime) -> Ne
         job = session.get(Job, job_id)
         if job is None or not transitions.requeue(session, job_id):
             return Nothing("job closed")
-        return route_queued_job(session, job, catalog=catalog, now=now)
+        return _route_on(session, job, catalog, now)
 
 
 def _not_claimed(session: Session, attempt_id: str, now: datetime) -> NextStep:
@@ -281,7 +305,7 @@ def _not_claimed(session: Session, attempt_id: str, now: datetime) -> NextStep:
     held = attempt.lease_until
     wait = (aware(held) - now).total_seconds() + 1 if held else 5.0
     return SendAttempt(
-        attempt_id, attempt.provider, max(1.0, wait), priority=Priority.AHEAD, deployment=attempt.deployment
+        attempt_id, attempt.provider, max(1.0, wait), priority=ahead(job), deployment=attempt.deployment
     )
 
 
@@ -289,11 +313,11 @@ def _repair(job: Job) -> NextStep:
     """A redelivered message for a finished attempt: resend whatever its commit promised
     (a crash between commit and send would otherwise strand the job)."""
     if job.status == JobStatus.QUEUED:
-        return SendDispatch(job.id, priority=Priority.AHEAD)
+        return SendDispatch(job.id, priority=ahead(job))
     latest = max(job.attempts, key=lambda a: a.number, default=None)
     if latest is not None and latest.status == AttemptStatus.PENDING:
         wait = (aware(latest.not_before) - datetime.now(UTC)).total_seconds() if latest.not_before else 0.0
         return SendAttempt(
-            latest.id, latest.provider, max(0.0, wait), priority=Priority.AHEAD, deployment=latest.deployment
+            latest.id, latest.provider, max(0.0, wait), priority=ahead(job), deployment=latest.deployment
         )
     return Nothing("attempt already finished")

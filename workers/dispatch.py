@@ -28,7 +28,7 @@ from routing.catalog import Catalog, get_catalog
 from routing.router import NoRoute, RoutingError, RoutingRequest, deployments_considered, route
 from workers.health import health_snapshot, next_rotation
 from workers.next_step import NextStep, Nothing, SendAttempt, SendDispatch
-from workers.queues import Priority
+from workers.queues import Priority, priority_for
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,11 @@ def last_error(job: Job) -> str:
     return f" (last error on {latest.deployment}: {kind}: {latest.error_message})"
 
 
-def priority_of(job: Job) -> Priority:
-    """A job tried before goes ahead; a batch's jobs give way to jobs sent one by one."""
-    if job.attempt_count > 0:
-        return Priority.AHEAD
-    return Priority.BATCH if job.batch_id else Priority.NORMAL
+def priority_of(job: Job, *, attempts_before: int | None = None) -> Priority:
+    """A job tried before goes ahead of new ones; a batch's jobs give way to jobs sent one by
+    one (see `workers.queues.Priority`). `attempts_before` defaults to the job's count."""
+    tried = job.attempt_count if attempts_before is None else attempts_before
+    return priority_for(tried_before=tried > 0, in_batch=job.batch_id is not None)
 
 
 def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime | None = None) -> NextStep:
@@ -107,7 +107,10 @@ def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime |
             pending = transitions.latest_attempt(session, job_id)
             if pending is not None and pending.status == AttemptStatus.PENDING:
                 return SendAttempt(
-                    pending.id, pending.provider, priority=priority_of(job), deployment=pending.deployment
+                    pending.id,
+                    pending.provider,
+                    priority=priority_of(job, attempts_before=pending.number - 1),
+                    deployment=pending.deployment,
                 )
             return Nothing("already dispatched")
         if job.status != JobStatus.QUEUED:
@@ -197,4 +200,4 @@ def _wait_for_cooldown(session: Session, job: Job, retry_at: float | None, now: 
             now,
         )
     transitions.requeue(session, job.id, not_before=wake)
-    return SendDispatch(job.id, max(0.05, (wake - now).total_seconds()), priority=Priority.AHEAD)
+    return SendDispatch(job.id, max(0.05, (wake - now).total_seconds()), priority=priority_of(job))

@@ -34,6 +34,7 @@ class Store(Protocol):
     def record_successes(
         self, deployment: str, latencies_ms: list[float], now: float
     ) -> DeploymentHealth: ...
+    def record_probe_success(self, deployment: str, now: float) -> DeploymentHealth: ...
     def record_failure(
         self, deployment: str, now: float, retry_after: float | None = None
     ) -> DeploymentHealth: ...
@@ -62,6 +63,13 @@ class LocalHealthStore:
             new = s
             for latency_ms in latencies_ms:
                 new = h.record_success(new, now, latency_ms, self.policy)
+            return h.snapshot(new, now, self.policy), new
+
+        return self._update(deployment, change)
+
+    def record_probe_success(self, deployment: str, now: float) -> DeploymentHealth:
+        def change(s: HealthState) -> tuple[DeploymentHealth, HealthState]:
+            new = h.record_success(s, now, None, self.policy)
             return h.snapshot(new, now, self.policy), new
 
         return self._update(deployment, change)
@@ -184,6 +192,11 @@ _successes = SuccessBuffer()
 
 def record_success(deployment: str, now: float, latency_ms: float) -> None:
     _successes.add(deployment, latency_ms, now)
+
+
+def record_probe_success(deployment: str, now: float) -> None:
+    _successes.flush(deployment, now)  # keep the order of outcomes, as for a failure
+    store().record_probe_success(deployment, now)
 
 
 def record_failure(deployment: str, now: float, error: ProviderError) -> DeploymentHealth | None:

@@ -97,6 +97,15 @@ class HealthStore:
 
         return self._update(deployment, change)
 
+    def record_probe_success(self, deployment: str, now: float) -> DeploymentHealth:
+        """An active probe succeeded: it counts for the breaker, not for the latency stats."""
+
+        def change(state: HealthState) -> tuple[DeploymentHealth, HealthState]:
+            new = h.record_success(state, now, None, self.policy)
+            return h.snapshot(new, now, self.policy), new
+
+        return self._update(deployment, change)
+
     def record_failure(
         self, deployment: str, now: float, retry_after: float | None = None
     ) -> DeploymentHealth:

@@ -3,11 +3,12 @@
 Health is learned from real calls. With the probe on, once every N seconds one dispatcher
 process (a Redis lock elects it) sends every deployment a probe on its provider's queue;
 the provider worker asks the breaker, makes one tiny call (max_tokens 1) and records the
-outcome exactly as it records a job's. So a deployment's latency is known before its first
-job, a provider that goes down trips its breaker before users' jobs find out, and one that
-recovers is probed by the probe rather than by a user's job. Probes cost a token or two per
-deployment per round. Skipped: deployments whose breaker is cooling down (it would refuse)
-and deployments without credentials (nothing to call, nothing to count).
+outcome for the breaker and the error window as it would a job's (not its latency: a
+one-token answer says little about a job's). So a provider that goes down trips its breaker
+before users' jobs find out, and one that recovers is probed by the probe rather than by a
+user's job. Probes cost a token or two per deployment per round. Skipped: deployments whose
+breaker is cooling down (it would refuse), without credentials (nothing to call, nothing to
+count), or whose queue has messages waiting (calls are flowing, or no worker serves it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import TimeoutError as FuturesTimeout
 
 from llmqueue.settings import Settings, get_settings
 from llmqueue.types import ChatRequest, Message
@@ -28,6 +30,7 @@ from workers.calls import call_deployment
 from workers.providers.errors import MissingCredentials, ProviderError, Transient
 from workers.queues import provider_queue
 from workers.streams import shared_redis
+from workers.sweeper import idle_broker_queues
 
 log = logging.getLogger(__name__)
 PROBE_REQUEST = ChatRequest(messages=[Message(role="user", content="ping")], max_tokens=1)
@@ -49,7 +52,10 @@ def send_probe_round(interval_s: float, catalog: Catalog | None = None) -> int:
     lock = f"{get_settings().redis_prefix}probe-round"
     if client is not None and not client.set(lock, "1", nx=True, px=max(1, int(interval_s * 800))):
         return 0
-    names = list(catalog.deployments)
+    # A queue with messages waiting needs no probe: calls are flowing, or no worker serves it
+    # (and probes would pile up there; one at most is left waiting).
+    idle = idle_broker_queues()
+    names = [n for n, d in catalog.deployments.items() if provider_queue(d.provider) in idle]
     now = time.time()
     due = deployments_to_probe(names, health.health_snapshot(names, now), now)
     for name in due:
@@ -83,16 +89,18 @@ def probe_deployment(name: str, catalog: Catalog | None = None, settings: Settin
         return "no credentials"
     if not health.admit(name, time.time()):
         return "breaker refused"
-    started = time.perf_counter()
     try:
         call_deployment(deployment, PROBE_REQUEST, None, settings)
     except ProviderError as exc:
         health.record_failure(name, time.time(), exc)
         return f"failed: {exc.kind}"
-    except Exception as exc:  # a timeout or an adapter bug: the deployment did not answer
-        health.record_failure(name, time.time(), Transient(type(exc).__name__))
-        return f"failed: {type(exc).__name__}"
-    health.record_success(name, time.time(), (time.perf_counter() - started) * 1000)
+    except FuturesTimeout:
+        health.record_failure(name, time.time(), Transient("no answer in time"))
+        return "failed: timeout"
+    except Exception:  # an adapter bug is not the deployment's fault (as for jobs)
+        log.exception("probing %s failed in our code", name)
+        return "probe error"
+    health.record_probe_success(name, time.time())
     return "ok"
 
 

@@ -1,5 +1,5 @@
-"""Every queue name in one place: the dispatcher's, and one per provider; and the three
-message priorities."""
+"""Every queue name in one place: the dispatcher's, and one per provider; and the message
+priorities."""
 
 from __future__ import annotations
 
@@ -14,17 +14,24 @@ class Queue(StrEnum):
 
 class Priority(IntEnum):
     """Message priority in kombu's Redis order, where a lower number is served first: each
-    priority is its own Redis list, and a worker's BRPOP names the lower lists first. Work for
-    a job that was tried already (retries, failovers) goes AHEAD of new jobs, so a failover
-    does not wait behind the backlog; a batch's jobs give way to jobs submitted one by one,
-    so an interactive request is not stuck behind a hundred thousand documents. Brokers
-    without priorities (the embedded SQL broker; RabbitMQ, whose queues are declared here
-    without x-max-priority) ignore it and serve in order.
+    priority is its own Redis list (kombu's steps 0, 3, 6, 9), and a worker's BRPOP names the
+    lower lists first. A batch's jobs give way to jobs submitted one by one, so an interactive
+    request is not stuck behind a hundred thousand documents; within each, work for a job
+    that was tried already (a retry, a failover) goes ahead of new jobs, so a failover does
+    not wait behind the backlog. Brokers without priorities (the embedded SQL broker;
+    RabbitMQ, whose queues are declared here without x-max-priority) ignore it.
     """
 
-    AHEAD = 0
-    NORMAL = 3
-    BATCH = 6
+    AHEAD = 0  # a retry or failover of a job sent one by one
+    NORMAL = 3  # a new job sent one by one
+    BATCH_AHEAD = 6  # a retry or failover of a batch's job
+    BATCH = 9  # a new job of a batch
+
+
+def priority_for(*, tried_before: bool, in_batch: bool) -> Priority:
+    if in_batch:
+        return Priority.BATCH_AHEAD if tried_before else Priority.BATCH
+    return Priority.AHEAD if tried_before else Priority.NORMAL
 
 
 def provider_queue(provider: str) -> str:

@@ -21,7 +21,7 @@ from jobstore.db import transaction
 from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus
 from llmqueue.settings import get_settings
 from workers.next_step import NextStep, SendAttempt, SendDispatch
-from workers.queues import ALL_QUEUES, Queue, provider_queue
+from workers.queues import ALL_QUEUES, Queue, priority_for, provider_queue
 from workers.streams import shared_redis
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,8 @@ def find_stranded(
     steps: list[NextStep] = []
     with transaction() as session:
         if idle is None or Queue.DISPATCH.value in idle:
-            queued = session.scalars(
-                select(Job.id)
+            queued = session.execute(
+                select(Job.id, Job.attempt_count, Job.batch_id)
                 .where(
                     Job.status == JobStatus.QUEUED,
                     Job.updated_at < cutoff,
@@ -53,7 +53,12 @@ def find_stranded(
                 )
                 .limit(BATCH)
             )
-            steps += [SendDispatch(job_id) for job_id in queued]
+            steps += [
+                SendDispatch(
+                    job_id, priority=priority_for(tried_before=tries > 0, in_batch=batch is not None)
+                )
+                for job_id, tries, batch in queued
+            ]
         pending = (
             (Attempt.status == AttemptStatus.PENDING)
             & or_(Attempt.not_before.is_(None), Attempt.not_before < cutoff)
@@ -61,14 +66,18 @@ def find_stranded(
         )
         expired = (Attempt.status == AttemptStatus.RUNNING) & (Attempt.lease_until < now)
         attempts = session.execute(
-            select(Attempt.id, Attempt.provider, Attempt.deployment, Attempt.status)
+            select(
+                Attempt.id, Attempt.provider, Attempt.deployment, Attempt.status, Attempt.number, Job.batch_id
+            )
             .join(Job, Job.id == Attempt.job_id)
             .where(Job.status.in_(OPEN_JOB_STATUSES), or_(pending, expired))
             .limit(BATCH)
         )
-        for attempt_id, provider, deployment, status in attempts:
+        for attempt_id, provider, deployment, status, number, batch in attempts:
             if status == AttemptStatus.RUNNING or idle is None or provider_queue(provider) in idle:
-                steps.append(SendAttempt(attempt_id, provider, deployment=deployment))
+                tried = status == AttemptStatus.RUNNING or number > 1  # a claim expired, or a retry
+                priority = priority_for(tried_before=tried, in_batch=batch is not None)
+                steps.append(SendAttempt(attempt_id, provider, priority=priority, deployment=deployment))
     return steps
 
 

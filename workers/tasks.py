@@ -11,6 +11,8 @@ from typing import Any
 
 from celery import Task
 from celery.signals import worker_ready
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
 
 from workers.batch_tasks import after_step
@@ -22,7 +24,8 @@ from workers.probes import probe_deployment, start_probe_thread
 from workers.queues import Priority, Queue, provider_queue
 
 INFRA_RETRY = {
-    "autoretry_for": (OperationalError, ConnectionError),
+    # Postgres or Redis away for a moment (redis-py's errors are not the builtin ConnectionError).
+    "autoretry_for": (OperationalError, ConnectionError, RedisConnectionError, RedisTimeoutError),
     "retry_backoff": True,
     "retry_backoff_max": 60,
     "retry_jitter": True,

@@ -219,3 +219,18 @@ def test_a_deployment_ramping_back_keeps_its_rank_for_its_share_of_jobs() -> Non
     assert names(deferred) == ["d/mid", "d/top", "d/cheap"]  # still a fallback, last
     assert "ramping back" in deferred.candidates[-1].detail
     assert names(decide(health={"d/cheap": DeploymentHealth()})) == ["d/cheap", "d/mid", "d/top"]
+
+
+def test_ramping_keeps_a_manual_jobs_model_and_leaves_round_robin_alone() -> None:
+    catalog = make_catalog(
+        [model("m1", inp="1", out="1", quality=70), model("m2", inp="1", out="1", quality=70)],
+        [{"name": "m1/a", "model": "m1"}, {"name": "m1/b", "model": "m1"}, {"name": "m2/c", "model": "m2"}],
+    )
+    ramping = {"m1/a": DeploymentHealth(traffic_share=0.0)}
+    for seed in range(20):
+        manual = decide(catalog, ramping, model="m1", fallbacks=("m2",), strategy="manual", seed=seed)
+        assert names(manual) == ["m1/b", "m1/a", "m2/c"]  # gives way to its twin, not to m2
+    alone = decide(catalog, ramping, model="m1/a", fallbacks=("m2",), strategy="manual")
+    assert names(alone) == ["m1/a", "m2/c"]  # no twin: the client's choice stands
+    rotated = {names(decide(catalog, ramping, strategy="round_robin", rotation=r))[0] for r in range(3)}
+    assert rotated == {"m1/a", "m1/b", "m2/c"}  # the rotation is not bent
