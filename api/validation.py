@@ -46,7 +46,9 @@ PARAM_FOR_CAPABILITY = {
 }
 
 
-def routing_request(create: JobCreate, budget_remaining: Decimal | None) -> RoutingRequest:
+def routing_request(
+    create: JobCreate, budget_remaining: Decimal | None, input_tokens: int | None = None
+) -> RoutingRequest:
     return RoutingRequest.from_stored(
         create.chat_request(),
         model=create.model,
@@ -54,14 +56,21 @@ def routing_request(create: JobCreate, budget_remaining: Decimal | None) -> Rout
         options=create.routing_options(),
         stream=create.stream,
         budget_remaining_usd=budget_remaining,
+        input_tokens=input_tokens,
     )
 
 
-def check_routable(create: JobCreate, catalog: Catalog, budget_remaining: Decimal | None) -> RoutingDecision:
+def check_routable(
+    create: JobCreate, catalog: Catalog, budget_remaining: Decimal | None, input_tokens: int | None = None
+) -> RoutingDecision:
     """The routing preview for a submission, or an ApiError naming what is wrong and where."""
     try:
         return route(
-            routing_request(create, budget_remaining), catalog, {}, now=time.time(), rng=random.Random(0)
+            routing_request(create, budget_remaining, input_tokens),
+            catalog,
+            {},
+            now=time.time(),
+            rng=random.Random(0),
         )
     except UnknownModel as exc:
         raise ApiError(422, str(exc), param="model", code="model_not_found") from None

@@ -72,6 +72,7 @@ def create_job(
     stream: bool = False,
     idempotency_key: str | None = None,
     deadline_at: datetime | None = None,
+    request_tokens: int | None = None,
 ) -> tuple[Job, bool]:
     """Insert a queued job, or return the one this Idempotency-Key already made.
 
@@ -99,6 +100,7 @@ def create_job(
         job_metadata=metadata or {},
         stream=stream,
         deadline_at=deadline_at,
+        request_tokens=request_tokens,
     )
     if idempotency_key is None:
         session.add(job)

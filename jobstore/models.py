@@ -91,6 +91,9 @@ class Job(Base):
     routing: Mapped[dict[str, Any]] = mapped_column(default=dict)  # floors, ceilings, fallbacks, weights
     job_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     stream: Mapped[bool] = mapped_column(default=False)
+    # The request's o200k token count from submission (routing calibrates it per provider);
+    # None where it was not counted then, and routing counts it itself.
+    request_tokens: Mapped[int | None] = mapped_column(Integer)
     explanation: Mapped[dict[str, Any] | None]
     provider: Mapped[str | None] = mapped_column(String(32))
     model: Mapped[str | None] = mapped_column(String(200))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from routing.catalog import Deployment
 from routing.costs import estimate_cost, expected_output_tokens
 from routing.health import DeploymentHealth
-from routing.tokens import count_request_tokens
+from routing.tokens import calibrate, raw_request_tokens
 
 if TYPE_CHECKING:
     from routing.router import RoutingRequest
@@ -53,13 +53,14 @@ class Exclusion:
 
 
 def score_deployments(pool: Iterable[tuple[Deployment, int]], req: RoutingRequest) -> list[Scored]:
-    """Estimate tokens and cost of `req` on each (deployment, group); tokens counted once per provider."""
-    tokens: dict[str, int] = {}
+    """Estimate tokens and cost of `req` on each (deployment, group). The request is counted
+    once (or not at all when its count came with it), then calibrated per provider."""
+    raw: int | None = req.input_tokens
     scored = []
     for dep, group in pool:
-        if dep.provider not in tokens:
-            tokens[dep.provider] = count_request_tokens(req.request, dep.provider)
-        n_in = tokens[dep.provider]
+        if raw is None:
+            raw = raw_request_tokens(req.request)
+        n_in = calibrate(raw, dep.provider)
         n_out = expected_output_tokens(dep.model, req.request.max_tokens, n_in)
         scored.append(Scored(dep, n_in, n_out, estimate_cost(dep.model, n_in, n_out), group))
     return scored

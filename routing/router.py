@@ -49,6 +49,7 @@ class RoutingRequest:
     budget_remaining_usd: Decimal | None = None  # the owner's remaining budget
     exclude: frozenset[str] = frozenset()  # deployments already failed over for this job
     stream: bool = False  # the caller wants a streamed answer: requires "streaming"
+    input_tokens: int | None = None  # the request's raw count when already counted (tokens.py)
 
     @classmethod
     def from_stored(
@@ -61,6 +62,7 @@ class RoutingRequest:
         stream: bool,
         budget_remaining_usd: Decimal | None = None,
         exclude: frozenset[str] = frozenset(),
+        input_tokens: int | None = None,
     ) -> RoutingRequest:
         """The request as a job stores it (`options`: fallbacks, cost_weight, min_quality,
         max_cost_usd as a string). The API checks a submission through this same path, so
@@ -78,6 +80,7 @@ class RoutingRequest:
             budget_remaining_usd=budget_remaining_usd,
             exclude=exclude,
             stream=stream,
+            input_tokens=input_tokens,
         )
 
 

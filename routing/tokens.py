@@ -62,6 +62,17 @@ def count_text(text: str) -> int:
 
 def count_request_tokens(request: ChatRequest, provider: str = "openai") -> int:
     """Input tokens this request will be billed for by `provider`, exact or a safe estimate."""
+    return calibrate(raw_request_tokens(request), provider)
+
+
+def calibrate(raw: int, provider: str) -> int:
+    """A `raw_request_tokens` count as `provider` bills it (rounded up: never undercount)."""
+    return math.ceil(raw * CALIBRATION.get(provider, 1.2))
+
+
+def raw_request_tokens(request: ChatRequest) -> int:
+    """The request's o200k count with message, image and priming overheads, before calibration:
+    counted once at submission and stored with the job."""
     total = 3  # every reply is primed with a few tokens
     for message in request.messages:
         total += PER_MESSAGE_OVERHEAD + count_text(message.text())
@@ -71,5 +82,4 @@ def count_request_tokens(request: ChatRequest, provider: str = "openai") -> int:
             total += count_text(call.function.name) + count_text(call.function.arguments)
     for tool in request.tools or []:
         total += count_text(tool.model_dump_json())
-    factor = CALIBRATION.get(provider, 1.2)
-    return math.ceil(total * factor)
+    return total

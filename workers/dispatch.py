@@ -47,6 +47,7 @@ def routing_request_for(job: Job, *, exclude: frozenset[str], budget: Decimal | 
         stream=bool(job.stream),
         budget_remaining_usd=budget,
         exclude=exclude,
+        input_tokens=job.request_tokens,
     )
 
 

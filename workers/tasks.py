@@ -89,21 +89,22 @@ def enqueue_dispatch(
 @worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     """Dispatcher workers also sweep for stranded work (see workers/sweeper.py); every worker
-    pays its cold start (database connections, tokenizer tables, SDK imports, clients) now
-    rather than on its first jobs."""
+    pays its cold start (database connections; SDK imports and clients in provider workers;
+    the tokenizer in dispatchers) now rather than on its first jobs."""
     from jobstore.db import warm_pool
 
     warm_pool()
     queues = {q.name for q in sender.app.amqp.queues.consume_from.values()} if sender else set()
     providers = {q.removeprefix("provider.") for q in queues if q.startswith("provider.")}
-    if Queue.DISPATCH.value in queues or providers:
-        # Provider workers route failovers themselves (call_provider), so they count tokens too.
+    if Queue.DISPATCH.value in queues:
+        # Jobs sent one by one come with their token count (counted by the API); a batch's
+        # jobs are counted here. Provider workers route failovers with the stored count and
+        # load the tokenizer's ~150 MB only if a job without one fails over.
+        from llmqueue.settings import get_settings
         from routing.tokens import count_text
+        from workers.sweeper import start_sweeper_thread
 
         count_text("warm up the tokenizer")
-    if Queue.DISPATCH.value in queues:
-        from llmqueue.settings import get_settings
-        from workers.sweeper import start_sweeper_thread
 
         start_sweeper_thread()
         if get_settings().active_probe_s > 0:

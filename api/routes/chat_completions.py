@@ -36,6 +36,7 @@ from jobstore.jobs import create_job, owner_spend
 from jobstore.models import ENDED_JOB_STATUSES, ApiKey, Job, JobStatus
 from llmqueue.settings import get_settings
 from routing.catalog import get_catalog
+from routing.tokens import raw_request_tokens
 from workers.streams import stream_key
 
 router = APIRouter(prefix="/v1/chat", tags=["chat (OpenAI-compatible)"])
@@ -64,7 +65,8 @@ def _submit(owner: ApiKey, create: JobCreate) -> str:
 
     with transaction() as session:
         budget = owner.budget_usd - owner_spend(session, owner.id) if owner.budget_usd is not None else None
-        decision = check_routable(create, get_catalog(), budget)
+        tokens = raw_request_tokens(create.chat_request())
+        decision = check_routable(create, get_catalog(), budget, tokens)
         job, _ = create_job(
             session,
             owner_id=owner.id,
@@ -74,6 +76,7 @@ def _submit(owner: ApiKey, create: JobCreate) -> str:
             routing=create.routing_options(),
             metadata=create.metadata,
             stream=create.stream,
+            request_tokens=tokens,
         )
         job_id = job.id
     enqueue_dispatch([job_id])

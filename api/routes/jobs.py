@@ -19,6 +19,7 @@ from jobstore import transitions
 from jobstore.jobs import IdempotencyConflict, create_job, get_job, owner_spend
 from jobstore.models import Job
 from routing.catalog import get_catalog
+from routing.tokens import raw_request_tokens
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -49,7 +50,8 @@ def submit_job(
     budget = None
     if owner.budget_usd is not None:
         budget = owner.budget_usd - owner_spend(session, owner.id)
-    decision = check_routable(body, get_catalog(), budget)
+    tokens = raw_request_tokens(body.chat_request())  # once, stored: routing never counts again
+    decision = check_routable(body, get_catalog(), budget, tokens)
     deadline = datetime.now(UTC) + timedelta(seconds=body.deadline_s) if body.deadline_s else None
     try:
         job, created = create_job(
@@ -63,6 +65,7 @@ def submit_job(
             stream=body.stream,
             idempotency_key=idempotency_key,
             deadline_at=deadline,
+            request_tokens=tokens,
         )
         session.commit()
     except IdempotencyConflict as exc:

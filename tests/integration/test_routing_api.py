@@ -192,3 +192,25 @@ def test_stats_aggregate_this_keys_jobs(stack: Stack) -> None:
     )
     bad = mine.client.get("/v1/stats", params={"since": "last tuesday"})
     assert bad.status_code == 422 and bad.json()["error"]["param"] == "since"
+
+
+def test_a_job_is_counted_once_at_submission_and_routed_on_that_count(stack: Stack) -> None:
+    """The API stores the request's token count; routing (in the dispatcher, and in a provider
+    worker on failover) calibrates it per provider instead of tokenizing again."""
+    from sqlalchemy import select
+
+    from jobstore.db import transaction
+    from jobstore.models import Job
+    from llmqueue.types import ChatRequest
+    from routing.tokens import calibrate, count_request_tokens, raw_request_tokens
+
+    text = "Count me once: " + "the quick brown fox jumps over the lazy dog. " * 40
+    job = stack.wait(stack.submit(body(text, strategy="quality")).json()["id"])
+    with transaction() as session:
+        stored = session.scalar(select(Job.request_tokens).where(Job.id == job["id"]))
+    request = ChatRequest(messages=[{"role": "user", "content": text}])
+    assert stored == raw_request_tokens(request) > 400
+    for candidate in job["explanation"]["candidates"]:
+        provider = candidate["provider"]
+        assert candidate["input_tokens"] == calibrate(stored, provider)
+        assert candidate["input_tokens"] == count_request_tokens(request, provider)
