@@ -27,16 +27,14 @@ from pydantic import ValidationError
 
 from api.deps import OwnerDep
 from api.errors import ApiError, error_body
+from api.job_intake import store_job
 from api.schemas.jobs import JobCreate
 from api.schemas.openai_compat import ChatCompletionCreate, ModelNotFound
-from api.validation import check_routable
 from jobstore import batch_results
 from jobstore.db import session_factory, transaction
-from jobstore.jobs import create_job, owner_spend
 from jobstore.models import ENDED_JOB_STATUSES, ApiKey, Job, JobStatus
 from llmqueue.settings import get_settings
 from routing.catalog import get_catalog
-from routing.tokens import raw_request_tokens
 from workers.streams import stream_key
 
 router = APIRouter(prefix="/v1/chat", tags=["chat (OpenAI-compatible)"])
@@ -64,20 +62,7 @@ def _submit(owner: ApiKey, create: JobCreate) -> str:
     from workers.tasks import enqueue_dispatch
 
     with transaction() as session:
-        budget = owner.budget_usd - owner_spend(session, owner.id) if owner.budget_usd is not None else None
-        tokens = raw_request_tokens(create.chat_request())
-        decision = check_routable(create, get_catalog(), budget, tokens)
-        job, _ = create_job(
-            session,
-            owner_id=owner.id,
-            request=create.chat_request(),
-            model=create.model,
-            strategy=decision.strategy,
-            routing=create.routing_options(),
-            metadata=create.metadata,
-            stream=create.stream,
-            request_tokens=tokens,
-        )
+        job, _ = store_job(session, owner, create)
         job_id = job.id
     enqueue_dispatch([job_id])
     return job_id

@@ -30,13 +30,13 @@ from api.batch_intake import (
 )
 from api.deps import OwnerDep, SessionDep
 from api.errors import ApiError
+from api.job_intake import remaining_budget
 from api.schemas.batches import DocumentBatch, DocumentBatchList
 from api.schemas.jobs import JobCreate
 from api.validation import check_routable
 from jobstore import batch_results, batches
 from jobstore.batch_models import Batch, BatchKind, BatchStatus
 from jobstore.db import session_factory
-from jobstore.jobs import owner_spend
 from jobstore.models import ApiKey, Job
 from llmqueue.documents import PLACEHOLDER, fill, window_for
 from routing.catalog import get_catalog
@@ -67,8 +67,7 @@ def _routing_options(session: SessionDep, owner: ApiKey, prompt: str, fields: di
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ApiError(422, f"{where}: {first['msg']}", param=where, code="invalid_value") from None
-    budget = owner.budget_usd - owner_spend(session, owner.id) if owner.budget_usd is not None else None
-    check_routable(create, get_catalog(), budget)
+    check_routable(create, get_catalog(), remaining_budget(session, owner))
     return create
 
 

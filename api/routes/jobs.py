@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -12,14 +12,12 @@ from sqlalchemy import select
 from api.deps import OwnerDep, SessionDep
 from api.dispatch_buffer import dispatch_buffer
 from api.errors import ApiError
+from api.job_intake import store_job
 from api.schemas.jobs import JobAccepted, JobCreate, JobList, JobPublic
 from api.streaming import job_event_stream
-from api.validation import check_routable
 from jobstore import transitions
-from jobstore.jobs import IdempotencyConflict, create_job, get_job, owner_spend
+from jobstore.jobs import IdempotencyConflict, get_job
 from jobstore.models import Job
-from routing.catalog import get_catalog
-from routing.tokens import raw_request_tokens
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -47,26 +45,8 @@ def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobAccepted:
     """Accept a job: validate it, store it, commit, then hand its id to the dispatcher."""
-    budget = None
-    if owner.budget_usd is not None:
-        budget = owner.budget_usd - owner_spend(session, owner.id)
-    tokens = raw_request_tokens(body.chat_request())  # once, stored: routing never counts again
-    decision = check_routable(body, get_catalog(), budget, tokens)
-    deadline = datetime.now(UTC) + timedelta(seconds=body.deadline_s) if body.deadline_s else None
     try:
-        job, created = create_job(
-            session,
-            owner_id=owner.id,
-            request=body.chat_request(),
-            model=body.model,
-            strategy=decision.strategy,
-            routing=body.routing_options(),
-            metadata=body.metadata,
-            stream=body.stream,
-            idempotency_key=idempotency_key,
-            deadline_at=deadline,
-            request_tokens=tokens,
-        )
+        job, created = store_job(session, owner, body, idempotency_key=idempotency_key)
         session.commit()
     except IdempotencyConflict as exc:
         session.rollback()

@@ -18,9 +18,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.deps import OwnerDep, SessionDep
+from api.job_intake import remaining_budget
 from api.schemas.jobs import JobCreate
 from api.validation import check_routable, routing_request
-from jobstore.jobs import owner_spend
 from routing.catalog import get_catalog
 from routing.router import route
 from workers.health import health_snapshot
@@ -47,7 +47,7 @@ class RoutePreview(BaseModel):
 def preview_route(body: JobCreate, session: SessionDep, owner: OwnerDep) -> RoutePreview:
     """The ranking and explanation for this request with current health; nothing is enqueued."""
     catalog = get_catalog()
-    budget = owner.budget_usd - owner_spend(session, owner.id) if owner.budget_usd is not None else None
+    budget = remaining_budget(session, owner)
     check_routable(body, catalog, budget)  # the submission's own checks and error messages
     now = time.time()
     decision = route(
