@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 from llmqueue.settings import get_settings
 from routing import health as h
 from routing.health import DeploymentHealth, HealthState
-from workers.health_store import HealthStore
+from workers.health_store import BreakerTransitions, HealthStore
 from workers.providers.errors import ContentFiltered, InvalidRequest, ProviderError
 from workers.streams import shared_redis
 
@@ -44,7 +44,7 @@ class Store(Protocol):
     def next_rotation(self, key: str) -> int: ...
 
 
-class LocalHealthStore:
+class LocalHealthStore(BreakerTransitions):
     """The same transitions as `HealthStore`, in this process's memory."""
 
     def __init__(self, policy: h.BreakerPolicy = h.DEFAULT_POLICY) -> None:
@@ -58,39 +58,9 @@ class LocalHealthStore:
             result, self._states[deployment] = change(self._states.get(deployment, HealthState()))
             return result
 
-    def record_successes(self, deployment: str, latencies_ms: list[float], now: float) -> DeploymentHealth:
-        def change(s: HealthState) -> tuple[DeploymentHealth, HealthState]:
-            new = s
-            for latency_ms in latencies_ms:
-                new = h.record_success(new, now, latency_ms, self.policy)
-            return h.snapshot(new, now, self.policy), new
-
-        return self._update(deployment, change)
-
-    def record_probe_success(self, deployment: str, now: float) -> DeploymentHealth:
-        def change(s: HealthState) -> tuple[DeploymentHealth, HealthState]:
-            new = h.record_success(s, now, None, self.policy)
-            return h.snapshot(new, now, self.policy), new
-
-        return self._update(deployment, change)
-
-    def record_failure(
-        self, deployment: str, now: float, retry_after: float | None = None
-    ) -> DeploymentHealth:
-        def change(s: HealthState) -> tuple[DeploymentHealth, HealthState]:
-            new = h.record_failure(s, now, self.policy, retry_after)
-            return h.snapshot(new, now, self.policy), new
-
-        return self._update(deployment, change)
-
-    def admit(self, deployment: str, now: float) -> bool:
-        return self._update(deployment, lambda s: h.admit(s, now, self.policy))
-
-    def preview(self, deployment: str, now: float) -> bool | None:
+    def state(self, deployment: str) -> HealthState:
         with self._lock:
-            current = self._states.get(deployment, HealthState())
-        allowed, new = h.admit(current, now, self.policy)
-        return allowed if new == current else None
+            return self._states.get(deployment, HealthState())
 
     def snapshot(self, names: Iterable[str], now: float) -> dict[str, DeploymentHealth]:
         with self._lock:

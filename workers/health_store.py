@@ -23,7 +23,72 @@ from routing.health import BreakerPolicy, DeploymentHealth, HealthState
 T = TypeVar("T")
 
 
-class HealthStore:
+class BreakerTransitions:
+    """The outcome and admission methods, written once over two primitives a store supplies:
+    `state(deployment)` (a read) and `_update(deployment, change)` (an atomic apply of a
+    pure transition from `routing/health.py`). `HealthStore` keeps the states in Redis,
+    `workers.health.LocalHealthStore` in one process's memory."""
+
+    policy: BreakerPolicy
+
+    def state(self, deployment: str) -> HealthState:
+        raise NotImplementedError
+
+    def _update(self, deployment: str, change: Callable[[HealthState], tuple[T, HealthState]]) -> T:
+        raise NotImplementedError
+
+    def record_success(self, deployment: str, latency_ms: float, now: float) -> DeploymentHealth:
+        """A call succeeded; returns the deployment's health after it."""
+        return self.record_successes(deployment, [latency_ms], now)
+
+    def record_successes(self, deployment: str, latencies_ms: list[float], now: float) -> DeploymentHealth:
+        """Several calls succeeded (in this order); one transaction for all of them."""
+
+        def change(state: HealthState) -> tuple[DeploymentHealth, HealthState]:
+            new = state
+            for latency_ms in latencies_ms:
+                new = h.record_success(new, now, latency_ms, self.policy)
+            return h.snapshot(new, now, self.policy), new
+
+        return self._update(deployment, change)
+
+    def record_probe_success(self, deployment: str, now: float) -> DeploymentHealth:
+        """An active probe succeeded: it counts for the breaker, not for the latency stats."""
+
+        def change(state: HealthState) -> tuple[DeploymentHealth, HealthState]:
+            new = h.record_success(state, now, None, self.policy)
+            return h.snapshot(new, now, self.policy), new
+
+        return self._update(deployment, change)
+
+    def record_failure(
+        self, deployment: str, now: float, retry_after: float | None = None
+    ) -> DeploymentHealth:
+        """A call failed in a way that is the deployment's fault; returns its health after it."""
+
+        def change(state: HealthState) -> tuple[DeploymentHealth, HealthState]:
+            new = h.record_failure(state, now, self.policy, retry_after)
+            return h.snapshot(new, now, self.policy), new
+
+        return self._update(deployment, change)
+
+    def preview(self, deployment: str, now: float) -> bool | None:
+        """`admit`'s answer when giving it changes nothing: yes for a closed breaker, no for
+        one cooling down (one GET, as if asked just before any concurrent write); None when
+        admitting would count a half-open probe, which only `admit` may do."""
+        current = self.state(deployment)
+        allowed, new = h.admit(current, now, self.policy)
+        return allowed if new == current else None
+
+    def admit(self, deployment: str, now: float) -> bool:
+        """May a call go to `deployment` now? Counts the call as a probe when half-open."""
+        answer = self.preview(deployment, now)
+        if answer is not None:
+            return answer
+        return self._update(deployment, lambda state: h.admit(state, now, self.policy))
+
+
+class HealthStore(BreakerTransitions):
     """Breaker state and latency stats per deployment, shared through Redis under `prefix`."""
 
     def __init__(
@@ -81,56 +146,6 @@ class HealthStore:
 
     def state(self, deployment: str) -> HealthState:
         return self._decode(self.redis.get(self.key(deployment)))
-
-    def record_success(self, deployment: str, latency_ms: float, now: float) -> DeploymentHealth:
-        """A call succeeded; returns the deployment's health after it."""
-        return self.record_successes(deployment, [latency_ms], now)
-
-    def record_successes(self, deployment: str, latencies_ms: list[float], now: float) -> DeploymentHealth:
-        """Several calls succeeded (in this order); one transaction for all of them."""
-
-        def change(state: HealthState) -> tuple[DeploymentHealth, HealthState]:
-            new = state
-            for latency_ms in latencies_ms:
-                new = h.record_success(new, now, latency_ms, self.policy)
-            return h.snapshot(new, now, self.policy), new
-
-        return self._update(deployment, change)
-
-    def record_probe_success(self, deployment: str, now: float) -> DeploymentHealth:
-        """An active probe succeeded: it counts for the breaker, not for the latency stats."""
-
-        def change(state: HealthState) -> tuple[DeploymentHealth, HealthState]:
-            new = h.record_success(state, now, None, self.policy)
-            return h.snapshot(new, now, self.policy), new
-
-        return self._update(deployment, change)
-
-    def record_failure(
-        self, deployment: str, now: float, retry_after: float | None = None
-    ) -> DeploymentHealth:
-        """A call failed in a way that is the deployment's fault; returns its health after it."""
-
-        def change(state: HealthState) -> tuple[DeploymentHealth, HealthState]:
-            new = h.record_failure(state, now, self.policy, retry_after)
-            return h.snapshot(new, now, self.policy), new
-
-        return self._update(deployment, change)
-
-    def preview(self, deployment: str, now: float) -> bool | None:
-        """`admit`'s answer when giving it changes nothing: yes for a closed breaker, no for
-        one cooling down (one GET, as if asked just before any concurrent write); None when
-        admitting would count a half-open probe, which only `admit` may do."""
-        current = self.state(deployment)
-        allowed, new = h.admit(current, now, self.policy)
-        return allowed if new == current else None
-
-    def admit(self, deployment: str, now: float) -> bool:
-        """May a call go to `deployment` now? Counts the call as a probe when half-open."""
-        answer = self.preview(deployment, now)
-        if answer is not None:
-            return answer
-        return self._update(deployment, lambda state: h.admit(state, now, self.policy))
 
     def snapshot(self, names: Iterable[str], now: float) -> dict[str, DeploymentHealth]:
         """The health of each named deployment (a deployment never seen is healthy)."""
