@@ -162,7 +162,13 @@ def _redact(url: str) -> str:
 
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    app()
+    from llmqueue.settings import SettingsError
+
+    try:
+        app()
+    except SettingsError as exc:  # a bad environment variable: name it, no traceback
+        err.print(f"[red]error:[/red] {exc} (fix the environment variable)")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -82,9 +82,23 @@ class Settings(BaseSettings):
         return f"sqla+sqlite:///{(self.home / 'broker.db').resolve()}"
 
 
+class SettingsError(ValueError):
+    """An environment variable with a value the settings cannot take; says which and why."""
+
+
 @cache
 def get_settings() -> Settings:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            info = Settings.model_fields.get(field)
+            alias = info.validation_alias if info is not None else None
+            name = alias.choices[0] if isinstance(alias, AliasChoices) else f"LLMQUEUE_{field.upper()}"
+            problems.append(f"{name}={error.get('input')!r}: {error['msg']}")
+        raise SettingsError("bad setting: " + "; ".join(problems)) from None
     if settings.embedded:
         settings.home.mkdir(parents=True, exist_ok=True)
     return settings

@@ -91,3 +91,21 @@ def test_batch_run_wait_shows_progress_and_results(stack: Stack, tmp_path: Path)
     assert cancel.returncode == 0 and "completed" in cancel.stdout  # an ended batch stays as it was
     missing = cli(stack, "batch", "status", "batch_nope")
     assert missing.returncode == 1 and "no document batch" in missing.stderr
+
+
+def test_a_bad_setting_is_named_without_a_traceback() -> None:
+    for command, env in (
+        (["worker", "-Q", "dispatch"], {"LLMQUEUE_BREAKER_RAMP_S": "-1"}),
+        (["migrate"], {"LLMQUEUE_ACTIVE_PROBE_S": "soon"}),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "llmqueue.cli", *command],
+            env={**os.environ, **env, "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        name = next(iter(env))
+        assert done.returncode == 2, done.stderr
+        assert f"{name}={env[name]!r}" in done.stderr and "fix the environment variable" in done.stderr
+        assert "Traceback" not in done.stderr
