@@ -200,12 +200,35 @@ def worker(database: str, redis_clean: None, emulator_server: Any) -> Iterator[W
     proc.stop()
 
 
+def wait_until_quiet(timeout: float = 60) -> None:
+    """Wait until no provider call is in flight and no queue the shared worker serves holds a
+    message: a call a test left running (a cancelled batch's, a probe's) would otherwise reach
+    the emulator during the next test and show up in its call log."""
+    from sqlalchemy import func, select
+
+    from jobstore.db import transaction
+    from jobstore.models import Attempt, AttemptStatus
+    from workers.sweeper import idle_broker_queues
+
+    served = {q for q in ALL_QUEUES if q != CRASH_TEST_QUEUE}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with transaction() as session:
+            running = session.scalar(
+                select(func.count()).select_from(Attempt).where(Attempt.status == AttemptStatus.RUNNING)
+            )
+        if not running and served <= idle_broker_queues():
+            return
+        time.sleep(0.2)
+
+
 @pytest.fixture
-def stack(api_server: ApiServer, worker: WorkerProcess, emulator: EmulatorHandle) -> Stack:
+def stack(api_server: ApiServer, worker: WorkerProcess, emulator: EmulatorHandle) -> Iterator[Stack]:
     # Each test starts with every deployment healthy: breakers earlier tests tripped are reset.
     from workers.health_store import HealthStore
 
     HealthStore(
         redis.Redis.from_url(os.environ["REDIS_URL"]), prefix=os.environ["LLMQUEUE_REDIS_PREFIX"]
     ).reset()
-    return Stack(api_server.url, make_key(), emulator)
+    yield Stack(api_server.url, make_key(), emulator)
+    wait_until_quiet()
