@@ -207,6 +207,7 @@ def start_profilers(folder: Path, roots: dict[str, int]) -> list[subprocess.Pope
             "record",
             "--nonblocking",
             "--subprocesses",
+            "--gil",  # only samples holding the GIL: where Python spends CPU, not where it waits
             "--format",
             "raw",
             "-r",

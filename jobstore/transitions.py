@@ -18,12 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import bindparam, case, select, update
+from sqlalchemy import Table, bindparam, case, insert, select, update
 from sqlalchemy.orm import Session
 
-from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus
+from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus, new_id
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,48 @@ class CallOutcome:
     rate_limit_headers: dict[str, str]
 
 
+# The hot path's statements (every job is dispatched, claimed and recorded) are Core statements on
+# the tables, built once here with named parameters: building an ORM UPDATE per call, its
+# cache key and the ORM's session synchronisation cost more CPU than the provider call.
+_attempts = cast(Table, Attempt.__table__)
+_jobs = cast(Table, Job.__table__)
+
+
+def _param(column: Any, name: str) -> Any:
+    return bindparam(name, type_=column.type)
+
+
 def _changed(result: Any) -> bool:
     return bool(result.rowcount == 1)
+
+
+@dataclass(frozen=True)
+class NewAttempt:
+    """The attempt `begin_dispatch` created (pending, not yet sent)."""
+
+    id: str
+    job_id: str
+    number: int
+    provider: str
+    model: str
+    deployment: str
+
+
+_DISPATCH_JOB = (
+    update(_jobs)
+    .where(_jobs.c.id == bindparam("p_job_id"), _jobs.c.status == JobStatus.QUEUED.value)
+    .values(
+        status=JobStatus.DISPATCHED.value,
+        provider=bindparam("p_provider"),
+        model=bindparam("p_model"),
+        deployment=bindparam("p_deployment"),
+        explanation=_param(_jobs.c.explanation, "p_explanation"),
+        attempt_count=_jobs.c.attempt_count + 1,
+        not_before=None,
+    )
+    .returning(_jobs.c.attempt_count)
+)
+_INSERT_ATTEMPT = insert(_attempts)
 
 
 def begin_dispatch(
@@ -55,27 +95,33 @@ def begin_dispatch(
     model: str,
     deployment: str,
     explanation: dict[str, Any] | None,
-) -> Attempt | None:
+) -> NewAttempt | None:
     """queued -> dispatched with a new pending attempt; None if the job was not queued."""
-    number = session.scalar(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-        .values(
-            status=JobStatus.DISPATCHED,
-            provider=provider,
-            model=model,
-            deployment=deployment,
-            explanation=explanation,
-            attempt_count=Job.attempt_count + 1,
-            not_before=None,
-        )
-        .returning(Job.attempt_count)
-    )
+    connection = session.connection()
+    number = connection.execute(
+        _DISPATCH_JOB,
+        {
+            "p_job_id": job_id,
+            "p_provider": provider,
+            "p_model": model,
+            "p_deployment": deployment,
+            "p_explanation": explanation,
+        },
+    ).scalar()
     if number is None:
         return None
-    attempt = Attempt(job_id=job_id, number=number, provider=provider, model=model, deployment=deployment)
-    session.add(attempt)
-    session.flush()
+    attempt = NewAttempt(new_id("att"), job_id, number, provider, model, deployment)
+    connection.execute(
+        _INSERT_ATTEMPT,
+        {
+            "id": attempt.id,
+            "job_id": job_id,
+            "number": number,
+            "provider": provider,
+            "model": model,
+            "deployment": deployment,
+        },
+    )
     return attempt
 
 
@@ -112,17 +158,45 @@ class ClaimedCall:
     batch_id: str | None = None
 
 
-def _claim(session: Session, attempt_id: str, token: str, now: datetime, lease_until: datetime) -> Any:
-    return session.execute(
-        update(Attempt)
-        .where(
-            Attempt.id == attempt_id,
-            (Attempt.status == AttemptStatus.PENDING)
-            | ((Attempt.status == AttemptStatus.RUNNING) & (Attempt.lease_until < now)),
+_CLAIM_ATTEMPT = (
+    update(_attempts)
+    .where(
+        _attempts.c.id == bindparam("p_attempt_id"),
+        (_attempts.c.status == AttemptStatus.PENDING.value)
+        | (
+            (_attempts.c.status == AttemptStatus.RUNNING.value)
+            & (_attempts.c.lease_until < _param(_attempts.c.lease_until, "p_now"))
+        ),
+    )
+    .values(
+        status=AttemptStatus.RUNNING.value,
+        claim_token=bindparam("p_token"),
+        lease_until=_param(_attempts.c.lease_until, "p_lease_until"),
+        started_at=_param(_attempts.c.started_at, "p_now"),
+    )
+    .returning(_attempts.c.job_id, _attempts.c.provider, _attempts.c.model, _attempts.c.deployment)
+)
+_START_JOB = (
+    update(_jobs)
+    .where(_jobs.c.id == bindparam("p_job_id"))
+    .values(
+        status=case(
+            (_jobs.c.status == JobStatus.DISPATCHED.value, JobStatus.RUNNING.value), else_=_jobs.c.status
         )
-        .values(status=AttemptStatus.RUNNING, claim_token=token, lease_until=lease_until, started_at=now)
-        .returning(Attempt.job_id, Attempt.provider, Attempt.model, Attempt.deployment)
-    ).one_or_none()
+    )
+    .returning(_jobs.c.request, _jobs.c.stream, _jobs.c.batch_id)
+)
+
+
+def _claim(session: Session, attempt_id: str, token: str, now: datetime, lease_until: datetime) -> Any:
+    return (
+        session.connection()
+        .execute(
+            _CLAIM_ATTEMPT,
+            {"p_attempt_id": attempt_id, "p_token": token, "p_now": now, "p_lease_until": lease_until},
+        )
+        .one_or_none()
+    )
 
 
 def claim_for_call(
@@ -134,12 +208,7 @@ def claim_for_call(
     if claimed is None:
         return None
     job_id, provider, model, deployment = claimed
-    request, stream, batch_id = session.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(status=case((Job.status == JobStatus.DISPATCHED, JobStatus.RUNNING.value), else_=Job.status))
-        .returning(Job.request, Job.stream, Job.batch_id)
-    ).one()
+    request, stream, batch_id = session.connection().execute(_START_JOB, {"p_job_id": job_id}).one()
     return ClaimedCall(attempt_id, job_id, provider, model, deployment, request, bool(stream), batch_id)
 
 
@@ -164,59 +233,95 @@ def claim_attempt(
     return claim_for_call(session, attempt_id, token, now, lease_until) is not None
 
 
+_OUTCOME_COLUMNS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "latency_ms",
+    "finish_reason",
+)
+_COUNTED_COLUMNS = ("cost_usd", "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
+_SUCCEED_ATTEMPT = (
+    update(_attempts)
+    .where(
+        _attempts.c.id == bindparam("p_attempt_id"),
+        _attempts.c.status == AttemptStatus.RUNNING.value,
+        _attempts.c.claim_token == bindparam("p_token"),
+    )
+    .values(
+        status=AttemptStatus.SUCCEEDED.value,
+        provider_request_id=_param(_attempts.c.provider_request_id, "p_provider_request_id"),
+        rate_limit_headers=_param(_attempts.c.rate_limit_headers, "p_rate_limit_headers"),
+        finished_at=_param(_attempts.c.finished_at, "p_now"),
+        **{name: _param(_attempts.c[name], f"p_{name}") for name in _OUTCOME_COLUMNS},
+    )
+)
+
+
+def _if_open(column: Any, name: str) -> Any:
+    """The new value when the job is still open, else the column's own (a cancelled job keeps
+    its state but still pays for the call)."""
+    return case((_jobs.c.status.in_(OPEN_JOB_STATUSES), _param(column, name)), else_=column)
+
+
+_SUCCEED_JOB = (
+    update(_jobs)
+    .where(_jobs.c.id == bindparam("p_job_id"))
+    .values(
+        **{name: _jobs.c[name] + _param(_jobs.c[name], f"p_{name}") for name in _COUNTED_COLUMNS},
+        status=_if_open(_jobs.c.status, "p_status"),
+        provider=_if_open(_jobs.c.provider, "p_provider"),
+        model=_if_open(_jobs.c.model, "p_model"),
+        deployment=_if_open(_jobs.c.deployment, "p_deployment"),
+        result_text=_if_open(_jobs.c.result_text, "p_text"),
+        tool_calls=_if_open(_jobs.c.tool_calls, "p_tool_calls"),
+        finish_reason=_if_open(_jobs.c.finish_reason, "p_finish_reason"),
+        latency_ms=_if_open(_jobs.c.latency_ms, "p_latency_ms"),
+        error_type=_if_open(_jobs.c.error_type, "p_no_error_type"),
+        error_message=_if_open(_jobs.c.error_message, "p_no_error_message"),
+        finished_at=_if_open(_jobs.c.finished_at, "p_now"),
+    )
+)
+
+
 def record_success(
     session: Session, attempt: AttemptLike, token: str, outcome: CallOutcome, now: datetime
 ) -> bool:
     """Write a call's result and cost once. The job takes the result if it is still open;
     its cost and tokens count the call even if it was cancelled meanwhile (it was paid for)."""
-    changed = session.execute(
-        update(Attempt)
-        .where(
-            Attempt.id == attempt.id, Attempt.status == AttemptStatus.RUNNING, Attempt.claim_token == token
-        )
-        .values(
-            status=AttemptStatus.SUCCEEDED,
-            input_tokens=outcome.input_tokens,
-            output_tokens=outcome.output_tokens,
-            cached_input_tokens=outcome.cached_input_tokens,
-            reasoning_tokens=outcome.reasoning_tokens,
-            cost_usd=outcome.cost_usd,
-            latency_ms=outcome.latency_ms,
-            finish_reason=outcome.finish_reason,
-            provider_request_id=outcome.provider_request_id,
-            rate_limit_headers=outcome.rate_limit_headers,
-            finished_at=now,
-        )
+    connection = session.connection()
+    values = {f"p_{name}": getattr(outcome, name) for name in _OUTCOME_COLUMNS}
+    changed = connection.execute(
+        _SUCCEED_ATTEMPT,
+        {
+            "p_attempt_id": attempt.id,
+            "p_token": token,
+            "p_provider_request_id": outcome.provider_request_id,
+            "p_rate_limit_headers": outcome.rate_limit_headers,
+            "p_now": now,
+            **values,
+        },
     )
     if not _changed(changed):
         return False
-    still_open = Job.status.in_(OPEN_JOB_STATUSES)
-
-    def if_open(column: Any, value: Any) -> Any:
-        return case((still_open, bindparam(None, value, type_=column.type)), else_=column)
-
     # One statement: the cost always counts; the result only lands on a job still open.
-    session.execute(
-        update(Job)
-        .where(Job.id == attempt.job_id)
-        .values(
-            cost_usd=Job.cost_usd + outcome.cost_usd,
-            input_tokens=Job.input_tokens + outcome.input_tokens,
-            output_tokens=Job.output_tokens + outcome.output_tokens,
-            cached_input_tokens=Job.cached_input_tokens + outcome.cached_input_tokens,
-            reasoning_tokens=Job.reasoning_tokens + outcome.reasoning_tokens,
-            status=if_open(Job.status, JobStatus.SUCCEEDED.value),
-            provider=if_open(Job.provider, attempt.provider),
-            model=if_open(Job.model, attempt.model),
-            deployment=if_open(Job.deployment, attempt.deployment),
-            result_text=if_open(Job.result_text, outcome.text),
-            tool_calls=if_open(Job.tool_calls, outcome.tool_calls),
-            finish_reason=if_open(Job.finish_reason, outcome.finish_reason),
-            latency_ms=if_open(Job.latency_ms, outcome.latency_ms),
-            error_type=if_open(Job.error_type, None),
-            error_message=if_open(Job.error_message, None),
-            finished_at=if_open(Job.finished_at, now),
-        )
+    connection.execute(
+        _SUCCEED_JOB,
+        {
+            **values,
+            "p_job_id": attempt.job_id,
+            "p_status": JobStatus.SUCCEEDED.value,
+            "p_provider": attempt.provider,
+            "p_model": attempt.model,
+            "p_deployment": attempt.deployment,
+            "p_text": outcome.text,
+            "p_tool_calls": outcome.tool_calls,
+            "p_no_error_type": None,
+            "p_no_error_message": None,
+            "p_now": now,
+        },
     )
     return True
 
