@@ -20,7 +20,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, bindparam, case, insert, select, update
+from sqlalchemy import Table, bindparam, case, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus, new_id
@@ -260,10 +260,15 @@ _SUCCEED_ATTEMPT = (
 )
 
 
+# The open statuses as SQL literals: a bound IN list is expanded afresh on every execution,
+# and its 33 extra parameters would keep psycopg from caching the statement's conversion.
+_STILL_OPEN = _jobs.c.status.in_([literal_column(f"'{status.value}'") for status in OPEN_JOB_STATUSES])
+
+
 def _if_open(column: Any, name: str) -> Any:
     """The new value when the job is still open, else the column's own (a cancelled job keeps
     its state but still pays for the call)."""
-    return case((_jobs.c.status.in_(OPEN_JOB_STATUSES), _param(column, name)), else_=column)
+    return case((_STILL_OPEN, _param(column, name)), else_=column)
 
 
 _SUCCEED_JOB = (

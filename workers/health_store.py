@@ -21,6 +21,7 @@ from routing import health as h
 from routing.health import BreakerPolicy, DeploymentHealth, HealthState
 
 T = TypeVar("T")
+DECODED_KEEP = 1024  # decoded states kept per store, a few per deployment
 
 
 class BreakerTransitions:
@@ -107,17 +108,28 @@ class HealthStore(BreakerTransitions):
         # thrown away); other processes still race through WATCH as before.
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._decoded: dict[Any, HealthState] = {}
 
     def key(self, deployment: str) -> str:
         return f"{self.prefix}health:{deployment}"
 
-    @staticmethod
-    def _decode(raw: Any) -> HealthState:
+    def _decode(self, raw: Any) -> HealthState:
+        """The state a stored value holds. A deployment's value changes at most every half
+        second or so (successes are written in batches) while every call and every routing
+        decision reads it, so the decoded state of a value seen before is reused (the
+        states are immutable): JSON decoding was most of an admission's CPU."""
         if raw is None:
             return HealthState()
+        known = self._decoded.get(raw)
+        if known is not None:
+            return known
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         data: dict[str, Any] = json.loads(text)
-        return HealthState.from_dict(data)
+        state = HealthState.from_dict(data)
+        if len(self._decoded) >= DECODED_KEEP:
+            self._decoded.clear()  # old values are never asked for again; start afresh
+        self._decoded[raw] = state
+        return state
 
     def _lock(self, deployment: str) -> threading.Lock:
         lock = self._locks.get(deployment)
