@@ -32,6 +32,7 @@ FAULTS = {
     "azure": {"error_rate": 0.2, "latency_ms": 50},
     "*": {"latency_ms": 50},
 }
+FELL_BEHIND_S = 2.0  # more than this between the last submission and the last job's end
 FAILOVER_HOPS = """
 SELECT extract(epoch FROM nxt.started_at - a.finished_at) * 1000,
        extract(epoch FROM nxt.created_at - a.finished_at) * 1000,
@@ -96,6 +97,12 @@ def report(result: dict[str, Any]) -> None:
         f"provider queue leg p50 {_ms(result['queue_leg_p50_ms'])})"
     )
     print(f"  served by: {result['served_by']}")
+    behind = result["elapsed_s"] - result["submit_s"]
+    if behind > FELL_BEHIND_S:
+        print(
+            f"  the stack fell {behind:.1f} s behind its load: every leg above includes waiting "
+            "for a CPU (a slower machine than this rate suits; try a lower --rate)"
+        )
     print("  attempts: " + ", ".join(f"{d} {s} {n}" for d, s, n in result["attempts"]))
 
 
@@ -114,7 +121,8 @@ def main() -> None:
         type=float,
         default=25.0,
         help="Submit at this many jobs/s; 0 = as fast as the API takes them, which saturates "
-        "a 2-core machine (default: 25, about half of what this stack sustains on 2 cores).",
+        "a 2-core machine (default: 25, about half of what this stack sustained on a quick 2-core "
+        "machine; the report says when the stack fell behind).",
     )
     args = parser.parse_args()
     results = []
