@@ -137,7 +137,9 @@ def _insert(session: Session, job: Job) -> None:
     """Insert the job's row with one prebuilt Core statement; the object itself stays out of
     the session. Every submission comes this way, and the ORM's unit of work for one new row
     cost more CPU than the rest of the insert."""
-    session.connection().execute(_INSERT_JOB, {column: getattr(job, attr) for attr, column in _JOB_COLUMNS})
+    values = {column: getattr(job, attr) for attr, column in _JOB_COLUMNS}
+    # Unset columns are left out: they take their defaults, and SQL NULL rather than JSON null.
+    session.connection().execute(_INSERT_JOB, {k: v for k, v in values.items() if v is not None})
 
 
 def _by_idempotency_key(session: Session, owner_id: str, key: str) -> Job | None:

@@ -46,6 +46,8 @@ class CallOutcome:
 # The hot path's statements (every job is dispatched, claimed and recorded) are Core statements on
 # the tables, built once here with named parameters: building an ORM UPDATE per call, its
 # cache key and the ORM's session synchronisation cost more CPU than the provider call.
+# They neither flush the session first nor update ORM objects it holds: callers read what
+# these functions return, not a Job or Attempt loaded before them.
 _attempts = cast(Table, Attempt.__table__)
 _jobs = cast(Table, Job.__table__)
 

@@ -21,7 +21,7 @@ from routing import health as h
 from routing.health import BreakerPolicy, DeploymentHealth, HealthState
 
 T = TypeVar("T")
-DECODED_KEEP = 1024  # decoded states kept per store, a few per deployment
+DECODED_KEEP = 256  # decoded states kept per store (up to ~20 kB each), a few per deployment
 
 
 class BreakerTransitions:

@@ -8,7 +8,7 @@ from decimal import Decimal
 from jobstore import transitions
 from jobstore.db import transaction
 from jobstore.jobs import create_api_key, create_job
-from jobstore.models import Attempt, Job
+from jobstore.models import Job
 from llmqueue.types import ChatRequest
 
 REQUEST = ChatRequest.model_validate({"messages": [{"role": "user", "content": "once"}]})
@@ -34,7 +34,7 @@ def new_job() -> str:
         return job.id
 
 
-def dispatch(job_id: str) -> Attempt | None:
+def dispatch(job_id: str) -> transitions.NewAttempt | None:
     with transaction() as session:
         return transitions.begin_dispatch(
             session,
