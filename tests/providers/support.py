@@ -8,18 +8,20 @@ specific to its provider (its deployment, assertions, error-case table and SDK-l
   synchronous `complete_fresh` that builds the adapter inside the event loop;
 - the default request builder `req` (prompt `PROMPT`) and the shared `TOOLS` definition;
 - the streaming sinks: `Collector` (keeps deltas), `discard` and `no_text_expected`;
-- the parametrized error-mapping check `raises_mapped`.
+- the parametrized error-mapping check `raises_mapped`;
+- the tool round trip every adapter must pass: `tool_round_trip`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
 
-from llmqueue.types import ChatRequest, ChatResponse
+from llmqueue.types import ChatRequest, ChatResponse, FinishReason, ToolCall
 from routing.catalog import Deployment, get_catalog
 from workers.providers import errors
 from workers.providers.base import Provider, Target, TextSink, resolve_target
@@ -143,3 +145,28 @@ def raises_mapped(
     if script.get("message"):
         assert script["message"] in err.message
     return err
+
+
+def tool_round_trip(call: Callable[[ChatRequest], ChatResponse], **first: Any) -> ToolCall:
+    """The model asks for `get_weather`; the tool's answer goes back in a second call, whose
+    reply uses it. `call` makes one call to the adapter under test; `first` adds request
+    fields to the first call. Returns the tool call, for provider-specific checks."""
+    asked = call(req(tools=TOOLS, **first))
+    assert asked.finish_reason is FinishReason.TOOL_CALLS
+    tool_call = asked.tool_calls[0]
+    assert tool_call.id
+    assert tool_call.function.name == "get_weather"
+    assert json.loads(tool_call.function.arguments) == {"city": "example"}
+    answered = call(
+        req(
+            tools=TOOLS,
+            messages=[
+                {"role": "user", "content": "weather in Paris?"},
+                {"role": "assistant", "tool_calls": [tool_call.model_dump()]},
+                {"role": "tool", "tool_call_id": tool_call.id, "content": "sunny, 21C"},
+            ],
+        )
+    )
+    assert answered.finish_reason is FinishReason.STOP
+    assert "sunny, 21C" in answered.text
+    return tool_call

@@ -13,12 +13,12 @@ from tests.conftest import EmulatorHandle
 from tests.providers import support
 from tests.providers.support import (
     REFUSED_URL,
-    TOOLS,
     Collector,
     complete_fresh,
     emulated,
     raises_mapped,
     req,
+    tool_round_trip,
 )
 from workers.providers import adapter_class, errors
 from workers.providers.azure import AzureOpenAIProvider
@@ -108,24 +108,7 @@ def test_system_prompt_and_multi_turn(emulator: EmulatorHandle, kind: str) -> No
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_tool_call_round_trip(emulator: EmulatorHandle, kind: str) -> None:
-    first = complete(kind, emulator.url, req(tools=TOOLS))
-    assert first.finish_reason is FinishReason.TOOL_CALLS
-    call = first.tool_calls[0]
-    assert json.loads(call.function.arguments) == {"city": "example"}
-    second = complete(
-        kind,
-        emulator.url,
-        req(
-            tools=TOOLS,
-            messages=[
-                {"role": "user", "content": "weather in Paris?"},
-                {"role": "assistant", "tool_calls": [call.model_dump()]},
-                {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
-            ],
-        ),
-    )
-    assert second.finish_reason is FinishReason.STOP
-    assert "sunny, 21C" in second.text
+    tool_round_trip(lambda request: complete(kind, emulator.url, request))
 
 
 @pytest.mark.parametrize("kind", KINDS)

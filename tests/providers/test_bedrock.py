@@ -23,6 +23,7 @@ from tests.providers.support import (
     no_text_expected,
     raises_mapped,
     req,
+    tool_round_trip,
 )
 from workers.providers import adapter_class, errors
 from workers.providers.base import TextSink, resolve_target
@@ -109,24 +110,7 @@ def test_max_tokens_stops_with_length(emulator: EmulatorHandle) -> None:
 
 
 def test_tool_call_round_trip(emulator: EmulatorHandle) -> None:
-    first = complete(emulator.url, req(tools=TOOLS))
-    assert first.finish_reason is FinishReason.TOOL_CALLS
-    call = first.tool_calls[0]
-    assert call.function.name == "get_weather"
-    assert json.loads(call.function.arguments) == {"city": "example"}
-    second = complete(
-        emulator.url,
-        req(
-            tools=TOOLS,
-            messages=[
-                {"role": "user", "content": "weather in Paris?"},
-                {"role": "assistant", "tool_calls": [call.model_dump()]},
-                {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
-            ],
-        ),
-    )
-    assert second.finish_reason is FinishReason.STOP
-    assert "sunny, 21C" in second.text
+    tool_round_trip(lambda request: complete(emulator.url, request))
 
 
 def test_tool_choice_none_sends_no_tools(emulator: EmulatorHandle) -> None:

@@ -23,6 +23,7 @@ from tests.providers.support import (
     raises_mapped,
     req,
     run,
+    tool_round_trip,
 )
 from workers.providers import adapter_class, errors
 from workers.providers.base import resolve_target
@@ -76,26 +77,7 @@ def test_max_tokens_truncates_with_length(emulator: EmulatorHandle) -> None:
 
 
 def test_tool_call_round_trip(emulator: EmulatorHandle) -> None:
-    first = run(complete(provider(emulator), req(tools=TOOLS)))
-    assert first.finish_reason is FinishReason.TOOL_CALLS
-    call = first.tool_calls[0]
-    assert call.function.name == "get_weather"
-    assert json.loads(call.function.arguments) == {"city": "example"}
-    second = run(
-        complete(
-            provider(emulator),
-            req(
-                tools=TOOLS,
-                messages=[
-                    {"role": "user", "content": "weather in Paris?"},
-                    {"role": "assistant", "tool_calls": [call.model_dump()]},
-                    {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
-                ],
-            ),
-        )
-    )
-    assert second.finish_reason is FinishReason.STOP
-    assert "sunny, 21C" in second.text
+    tool_round_trip(lambda request: run(complete(provider(emulator), request)))
 
 
 def test_tool_choice_translation() -> None:

@@ -11,7 +11,6 @@ from llmqueue.types import FinishReason
 from tests.conftest import EmulatorHandle
 from tests.providers.support import (
     REFUSED_URL,
-    TOOLS,
     Collector,
     complete,
     deployment,
@@ -19,6 +18,7 @@ from tests.providers.support import (
     raises_mapped,
     req,
     run,
+    tool_round_trip,
 )
 from workers.providers import errors
 from workers.providers.base import resolve_target
@@ -58,27 +58,7 @@ def test_system_prompt_and_multi_turn(emulator: EmulatorHandle) -> None:
 
 
 def test_tool_call_round_trip(emulator: EmulatorHandle) -> None:
-    tools = TOOLS
-    first = run(complete(provider(emulator), req(tools=tools)))
-    assert first.finish_reason is FinishReason.TOOL_CALLS
-    call = first.tool_calls[0]
-    assert call.function.name == "get_weather"
-    assert json.loads(call.function.arguments) == {"city": "example"}
-    second = run(
-        complete(
-            provider(emulator),
-            req(
-                tools=tools,
-                messages=[
-                    {"role": "user", "content": "weather in Paris?"},
-                    {"role": "assistant", "tool_calls": [call.model_dump()]},
-                    {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
-                ],
-            ),
-        )
-    )
-    assert second.finish_reason is FinishReason.STOP
-    assert "sunny, 21C" in second.text
+    tool_round_trip(lambda request: run(complete(provider(emulator), request)))
 
 
 def test_json_mode(emulator: EmulatorHandle) -> None:
