@@ -30,13 +30,14 @@ def store_job(
 ) -> tuple[Job, bool]:
     """Insert the job (not committed); returns (job, created). Raises ApiError when nothing can
     serve it and jobstore.jobs.IdempotencyConflict for a reused key with another body."""
-    tokens = raw_request_tokens(create.chat_request())
+    request = create.chat_request()
+    tokens = raw_request_tokens(request)
     decision = check_routable(create, get_catalog(), remaining_budget(session, owner), tokens)
     deadline = datetime.now(UTC) + timedelta(seconds=create.deadline_s) if create.deadline_s else None
     return create_job(
         session,
         owner_id=owner.id,
-        request=create.chat_request(),
+        request=request,
         model=create.model,
         strategy=decision.strategy,
         routing=create.routing_options(),

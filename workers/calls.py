@@ -27,10 +27,9 @@ from routing.catalog import Catalog, Deployment, get_catalog
 from routing.costs import settle_cost
 from workers import health, streams
 from workers.call_loop import get_call_loop
-from workers.dispatch import route_queued_job
+from workers.dispatch import priority_of, route_queued_job
 from workers.next_step import NextStep, Nothing, SendAttempt, SendDispatch
 from workers.providers.errors import Action, ProviderError, Transient, action_for
-from workers.queues import Priority, priority_for
 
 log = logging.getLogger(__name__)
 _rng = random.Random()
@@ -56,11 +55,6 @@ def call_timeout(settings: Settings) -> float:
 def lease_seconds(settings: Settings) -> float:
     """How long a claim holds: past the call timeout, so a live call is never taken over."""
     return call_timeout(settings) + 5
-
-
-def ahead(job: Job) -> Priority:
-    """The priority of anything sent for a job that has been tried: ahead of new work."""
-    return priority_for(tried_before=True, in_batch=job.batch_id is not None)
 
 
 def consecutive_failures_on(job: Job, deployment: str) -> int:
@@ -248,7 +242,7 @@ def _finish_failure(
             if retry is None:
                 return Nothing("job closed")
             return SendAttempt(
-                retry.id, retry.provider, countdown, priority=ahead(job), deployment=retry.deployment
+                retry.id, retry.provider, countdown, priority=priority_of(job), deployment=retry.deployment
             )
         if not transitions.requeue(session, job.id):
             return Nothing("job closed")
@@ -264,7 +258,7 @@ def _route_on(session: Session, job: Job, catalog: Catalog, now: datetime) -> Ne
             return route_queued_job(session, job, catalog=catalog, now=now)
     except Exception:
         log.warning("routing the failover of job %s here failed; the dispatcher will", job.id, exc_info=True)
-        return SendDispatch(job.id, priority=ahead(job))
+        return SendDispatch(job.id, priority=priority_of(job))
 
 
 def _preview(deployment: str, now: float) -> bool | None:
@@ -305,7 +299,7 @@ def _not_claimed(session: Session, attempt_id: str, now: datetime) -> NextStep:
     held = attempt.lease_until
     wait = (aware(held) - now).total_seconds() + 1 if held else 5.0
     return SendAttempt(
-        attempt_id, attempt.provider, max(1.0, wait), priority=ahead(job), deployment=attempt.deployment
+        attempt_id, attempt.provider, max(1.0, wait), priority=priority_of(job), deployment=attempt.deployment
     )
 
 
@@ -313,11 +307,15 @@ def _repair(job: Job) -> NextStep:
     """A redelivered message for a finished attempt: resend whatever its commit promised
     (a crash between commit and send would otherwise strand the job)."""
     if job.status == JobStatus.QUEUED:
-        return SendDispatch(job.id, priority=ahead(job))
+        return SendDispatch(job.id, priority=priority_of(job))
     latest = max(job.attempts, key=lambda a: a.number, default=None)
     if latest is not None and latest.status == AttemptStatus.PENDING:
         wait = (aware(latest.not_before) - datetime.now(UTC)).total_seconds() if latest.not_before else 0.0
         return SendAttempt(
-            latest.id, latest.provider, max(0.0, wait), priority=ahead(job), deployment=latest.deployment
+            latest.id,
+            latest.provider,
+            max(0.0, wait),
+            priority=priority_of(job),
+            deployment=latest.deployment,
         )
     return Nothing("attempt already finished")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -42,8 +42,11 @@ class BreakerTransitions:
         """A call succeeded; returns the deployment's health after it."""
         return self.record_successes(deployment, [latency_ms], now)
 
-    def record_successes(self, deployment: str, latencies_ms: list[float], now: float) -> DeploymentHealth:
-        """Several calls succeeded (in this order); one transaction for all of them."""
+    def record_successes(
+        self, deployment: str, latencies_ms: Sequence[float | None], now: float
+    ) -> DeploymentHealth:
+        """Several calls succeeded (in this order); one transaction for all of them. A latency
+        of None (an active probe's) counts for the breaker, not for the latency stats."""
 
         def change(state: HealthState) -> tuple[DeploymentHealth, HealthState]:
             new = state
@@ -55,12 +58,7 @@ class BreakerTransitions:
 
     def record_probe_success(self, deployment: str, now: float) -> DeploymentHealth:
         """An active probe succeeded: it counts for the breaker, not for the latency stats."""
-
-        def change(state: HealthState) -> tuple[DeploymentHealth, HealthState]:
-            new = h.record_success(state, now, None, self.policy)
-            return h.snapshot(new, now, self.policy), new
-
-        return self._update(deployment, change)
+        return self.record_successes(deployment, [None], now)
 
     def record_failure(
         self, deployment: str, now: float, retry_after: float | None = None
