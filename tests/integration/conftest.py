@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,6 +221,7 @@ def wait_until_quiet(timeout: float = 60) -> None:
         if not running and served <= idle_broker_queues():
             return
         time.sleep(0.2)
+    warnings.warn(f"the stack was still busy {timeout:.0f} s after the test", stacklevel=2)
 
 
 @pytest.fixture
