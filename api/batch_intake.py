@@ -21,8 +21,8 @@ from api.errors import ApiError
 from api.schemas.openai_compat import parse_completion
 from jobstore.batch_models import Batch
 from jobstore.batches import BulkJobWriter, job_row
-from llmqueue.documents import Window, fill, part_text, split_document, user_request
 from routing.catalog import Catalog
+from routing.documents import Window, fill, part_text, split_document, user_request
 
 DISPATCH_WINDOW = 100
 MAX_ID_LENGTH = 255

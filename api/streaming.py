@@ -29,9 +29,9 @@ from typing import Any, cast
 import redis.asyncio as aredis
 from fastapi.responses import StreamingResponse
 
+from core.settings import get_settings
 from jobstore.db import session_factory
 from jobstore.models import ENDED_JOB_STATUSES, Job
-from llmqueue.settings import get_settings
 from workers.streams import stream_key
 
 POLL_S = 0.5

@@ -24,7 +24,8 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobstore.models import Base, new_id, utcnow
+from core.clock import utcnow
+from jobstore.models import Base, new_id
 
 FILE_PART_BYTES = 1 << 20
 

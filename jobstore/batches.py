@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import case, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
+from core.clock import aware, utcnow
 from jobstore.batch_models import (
     FILE_PART_BYTES,
     OPEN_BATCH_STATUSES,
@@ -30,7 +31,7 @@ from jobstore.batch_models import (
     FilePart,
     StoredFile,
 )
-from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus, new_id, utcnow
+from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus, new_id
 
 INSERT_CHUNK = 1000
 PARKED_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
@@ -187,7 +188,7 @@ def eta_seconds(batch: Batch, counts: BatchCounts, now: datetime) -> float | Non
     """Remaining documents at the rate documents have ended so far; None before any has."""
     if batch.status not in OPEN_BATCH_STATUSES or batch.in_progress_at is None:
         return None if batch.status in OPEN_BATCH_STATUSES else 0.0
-    elapsed = (now - _aware(batch.in_progress_at)).total_seconds()
+    elapsed = (now - aware(batch.in_progress_at)).total_seconds()
     done = counts.ended
     if done == 0 or elapsed <= 0:
         return None
@@ -439,7 +440,3 @@ def batches_page(session: Session, owner_id: str, kind: str, after: str | None, 
                 | ((Batch.created_at == anchor.created_at) & (Batch.id < anchor.id))
             )
     return list(session.scalars(query.order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit + 1)))
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from llmqueue.settings import get_settings
+from core.settings import get_settings
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ from sqlalchemy import Table, func, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from jobstore.models import ApiKey, Job, JobStatus, new_id, utcnow
-from llmqueue.types import ChatRequest
+from core.clock import utcnow
+from core.types import ChatRequest
+from jobstore.models import ApiKey, Job, JobStatus, new_id
 
 KEY_PREFIX = "lq_"
 

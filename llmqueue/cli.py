@@ -40,8 +40,8 @@ def _fail(message: str) -> None:
 @app.command()
 def migrate() -> None:
     """Create or upgrade the job store's schema (Alembic) at DATABASE_URL."""
+    from core.settings import get_settings
     from jobstore.migrate import upgrade
-    from llmqueue.settings import get_settings
 
     upgrade()
     console.print(f"schema is at head on {_redact(get_settings().sqlalchemy_url)}")
@@ -162,7 +162,7 @@ def _redact(url: str) -> str:
 
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    from llmqueue.settings import SettingsError
+    from core.settings import SettingsError
 
     try:
         app()

@@ -48,14 +48,14 @@ def prepare_environment(latency_ms: float) -> Any:
         httpx.post(
             f"{emulator.url}/_emulator/config", json={"scopes": {"*": {"latency_ms": latency_ms}}}
         ).raise_for_status()
-    from llmqueue.settings import get_settings
+    from core.settings import get_settings
 
     get_settings.cache_clear()
     return emulator
 
 
 def announce(emulator: Any) -> None:
-    from llmqueue.settings import get_settings
+    from core.settings import get_settings
 
     settings = get_settings()
     where = (

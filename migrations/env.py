@@ -6,9 +6,9 @@ from alembic import context
 from sqlalchemy import Connection
 
 import jobstore.batch_models  # noqa: F401  (the batch tables, which jobs reference)
+from core.settings import get_settings
 from jobstore.db import engine_for
 from jobstore.models import Base
-from llmqueue.settings import get_settings
 
 target_metadata = Base.metadata
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
-from llmqueue.types import Usage
+from core.types import Usage
 from routing.catalog import ModelSpec
 
 MILLION = Decimal(1_000_000)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal
 
-from llmqueue.types import ChatRequest
+from core.types import ChatRequest
 from routing.catalog import Catalog, Deployment
 from routing.filters import BREAKER, Exclusion, Scored, first_exclusion, score_deployments
 from routing.health import DeploymentHealth

@@ -13,7 +13,7 @@ import math
 from functools import cache
 from typing import Any
 
-from llmqueue.types import ChatRequest
+from core.types import ChatRequest
 
 # Tokens per o200k token, measured on English prose; >1 means that tokenizer is less dense.
 CALIBRATION = {
@@ -38,26 +38,34 @@ def _encoding() -> Any:
     return bpe_openai.get_encoding("o200k_base")
 
 
-# bpe-openai refuses texts past a limit (~200k tokens); longer texts are counted in pieces
-# cut at whitespace, which changes a count by at most a token or two per cut.
+# bpe-openai refuses texts past a limit (~200k tokens): longer texts are encoded in pieces of
+# this many characters, cut at whitespace (where o200k's pre-tokenizer cuts anyway), which
+# changes a count by at most a token or two per cut.
 PIECE_CHARS = 200_000
 
 
-def count_text(text: str) -> int:
-    if not text:
-        return 0
-    if len(text) <= PIECE_CHARS:
-        return len(_encoding().encode(text))
-    total = 0
+def encode(text: str) -> list[int]:
+    """The o200k tokens of a text of any length."""
+    tokens: list[int] = []
     start = 0
     while start < len(text):
         end = min(len(text), start + PIECE_CHARS)
         if end < len(text):
-            cut = text.rfind(" ", start + PIECE_CHARS // 2, end)
-            end = cut if cut > start else end
-        total += len(_encoding().encode(text[start:end]))
+            space = text.rfind(" ", start + PIECE_CHARS // 2, end)
+            end = space if space > start else end
+        tokens += _encoding().encode(text[start:end])
         start = end
-    return total
+    return tokens
+
+
+def decode(tokens: list[int]) -> str:
+    return str(_encoding().decode(tokens))
+
+
+def count_text(text: str) -> int:
+    if len(text) <= PIECE_CHARS:  # the common case, without the list `encode` builds
+        return len(_encoding().encode(text)) if text else 0
+    return len(encode(text))
 
 
 def count_request_tokens(request: ChatRequest, provider: str = "openai") -> int:

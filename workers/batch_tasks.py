@@ -22,12 +22,12 @@ from celery.signals import worker_ready
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from core.settings import get_settings
 from jobstore import batch_results, batches
 from jobstore.batch_models import ENDED_BATCH_STATUSES, Batch, BatchKind, BatchStatus
 from jobstore.db import transaction
 from jobstore.models import JobStatus
-from llmqueue.documents import reduce_text, user_request
-from llmqueue.settings import get_settings
+from routing.documents import reduce_text, user_request
 from workers.celery_app import app
 from workers.next_step import NextStep, Nothing
 from workers.queues import Priority, Queue

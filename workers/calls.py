@@ -18,11 +18,12 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from core.clock import aware
+from core.settings import Settings, get_settings
+from core.types import ChatRequest, ChatResponse
 from jobstore import transitions
 from jobstore.db import transaction
-from jobstore.models import Attempt, AttemptStatus, Job, JobStatus, aware
-from llmqueue.settings import Settings, get_settings
-from llmqueue.types import ChatRequest, ChatResponse
+from jobstore.models import Attempt, AttemptStatus, Job, JobStatus
 from routing.catalog import Catalog, Deployment, get_catalog
 from routing.costs import settle_cost
 from workers import health, streams

@@ -13,7 +13,7 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue as KombuQueue
 
-from llmqueue.settings import get_settings
+from core.settings import get_settings
 from workers.queues import ALL_QUEUES, Priority, Queue
 
 

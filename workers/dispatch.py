@@ -18,12 +18,13 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session, lazyload
 
+from core.clock import aware
+from core.settings import get_settings
+from core.types import ChatRequest
 from jobstore import transitions
 from jobstore.db import transaction
 from jobstore.jobs import owner_spend
-from jobstore.models import ApiKey, AttemptStatus, Job, JobStatus, aware
-from llmqueue.settings import get_settings
-from llmqueue.types import ChatRequest
+from jobstore.models import ApiKey, AttemptStatus, Job, JobStatus
 from routing.catalog import Catalog, get_catalog
 from routing.router import NoRoute, RoutingError, RoutingRequest, deployments_considered, route
 from workers.health import health_snapshot, next_rotation

@@ -16,7 +16,7 @@ from dataclasses import replace
 from functools import cache
 from typing import Protocol, TypeVar
 
-from llmqueue.settings import get_settings
+from core.settings import get_settings
 from routing import health as h
 from routing.health import DeploymentHealth, HealthState
 from workers.health_store import BreakerTransitions, HealthStore

@@ -19,8 +19,8 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import TimeoutError as FuturesTimeout
 
-from llmqueue.settings import Settings, get_settings
-from llmqueue.types import ChatRequest, Message
+from core.settings import Settings, get_settings
+from core.types import ChatRequest, Message
 from routing.catalog import Catalog, get_catalog
 from routing.filters import breaker_blocks
 from routing.health import DeploymentHealth

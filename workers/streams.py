@@ -27,7 +27,7 @@ from functools import cache
 import redis
 import redis.asyncio as aredis
 
-from llmqueue.settings import get_settings
+from core.settings import get_settings
 
 log = logging.getLogger(__name__)
 

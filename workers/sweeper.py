@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select
 
+from core.settings import get_settings
 from jobstore.db import transaction
 from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus
-from llmqueue.settings import get_settings
 from workers.next_step import NextStep, SendAttempt, SendDispatch
 from workers.queues import ALL_QUEUES, Queue, priority_for, provider_queue
 from workers.streams import shared_redis

@@ -100,7 +100,7 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
         # Jobs sent one by one come with their token count (counted by the API); a batch's
         # jobs are counted here. Provider workers route failovers with the stored count and
         # load the tokenizer's ~150 MB only if a job without one fails over.
-        from llmqueue.settings import get_settings
+        from core.settings import get_settings
         from routing.tokens import count_text
         from workers.sweeper import start_sweeper_thread
 
@@ -114,7 +114,7 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
 
 
 def warm_provider_clients(providers: set[str]) -> None:
-    from llmqueue.settings import get_settings
+    from core.settings import get_settings
     from routing.catalog import get_catalog
     from workers.call_loop import get_call_loop, prewarm
 

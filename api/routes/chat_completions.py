@@ -30,10 +30,10 @@ from api.errors import ApiError, error_body
 from api.job_intake import store_job
 from api.schemas.jobs import JobCreate
 from api.schemas.openai_compat import ChatCompletionCreate, ModelNotFound
+from core.settings import get_settings
 from jobstore import batch_results
 from jobstore.db import session_factory, transaction
 from jobstore.models import ENDED_JOB_STATUSES, ApiKey, Job, JobStatus
-from llmqueue.settings import get_settings
 from routing.catalog import get_catalog
 from workers.streams import stream_key
 

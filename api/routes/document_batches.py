@@ -38,8 +38,8 @@ from jobstore import batch_results, batches
 from jobstore.batch_models import Batch, BatchKind, BatchStatus
 from jobstore.db import session_factory
 from jobstore.models import ApiKey, Job
-from llmqueue.documents import PLACEHOLDER, fill, window_for
 from routing.catalog import get_catalog
+from routing.documents import PLACEHOLDER, fill, window_for
 from workers.batch_tasks import schedule_check
 
 router = APIRouter(prefix="/v1/document_batches", tags=["document batches"])

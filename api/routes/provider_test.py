@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import OwnerDep
 from api.errors import ApiError
-from llmqueue.settings import get_settings
-from llmqueue.types import ChatRequest, ChatResponse, Message, Usage
+from core.settings import get_settings
+from core.types import ChatRequest, ChatResponse, Message, Usage
 from routing.catalog import PROVIDERS, Catalog, Deployment, get_catalog
 from workers.providers import adapter_class
 from workers.providers.base import Target, resolve_target

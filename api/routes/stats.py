@@ -10,7 +10,7 @@ latencies, with the same linear interpolation.
 from __future__ import annotations
 
 import math
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import OwnerDep, SessionDep
 from api.errors import ApiError
+from core.clock import aware
 from jobstore.models import Job, JobStatus
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"])
@@ -69,7 +70,7 @@ def parse_since(since: str | None) -> datetime | None:
             param="since",
             code="invalid_value",
         ) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return aware(parsed)
 
 
 def scope(owner_id: str, since: datetime | None) -> list[ColumnElement[bool]]:

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.types import ChatRequest, ToolCall
 from jobstore.models import Attempt, Job
-from llmqueue.types import ChatRequest, ToolCall
 
 
 class JobCreate(ChatRequest):

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.errors import ApiError
 from api.schemas.jobs import JobCreate
-from llmqueue.types import Message, ResponseFormat, Tool, ToolChoice
+from core.types import Message, ResponseFormat, Tool, ToolChoice
 from routing.catalog import Catalog
 
 # alias -> routing strategy

@@ -125,20 +125,20 @@ def test_malformed_lines_fail_alone_and_the_rest_run(
 
 def long_document(min_tokens: int) -> str:
     """Text that tokenizes densely (so the upload stays small) to at least min_tokens."""
-    from llmqueue.documents import encode_long
+    from routing.tokens import encode
 
     rng = random.Random(7)
     words = [
         f"{rng.choice('bcdfgk')}{rng.randint(0, 999)}{rng.choice('xqz')}" for _ in range(min_tokens // 2)
     ]
     text = "The long report begins here. " + " ".join(words)
-    while len(encode_long(text)) < min_tokens:
+    while len(encode(text)) < min_tokens:
         text += " " + " ".join(words[: min_tokens // 10])
     return text
 
 
 def test_document_longer_than_its_model_is_mapped_then_reduced(stack: Stack) -> None:
-    from llmqueue.documents import encode_long
+    from routing.tokens import encode
 
     text = long_document(300_000)  # gpt-4o-mini's window is 128,000 tokens
     batch = submit(
@@ -150,7 +150,7 @@ def test_document_longer_than_its_model_is_mapped_then_reduced(stack: Stack) -> 
     done = wait(stack, batch["id"], timeout=180)
     assert done["status"] == "completed" and done["counts"]["succeeded"] == 2, done
     doc = stack.client.get(f"/v1/document_batches/{batch['id']}/documents/long.txt").json()
-    expected_parts = math.ceil(len(encode_long(text)) / 125_000)
+    expected_parts = math.ceil(len(encode(text)) / 125_000)
     assert doc["parts"] == len(doc["parts_detail"]) >= expected_parts >= 3
     assert all(p["status"] == "succeeded" for p in doc["parts_detail"])
     assert (

@@ -199,9 +199,9 @@ def test_a_job_is_counted_once_at_submission_and_routed_on_that_count(stack: Sta
     worker on failover) calibrates it per provider instead of tokenizing again."""
     from sqlalchemy import select
 
+    from core.types import ChatRequest
     from jobstore.db import transaction
     from jobstore.models import Job
-    from llmqueue.types import ChatRequest
     from routing.tokens import calibrate, count_request_tokens, raw_request_tokens
 
     text = "Count me once: " + "the quick brown fox jumps over the lazy dog. " * 40

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 
+from core.types import ChatRequest
 from jobstore import transitions
 from jobstore.db import transaction
 from jobstore.jobs import create_job, find_api_key
 from jobstore.models import Attempt, Job
-from llmqueue.types import ChatRequest
 from tests.integration.conftest import Stack
 from workers.sweeper import find_stranded, idle_broker_queues, sweep_once
 

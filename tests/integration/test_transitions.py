@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from core.types import ChatRequest
 from jobstore import transitions
 from jobstore.db import transaction
 from jobstore.jobs import create_api_key, create_job
 from jobstore.models import Job
-from llmqueue.types import ChatRequest
 
 REQUEST = ChatRequest.model_validate({"messages": [{"role": "user", "content": "once"}]})
 OUTCOME = transitions.CallOutcome(

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from llmqueue.types import ChatRequest, ChatResponse, FinishReason, ToolCall
+from core.types import ChatRequest, ChatResponse, FinishReason, ToolCall
 from routing.catalog import Deployment, get_catalog
 from workers.providers import errors
 from workers.providers.base import Provider, Target, TextSink, resolve_target

@@ -8,8 +8,8 @@ from typing import Any
 import anthropic
 import pytest
 
+from core.types import FinishReason
 from emulator.core import count_tokens
-from llmqueue.types import FinishReason
 from tests.conftest import EmulatorHandle
 from tests.providers.support import (
     REFUSED_URL,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from llmqueue.types import ChatRequest, ChatResponse, FinishReason
+from core.types import ChatRequest, ChatResponse, FinishReason
 from routing.catalog import Deployment, catalog_from_dict
 from tests.conftest import EmulatorHandle
 from tests.providers import support

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from botocore.eventstream import EventStreamBuffer
 
+from core.types import ChatRequest, ChatResponse, FinishReason
 from emulator.bedrock_format import encode_event, event, exception_event
-from llmqueue.types import ChatRequest, ChatResponse, FinishReason
 from tests.conftest import EmulatorHandle
 from tests.providers.support import (
     REFUSED_URL,

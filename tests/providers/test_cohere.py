@@ -8,8 +8,8 @@ from typing import Any
 import cohere
 import pytest
 
+from core.types import FinishReason, Usage
 from emulator.core import count_tokens
-from llmqueue.types import FinishReason, Usage
 from tests.conftest import EmulatorHandle
 from tests.providers.support import (
     REFUSED_URL,

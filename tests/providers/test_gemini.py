@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from google.genai import types
 
-from llmqueue.types import ChatRequest, ChatResponse, FinishReason
+from core.types import ChatRequest, ChatResponse, FinishReason
 from tests.conftest import EmulatorHandle
 from tests.providers import support
 from tests.providers.support import (

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from mistralai.client import models
 
+from core.types import FinishReason, Usage
 from emulator.core import count_tokens
-from llmqueue.types import FinishReason, Usage
 from tests.conftest import EmulatorHandle
 from tests.providers.support import (
     REFUSED_URL,

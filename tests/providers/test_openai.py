@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from llmqueue.types import FinishReason
+from core.types import FinishReason
 from tests.conftest import EmulatorHandle
 from tests.providers.support import (
     REFUSED_URL,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from llmqueue.types import ChatRequest
+from core.types import ChatRequest
 from routing.catalog import Catalog, catalog_from_dict
 from routing.filters import FILTERS
 from routing.router import DeploymentHealth, NoRoute, RoutingDecision, RoutingRequest, route

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from llmqueue.types import ChatRequest
+from core.types import ChatRequest
 from routing.catalog import Catalog, catalog_from_dict, get_catalog
 from routing.router import (
     DeploymentHealth,

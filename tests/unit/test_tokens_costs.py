@@ -7,7 +7,7 @@ from decimal import Decimal
 import bpe_openai
 import pytest
 
-from llmqueue.types import ChatRequest, Usage
+from core.types import ChatRequest, Usage
 from routing.catalog import PROVIDERS, ModelSpec, get_catalog
 from routing.costs import estimate_cost, expected_output_tokens, settle_cost
 from routing.tokens import PER_MESSAGE_OVERHEAD, count_request_tokens, count_text

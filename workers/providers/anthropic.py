@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import anthropic
 
-from llmqueue.types import (
+from core.types import (
     ChatRequest,
     ChatResponse,
     FinishReason,

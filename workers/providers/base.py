@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from llmqueue.types import ChatRequest, ChatResponse, Message
+from core.types import ChatRequest, ChatResponse, Message
 from routing.catalog import Deployment
 from workers.providers.errors import MissingCredentials
 

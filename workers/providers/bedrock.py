@@ -28,7 +28,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from llmqueue.types import (
+from core.types import (
     ChatRequest,
     ChatResponse,
     ContentPart,

@@ -22,7 +22,7 @@ import cohere
 import httpx
 from cohere.core.api_error import ApiError
 
-from llmqueue.types import (
+from core.types import (
     ChatRequest,
     ChatResponse,
     FinishReason,

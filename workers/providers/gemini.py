@@ -32,7 +32,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from llmqueue.types import (
+from core.types import (
     ChatRequest,
     ChatResponse,
     ContentPart,

@@ -24,7 +24,7 @@ import httpx2
 from mistralai.client import Mistral, errors
 from mistralai.client.utils.retries import BackoffStrategy, RetryConfig
 
-from llmqueue.types import (
+from core.types import (
     ChatRequest,
     ChatResponse,
     FinishReason,

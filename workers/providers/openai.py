@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import openai
 
-from llmqueue.types import (
+from core.types import (
     ChatRequest,
     ChatResponse,
     FinishReason,

@@ -13,15 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from routing.catalog import Catalog
-from routing.tokens import CALIBRATION, PER_MESSAGE_OVERHEAD, _encoding, count_text
+from routing.tokens import CALIBRATION, PER_MESSAGE_OVERHEAD, count_text, decode, encode
 
 PLACEHOLDER = "{document}"
 DEFAULT_OUTPUT_RESERVE = 1024  # routing's largest expected answer when max_tokens is not set
 # Room for the "(Part i of n ...)" header and for tokens merging where template and text meet.
 PART_HEADER_RESERVE = 32
-# bpe-openai refuses to encode more than 200,000 tokens in one call: longer texts are encoded
-# in pieces of this many characters, cut at whitespace (where o200k's pre-tokenizer cuts anyway).
-ENCODE_PIECE_CHARS = 200_000
 
 
 def fill(template: str, document: str) -> str:
@@ -75,24 +72,10 @@ def split_document(text: str, budget: int) -> list[str]:
         raise ValueError("the prompt template leaves no room for the document in this model's context")
     if len(text.encode()) <= budget:  # a token is at least one byte: fits without counting
         return [text]
-    tokens = encode_long(text)
+    tokens = encode(text)
     if len(tokens) <= budget:
         return [text]
-    return [_encoding().decode(tokens[i : i + budget]) for i in range(0, len(tokens), budget)]
-
-
-def encode_long(text: str) -> list[int]:
-    """o200k tokens of a text of any length."""
-    tokens: list[int] = []
-    start = 0
-    while start < len(text):
-        end = min(len(text), start + ENCODE_PIECE_CHARS)
-        if end < len(text):
-            space = text.rfind(" ", start + ENCODE_PIECE_CHARS // 2, end)
-            end = space if space > start else end
-        tokens += _encoding().encode(text[start:end])
-        start = end
-    return tokens
+    return [decode(tokens[i : i + budget]) for i in range(0, len(tokens), budget)]
 
 
 def part_text(chunk: str, number: int, total: int) -> str:
