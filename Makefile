@@ -27,9 +27,11 @@ BENCH_ARGS ?=
 bench: $(STAMP) services
 	$(PY) -m bench.pipeline --repeat 3 $(BENCH_ARGS)
 
+## lint: ruff, and the floor plan's import contracts (pyproject.toml [tool.importlinter])
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -24,7 +24,6 @@ from jobstore.batches import BulkJobWriter, job_row
 from routing.catalog import Catalog
 from routing.documents import Window, fill, part_text, split_document, user_request
 
-DISPATCH_WINDOW = 100
 MAX_ID_LENGTH = 255
 MAX_LISTED_ERRORS = 100
 
@@ -232,18 +231,6 @@ def add_openai_lines(intake: Intake, catalog: Catalog, endpoint: str, lines: Ite
 
 
 # ---------------------------------------------------------------- after the commit
-
-
-def dispatch_in_windows(job_ids: list[str], window: int = DISPATCH_WINDOW) -> int:
-    """Send committed jobs to the dispatcher, `window` ids per message; returns messages sent."""
-    from workers.queues import Priority
-    from workers.tasks import enqueue_dispatch
-
-    sent = 0
-    for start in range(0, len(job_ids), window):
-        enqueue_dispatch(job_ids[start : start + window], priority=Priority.BATCH)
-        sent += 1
-    return sent
 
 
 def lines_of(binary: Any) -> Iterator[bytes]:

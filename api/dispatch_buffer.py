@@ -13,16 +13,15 @@ import logging
 import threading
 from functools import cache
 
-from workers.tasks import enqueue_dispatch
+from workers.messages import DISPATCH_WINDOW, send_dispatch
 
 log = logging.getLogger(__name__)
 
-MAX_IDS = 100  # ids per message
 MAX_WAIT_S = 0.005  # how long the first id of a message may wait for company
 
 
 class DispatchBuffer:
-    def __init__(self, max_ids: int = MAX_IDS, max_wait_s: float = MAX_WAIT_S) -> None:
+    def __init__(self, max_ids: int = DISPATCH_WINDOW, max_wait_s: float = MAX_WAIT_S) -> None:
         self.max_ids = max_ids
         self.max_wait_s = max_wait_s
         self._ids: list[str] = []
@@ -48,7 +47,7 @@ class DispatchBuffer:
         while True:
             ids = self._take()
             try:
-                enqueue_dispatch(ids)
+                send_dispatch(ids)
             except Exception:  # the broker is down: the sweeper sends these jobs later
                 log.exception("could not enqueue %d jobs; the sweeper will resend them", len(ids))
 

@@ -1,28 +1,50 @@
 """Accepting one job: the path POST /v1/jobs and POST /v1/chat/completions share.
 
-Check that something can serve the request, count its tokens once (the count is stored, so
-routing never counts again), and insert the job. The caller commits, then enqueues the job
-only if this request created it.
+Draft the job row, check that something can serve it (routing is asked about that very row,
+as the dispatcher will ask), count its tokens once (the count is stored, so routing never
+counts again), and insert it. The caller commits, then enqueues the job only if this request
+created it.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
 from api.schemas.jobs import JobCreate
 from api.validation import check_routable
-from jobstore.jobs import create_job, owner_spend
+from core.clock import utcnow
+from core.types import ChatRequest
+from jobstore.jobs import insert_job, new_job, remaining_budget
 from jobstore.models import ApiKey, Job
 from routing.catalog import get_catalog
 from routing.tokens import raw_request_tokens
 
 
-def remaining_budget(session: Session, owner: ApiKey) -> Decimal | None:
+def owner_budget(session: Session, owner: ApiKey) -> Decimal | None:
     """What the key may still spend, or None when it has no budget."""
-    return None if owner.budget_usd is None else owner.budget_usd - owner_spend(session, owner.id)
+    return remaining_budget(session, owner.id, owner.budget_usd)
+
+
+def draft_job(
+    owner: ApiKey, create: JobCreate, request: ChatRequest, *, idempotency_key: str | None = None
+) -> Job:
+    """The job row this submission would store (not inserted)."""
+    deadline = utcnow() + timedelta(seconds=create.deadline_s) if create.deadline_s else None
+    return new_job(
+        owner_id=owner.id,
+        request=request,
+        model=create.model,
+        strategy=create.strategy,
+        routing=create.routing_options(),
+        metadata=create.metadata,
+        stream=create.stream,
+        idempotency_key=idempotency_key,
+        deadline_at=deadline,
+        request_tokens=raw_request_tokens(request),
+    )
 
 
 def store_job(
@@ -31,19 +53,7 @@ def store_job(
     """Insert the job (not committed); returns (job, created). Raises ApiError when nothing can
     serve it and jobstore.jobs.IdempotencyConflict for a reused key with another body."""
     request = create.chat_request()
-    tokens = raw_request_tokens(request)
-    decision = check_routable(create, get_catalog(), remaining_budget(session, owner), tokens)
-    deadline = datetime.now(UTC) + timedelta(seconds=create.deadline_s) if create.deadline_s else None
-    return create_job(
-        session,
-        owner_id=owner.id,
-        request=request,
-        model=create.model,
-        strategy=decision.strategy,
-        routing=create.routing_options(),
-        metadata=create.metadata,
-        stream=create.stream,
-        idempotency_key=idempotency_key,
-        deadline_at=deadline,
-        request_tokens=tokens,
-    )
+    job = draft_job(owner, create, request, idempotency_key=idempotency_key)
+    decision = check_routable(job, get_catalog(), owner_budget(session, owner), request)
+    job.strategy = decision.strategy
+    return insert_job(session, job)

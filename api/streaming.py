@@ -23,13 +23,12 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, cast
 
 import redis.asyncio as aredis
 from fastapi.responses import StreamingResponse
 
-from core.settings import get_settings
+from core.redis import async_redis
 from jobstore.db import session_factory
 from jobstore.models import ENDED_JOB_STATUSES, Job
 from workers.streams import stream_key
@@ -38,13 +37,6 @@ POLL_S = 0.5
 DB_CHECK_EVERY_S = 2.0  # look at Postgres this often even while deltas keep coming
 READ_COUNT = 500
 RESET_REASON = "the provider call was retried; text restarts"
-
-
-@cache
-def _async_redis(url: str) -> aredis.Redis:
-    # A blocking pool: past its size, a new SSE client waits for a connection instead of failing.
-    pool = aredis.BlockingConnectionPool.from_url(url, max_connections=200, timeout=30, decode_responses=True)
-    return aredis.Redis(connection_pool=pool)
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
@@ -102,8 +94,7 @@ async def _read(
 
 
 async def _events(job_id: str) -> AsyncIterator[bytes]:
-    settings = get_settings()
-    client = _async_redis(settings.redis_url) if settings.redis_url else None
+    client = async_redis()
     key = stream_key(job_id)
     cursor = _Cursor()
     checked_at = 0.0

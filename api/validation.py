@@ -1,7 +1,8 @@
 """Checks a submission must pass before it is accepted: the model exists, max_tokens fits it,
 the strategy is known, and at least one deployment can serve the request (capabilities,
-context window, floors and ceilings). Routing is asked exactly as the dispatcher will ask
-it, without health (a deployment that is down now may be up at dispatch).
+context window, floors and ceilings). Routing is asked about the job row about to be stored,
+through the builder the dispatcher uses (`RoutingRequest.for_job`), without health (a
+deployment that is down now may be up at dispatch).
 
 When nothing can serve the request for one reason, the 422 names it: `param` is the request
 field at fault (for an image, the path to the first image part) and `code` the reason; a
@@ -15,10 +16,18 @@ import time
 from decimal import Decimal
 
 from api.errors import ApiError
-from api.schemas.jobs import JobCreate
+from core.types import ChatRequest
 from routing.catalog import Catalog
-from routing.filters import Exclusion
-from routing.router import NoRoute, RoutingDecision, RoutingRequest, UnknownModel, UnknownStrategy, route
+from routing.router import route
+from routing.types import (
+    Exclusion,
+    NoRoute,
+    RoutableJob,
+    RoutingDecision,
+    RoutingRequest,
+    UnknownModel,
+    UnknownStrategy,
+)
 
 # For each filter that excluded every candidate: the request field to blame, and the code.
 PARAM_FOR_FILTER = {
@@ -46,29 +55,16 @@ PARAM_FOR_CAPABILITY = {
 }
 
 
-def routing_request(
-    create: JobCreate, budget_remaining: Decimal | None, input_tokens: int | None = None
-) -> RoutingRequest:
-    return RoutingRequest.from_stored(
-        create.chat_request(),
-        model=create.model,
-        strategy=create.strategy,
-        options=create.routing_options(),
-        stream=create.stream,
-        budget_remaining_usd=budget_remaining,
-        input_tokens=input_tokens,
-    )
-
-
 def check_routable(
-    create: JobCreate, catalog: Catalog, budget_remaining: Decimal | None, input_tokens: int | None = None
+    job: RoutableJob, catalog: Catalog, budget_remaining: Decimal | None, request: ChatRequest | None = None
 ) -> RoutingDecision:
-    """The routing preview for a submission, or an ApiError naming what is wrong and where."""
+    """The routing decision for a job about to be stored (without health), or an ApiError naming
+    what is wrong and where. `request` is the job's request already parsed, when at hand."""
+    request = request if request is not None else ChatRequest.model_validate(job.request)
     try:
         return route(
-            routing_request(create, budget_remaining, input_tokens),
+            RoutingRequest.for_job(job, request=request, budget_remaining_usd=budget_remaining),
             catalog,
-            {},
             now=time.time(),
             rng=random.Random(0),
         )
@@ -77,12 +73,12 @@ def check_routable(
     except UnknownStrategy as exc:
         raise ApiError(422, str(exc), param="strategy", code="unknown_strategy") from None
     except NoRoute as exc:
-        raise no_route_error(create, catalog, exc) from None
+        raise no_route_error(request, bool(job.stream), catalog, exc) from None
     except ValueError as exc:  # e.g. manual strategy without a model
         raise ApiError(422, str(exc), param="strategy", code="invalid_routing") from None
 
 
-def no_route_error(create: JobCreate, catalog: Catalog, exc: NoRoute) -> ApiError:
+def no_route_error(request: ChatRequest, stream: bool, catalog: Catalog, exc: NoRoute) -> ApiError:
     """A 422 for a request every candidate refused; specific when they refused for one reason."""
     details = [
         {"deployment": e.deployment, "model": e.model, "filter": e.filter, "reason": e.reason}
@@ -93,7 +89,7 @@ def no_route_error(create: JobCreate, catalog: Catalog, exc: NoRoute) -> ApiErro
         return ApiError(422, str(exc), code="no_route", details=details)
     (only,) = filters
     if only == "capabilities":
-        lacking = lacking_capabilities(create, catalog, exc.exclusions)
+        lacking = lacking_capabilities(request, stream, catalog, exc.exclusions)
         if lacking:
             capability = lacking[0]
             models = ", ".join(sorted({repr(e.model) for e in exc.exclusions}))
@@ -101,7 +97,7 @@ def no_route_error(create: JobCreate, catalog: Catalog, exc: NoRoute) -> ApiErro
             return ApiError(
                 422,
                 message,
-                param=capability_param(create, capability),
+                param=capability_param(request, capability),
                 code=f"unsupported_{capability}",
                 details=details,
             )
@@ -114,9 +110,11 @@ def no_route_error(create: JobCreate, catalog: Catalog, exc: NoRoute) -> ApiErro
     )
 
 
-def lacking_capabilities(create: JobCreate, catalog: Catalog, exclusions: tuple[Exclusion, ...]) -> list[str]:
+def lacking_capabilities(
+    request: ChatRequest, stream: bool, catalog: Catalog, exclusions: tuple[Exclusion, ...]
+) -> list[str]:
     """The capabilities the request needs that some excluded model lacks, in a stable order."""
-    needed = create.chat_request().required_capabilities() | ({"streaming"} if create.stream else set())
+    needed = request.required_capabilities() | ({"streaming"} if stream else set())
     lacking: set[str] = set()
     for exclusion in exclusions:
         model = catalog.model(exclusion.model)
@@ -125,10 +123,10 @@ def lacking_capabilities(create: JobCreate, catalog: Catalog, exclusions: tuple[
     return sorted(lacking, key=list(PARAM_FOR_CAPABILITY).index)
 
 
-def capability_param(create: JobCreate, capability: str) -> str:
+def capability_param(request: ChatRequest, capability: str) -> str:
     """Where in the request a capability is asked for; for vision, the first image part."""
     if capability == "vision":
-        for i, message in enumerate(create.messages):
+        for i, message in enumerate(request.messages):
             if isinstance(message.content, list):
                 for j, part in enumerate(message.content):
                     if part.type == "image_url":

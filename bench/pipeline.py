@@ -49,6 +49,7 @@ from bench._pipeline_stack import (
     peak_rss_mb,
 )
 from bench.baseline import MAX_TOKENS, MODEL, messages, percentile
+from core.clock import aware
 
 RESULTS_DIR = ROOT / "bench" / "results"
 TARGET_RATIO = 1.25
@@ -171,7 +172,7 @@ async def run_pipeline(stack: PipelineStack, emulator: Emulator, args: argparse.
         ).fetchall()
     succeeded = sum(1 for r in rows if r[0] == "succeeded")
     lat = [(r[2] - r[1]).total_seconds() * 1000 for r in rows if r[2] is not None]
-    last = max(_aware(r[2]) for r in rows if r[2] is not None)
+    last = max(aware(r[2]) for r in rows if r[2] is not None)
     wall = (last - t0_wall).total_seconds()
     pipeline_cpu = sum(used.values())
     return {
@@ -229,10 +230,6 @@ def stop_profilers(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def run_baseline(emulator: Emulator, args: argparse.Namespace) -> dict[str, Any]:

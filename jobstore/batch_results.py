@@ -13,18 +13,8 @@ from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
+from core.errors import JobError
 from jobstore.models import Job, JobStatus
-
-# Our error types that mean "the request itself was wrong" answer 400, like OpenAI; the rest 5xx.
-CLIENT_ERROR_TYPES = {
-    "invalid_request",
-    "invalid_line",
-    "context_too_long",
-    "content_filtered",
-    "no_route",
-    "routing_error",
-    "too_long",
-}
 
 CSV_COLUMNS = (
     "id",
@@ -84,7 +74,8 @@ def usage(job: Job) -> dict[str, Any]:
 def error_status(job: Job) -> int:
     if job.status == JobStatus.CANCELLED:
         return 499
-    return 400 if (job.error_type or "").split(":")[-1] in CLIENT_ERROR_TYPES else 502
+    error = JobError.from_code(job.error_type, JobError.ROUTING_ERROR)
+    return 400 if error.client_fault and job.error_type == error.value else 502
 
 
 def job_error(job: Job) -> dict[str, Any]:

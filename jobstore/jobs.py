@@ -57,16 +57,20 @@ def owner_spend(session: Session, owner_id: str) -> Decimal:
     return Decimal(total or 0)
 
 
+def remaining_budget(session: Session, owner_id: str, budget_usd: Decimal | None) -> Decimal | None:
+    """What a key with this budget may still spend, or None when it has no budget."""
+    return None if budget_usd is None else budget_usd - owner_spend(session, owner_id)
+
+
 def request_fingerprint(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def create_job(
-    session: Session,
+def new_job(
     *,
     owner_id: str,
     request: ChatRequest,
-    strategy: str,
+    strategy: str | None,
     model: str | None = None,
     routing: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
@@ -74,29 +78,17 @@ def create_job(
     idempotency_key: str | None = None,
     deadline_at: datetime | None = None,
     request_tokens: int | None = None,
-) -> tuple[Job, bool]:
-    """Insert a queued job, or return the one this Idempotency-Key already made.
-
-    Returns (job, created). The caller commits, then enqueues only if created.
-    """
-    body = request.model_dump(mode="json", exclude_none=True)
-    fingerprint = request_fingerprint(
-        {"request": body, "model": model, "strategy": strategy, "routing": routing or {}}
-    )
-    if idempotency_key is not None:
-        existing = _by_idempotency_key(session, owner_id, idempotency_key)
-        if existing is not None:
-            if existing.request_hash != fingerprint:
-                raise IdempotencyConflict(existing.id)
-            return existing, False
+) -> Job:
+    """A queued job as it will be stored, not yet inserted (the API checks it can be routed,
+    then `insert_job` stores it). `strategy` None stands for routing's default until then."""
     now = utcnow()
-    job = Job(  # every column's value set here: the row is inserted from this object
+    return Job(  # every column's value set here: the row is inserted from this object
         id=new_id("job"),
         owner_id=owner_id,
         idempotency_key=idempotency_key,
-        request_hash=fingerprint,
+        request_hash="",
         status=JobStatus.QUEUED.value,
-        request=body,
+        request=request.model_dump(mode="json", exclude_none=True),
         model_requested=model,
         strategy=strategy,
         routing=routing or {},
@@ -113,6 +105,28 @@ def create_job(
         created_at=now,
         updated_at=now,
     )
+
+
+def insert_job(session: Session, job: Job) -> tuple[Job, bool]:
+    """Insert a drafted job, or return the one its Idempotency-Key already made.
+
+    Returns (job, created). The caller commits, then enqueues only if created.
+    """
+    job.request_hash = request_fingerprint(
+        {
+            "request": job.request,
+            "model": job.model_requested,
+            "strategy": job.strategy,
+            "routing": job.routing,
+        }
+    )
+    owner_id, idempotency_key = job.owner_id, job.idempotency_key
+    if idempotency_key is not None:
+        existing = _by_idempotency_key(session, owner_id, idempotency_key)
+        if existing is not None:
+            if existing.request_hash != job.request_hash:
+                raise IdempotencyConflict(existing.id)
+            return existing, False
     if idempotency_key is None:
         _insert(session, job)
         return job, True
@@ -124,10 +138,17 @@ def create_job(
         existing = _by_idempotency_key(session, owner_id, idempotency_key)
         if existing is None:
             raise
-        if existing.request_hash != fingerprint:
+        if existing.request_hash != job.request_hash:
             raise IdempotencyConflict(existing.id) from None
         return existing, False
     return job, True
+
+
+def create_job(
+    session: Session, *, owner_id: str, request: ChatRequest, strategy: str, **fields: Any
+) -> tuple[Job, bool]:
+    """`new_job` then `insert_job`, for callers that need no check in between."""
+    return insert_job(session, new_job(owner_id=owner_id, request=request, strategy=strategy, **fields))
 
 
 _JOB_COLUMNS = [(prop.key, prop.columns[0].key) for prop in inspect(Job).column_attrs]

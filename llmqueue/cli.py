@@ -88,7 +88,16 @@ def worker(
     unknown = [q for q in chosen if q not in ALL_QUEUES]
     if unknown:
         _fail(f"unknown queue(s) {unknown}; choose from: {', '.join(ALL_QUEUES)} (or 'all')")
+    from core.providers import UnknownProvider
+    from routing.catalog import CatalogError, get_catalog
     from workers.celery_app import app as celery_app
+    from workers.providers import AdapterMissing, load_adapters
+
+    try:  # a bad catalog or a provider without an adapter stops the start, named
+        get_catalog()
+        load_adapters(q.removeprefix("provider.") for q in chosen if q.startswith("provider."))
+    except (CatalogError, UnknownProvider, AdapterMissing) as exc:
+        _fail(str(exc))
 
     argv = [
         "worker",

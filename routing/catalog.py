@@ -18,23 +18,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from core.providers import provider_spec
+
 DEFAULT_CATALOG_PATH = Path(__file__).with_name("default_catalog.toml")
 
-PROVIDERS = ("openai", "azure", "anthropic", "gemini", "cohere", "mistral", "bedrock", "ollama", "compatible")
 CAPABILITIES = ("tools", "vision", "json_mode", "json_schema", "streaming")
-
-# The environment variable each provider's key conventionally lives in.
-DEFAULT_KEY_ENV: dict[str, str | None] = {
-    "openai": "OPENAI_API_KEY",
-    "azure": "AZURE_OPENAI_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
-    "gemini": "GEMINI_API_KEY",
-    "cohere": "CO_API_KEY",
-    "mistral": "MISTRAL_API_KEY",
-    "bedrock": "AWS_ACCESS_KEY_ID",  # and the rest of the AWS credential chain
-    "ollama": None,  # local: no key
-    "compatible": None,
-}
 
 
 class CatalogError(ValueError):
@@ -59,8 +47,7 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _known_names(self) -> ModelSpec:
-        if self.provider not in PROVIDERS:
-            raise ValueError(f"unknown provider {self.provider!r}; expected one of {', '.join(PROVIDERS)}")
+        provider_spec(self.provider)  # an unknown provider stops the start, naming it and the table
         unknown = set(self.capabilities) - set(CAPABILITIES)
         if unknown:
             raise ValueError(f"unknown capabilities {sorted(unknown)}; expected some of {CAPABILITIES}")
@@ -108,7 +95,7 @@ class Deployment:
     def api_key_env(self) -> str | None:
         if self.spec.api_key_env is not None:
             return self.spec.api_key_env
-        return DEFAULT_KEY_ENV.get(self.provider)
+        return provider_spec(self.provider).key_env
 
 
 @dataclass(frozen=True)

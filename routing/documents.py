@@ -12,8 +12,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from core.providers import provider_spec
 from routing.catalog import Catalog
-from routing.tokens import CALIBRATION, PER_MESSAGE_OVERHEAD, count_text, decode, encode
+from routing.tokens import PER_MESSAGE_OVERHEAD, count_text, decode, encode
 
 PLACEHOLDER = "{document}"
 DEFAULT_OUTPUT_RESERVE = 1024  # routing's largest expected answer when max_tokens is not set
@@ -45,7 +46,7 @@ class Window:
 
     def document_budget(self, template: str) -> int:
         """Tokens of document text one request can carry next to the template and the answer."""
-        factor = CALIBRATION.get(self.provider, 1.2)
+        factor = provider_spec(self.provider).token_calibration
         usable = math.floor((self.context_window - self.output_reserve) / factor)
         overhead = (
             3 + PER_MESSAGE_OVERHEAD + count_text(template.replace(PLACEHOLDER, "")) + PART_HEADER_RESERVE

@@ -10,46 +10,15 @@ deployment it excludes is one that is *only* waiting for its cooldown.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
+from routing.breaker import DeploymentHealth, breaker_blocks
 from routing.catalog import Deployment
 from routing.costs import estimate_cost, expected_output_tokens
-from routing.health import DeploymentHealth
 from routing.tokens import calibrate, raw_request_tokens
-
-if TYPE_CHECKING:
-    from routing.router import RoutingRequest
+from routing.types import Exclusion, RoutingRequest, Scored
 
 BREAKER = "breaker"
-
-
-@dataclass(frozen=True)
-class Scored:
-    """A deployment with its request-specific estimates. `group` orders manual fallbacks."""
-
-    deployment: Deployment
-    input_tokens: int
-    output_tokens: int  # expected: max_tokens when given, else a typical answer length
-    estimated_cost_usd: Decimal
-    group: int = 0
-
-    @property
-    def name(self) -> str:
-        return self.deployment.name
-
-    @property
-    def model_id(self) -> str:
-        return self.deployment.model.id
-
-
-@dataclass(frozen=True)
-class Exclusion:
-    deployment: str
-    model: str
-    reason: str  # e.g. "context: 130000 input + 4000 max_tokens > 128000 window"
-    filter: str = ""  # the filter's name: capabilities, context, budget, breaker, ...
 
 
 def score_deployments(pool: Iterable[tuple[Deployment, int]], req: RoutingRequest) -> list[Scored]:
@@ -66,7 +35,7 @@ def score_deployments(pool: Iterable[tuple[Deployment, int]], req: RoutingReques
     return scored
 
 
-Filter = Callable[["Scored", "RoutingRequest", "DeploymentHealth | None", float], "str | None"]
+Filter = Callable[[Scored, RoutingRequest, DeploymentHealth | None, float], str | None]
 FILTERS: dict[str, Filter] = {}
 
 
@@ -139,16 +108,6 @@ def budget(s: Scored, req: RoutingRequest, health: DeploymentHealth | None, now:
     if remaining is not None and s.estimated_cost_usd > remaining:
         return f"budget: estimate {_usd(s.estimated_cost_usd)} > remaining budget {_usd(remaining)}"
     return None
-
-
-def breaker_blocks(health: DeploymentHealth | None, now: float) -> bool:
-    """Open and still cooling down. Half-open stays eligible: the store admits a few probes."""
-    return (
-        health is not None
-        and health.breaker == "open"
-        and health.open_until is not None
-        and now < health.open_until
-    )
 
 
 @_filter(BREAKER)

@@ -1,139 +1,42 @@
 """The routing engine: which deployments may serve a job, in which order, and why.
 
-`route` is a pure function of the request, the catalog, the health snapshots, `now`, an
-injected `random.Random` and the shared round-robin counter; it performs no I/O and reads
-no clock. It builds the candidate pool (the whole catalog for an automatic strategy, the
-asked model/deployment and the client's fallbacks for `manual`), drops what the hard
-filters in `routing/filters.py` reject, and ranks the rest with a strategy from
-`routing/strategies.py`. The dispatcher tries the candidates in order.
+`route` is the one entry. It is a pure function of the request, the catalog, a health lookup,
+`now`, an injected `random.Random` and the shared round-robin position; it performs no I/O of
+its own and reads no clock. It builds the candidate pool once (the whole catalog for an
+automatic strategy, the asked model/deployment and the client's fallbacks for `manual`),
+asks the lookup for the health of that pool only, drops what the hard filters in
+`routing/filters.py` reject, and ranks the rest with a strategy from `routing/strategies.py`.
+When every candidate is excluded only because the job already failed over from it, routing
+goes round again, skipping only the failures a second round cannot cure. The dispatcher
+tries the candidates in order.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from decimal import Decimal
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Literal
 
-from core.types import ChatRequest
+from routing.breaker import DeploymentHealth
 from routing.catalog import Catalog, Deployment
-from routing.filters import BREAKER, Exclusion, Scored, first_exclusion, score_deployments
-from routing.health import DeploymentHealth
-from routing.strategies import STRATEGIES, Candidate
+from routing.filters import BREAKER, first_exclusion, score_deployments
+from routing.strategies import STRATEGIES
+from routing.types import (
+    Candidate,
+    Exclusion,
+    HealthLookup,
+    NoRoute,
+    RoutingDecision,
+    RoutingError,
+    RoutingRequest,
+    Scored,
+    UnknownModel,
+    UnknownStrategy,
+    no_health,
+)
 
-__all__ = [
-    "Candidate",
-    "DeploymentHealth",
-    "Exclusion",
-    "NoRoute",
-    "RoutingDecision",
-    "RoutingError",
-    "RoutingRequest",
-    "UnknownModel",
-    "UnknownStrategy",
-    "resolve_strategy",
-    "route",
-]
-
-
-@dataclass(frozen=True)
-class RoutingRequest:
-    request: ChatRequest
-    model: str | None = None  # a catalog model id OR a deployment name the client asked for
-    strategy: str | None = None  # None => "manual" when model is given, else "cost"
-    fallbacks: tuple[str, ...] = ()  # the client's fallbacks (model ids or deployment names)
-    cost_weight: float = 0.6  # balanced: weight of cost; quality weight = 1 - cost_weight
-    min_quality: float | None = None  # per-job quality floor
-    max_cost_usd: Decimal | None = None  # per-job cost ceiling (on the estimate)
-    budget_remaining_usd: Decimal | None = None  # the owner's remaining budget
-    exclude: frozenset[str] = frozenset()  # deployments already failed over for this job
-    stream: bool = False  # the caller wants a streamed answer: requires "streaming"
-    input_tokens: int | None = None  # the request's raw count when already counted (tokens.py)
-
-    @classmethod
-    def from_stored(
-        cls,
-        request: ChatRequest,
-        *,
-        model: str | None,
-        strategy: str | None,
-        options: Mapping[str, Any] | None,
-        stream: bool,
-        budget_remaining_usd: Decimal | None = None,
-        exclude: frozenset[str] = frozenset(),
-        input_tokens: int | None = None,
-    ) -> RoutingRequest:
-        """The request as a job stores it (`options`: fallbacks, cost_weight, min_quality,
-        max_cost_usd as a string). The API checks a submission through this same path, so
-        what it accepts is exactly what the dispatcher will route."""
-        options = options or {}
-        max_cost = options.get("max_cost_usd")
-        return cls(
-            request=request,
-            model=model,
-            strategy=strategy,
-            fallbacks=tuple(options.get("fallbacks") or ()),
-            cost_weight=float(options.get("cost_weight", 0.6)),
-            min_quality=options.get("min_quality"),
-            max_cost_usd=Decimal(str(max_cost)) if max_cost is not None else None,
-            budget_remaining_usd=budget_remaining_usd,
-            exclude=exclude,
-            stream=stream,
-            input_tokens=input_tokens,
-        )
-
-
-@dataclass(frozen=True)
-class RoutingDecision:
-    strategy: str
-    candidates: tuple[Candidate, ...]  # ranked, best first
-    excluded: tuple[Exclusion, ...]
-    retry_at: float | None  # set when every otherwise-eligible deployment waits on an open breaker
-
-    def explanation(self) -> dict[str, Any]:
-        """A JSON-serializable account of the decision, for the job record and the API."""
-        return {
-            "strategy": self.strategy,
-            "candidates": [
-                {
-                    "deployment": c.deployment.name,
-                    "model": c.deployment.model.id,
-                    "provider": c.deployment.provider,
-                    "score": c.score,
-                    "estimated_cost_usd": str(c.estimated_cost_usd),
-                    "input_tokens": c.input_tokens,
-                    "detail": c.detail,
-                }
-                for c in self.candidates
-            ],
-            "excluded": [
-                {"deployment": e.deployment, "model": e.model, "filter": e.filter, "reason": e.reason}
-                for e in self.excluded
-            ],
-            "retry_at": self.retry_at,
-        }
-
-
-class RoutingError(ValueError):
-    """The request cannot be routed; the message says why."""
-
-
-class UnknownStrategy(RoutingError):
-    pass
-
-
-class UnknownModel(RoutingError):
-    pass
-
-
-class NoRoute(RoutingError):
-    """Every candidate was excluded by a hard filter (not merely by an open breaker)."""
-
-    def __init__(self, exclusions: tuple[Exclusion, ...]) -> None:
-        self.exclusions = exclusions
-        why = "; ".join(f"{e.deployment} ({e.model}): {e.reason}" for e in exclusions)
-        super().__init__(f"no deployment can serve this request: {why or 'no candidates'}")
+__all__ = ["resolve_strategy", "route"]
 
 
 def resolve_strategy(req: RoutingRequest) -> str:
@@ -168,12 +71,6 @@ def _pool(req: RoutingRequest, catalog: Catalog, strategy: str) -> list[tuple[De
                 seen.add(dep.name)
                 pool.append((dep, group))
     return pool
-
-
-def deployments_considered(req: RoutingRequest, catalog: Catalog) -> list[str]:
-    """The deployments `route` looks at for `req` (a caller reads health for these only).
-    Raises what `route` raises for an unknown strategy or model."""
-    return [dep.name for dep, _ in _pool(req, catalog, resolve_strategy(req))]
 
 
 # Whom a deployment ramping back after a recovery gives way to, by strategy: a manual job's
@@ -214,7 +111,7 @@ def ramp_back(
 def route(
     req: RoutingRequest,
     catalog: Catalog,
-    health: Mapping[str, DeploymentHealth],
+    health: HealthLookup = no_health,
     *,
     now: float,
     rng: random.Random,
@@ -227,12 +124,34 @@ def route(
     decision with no candidates and `retry_at` = the earliest time one of them may reopen.
     """
     name = resolve_strategy(req)
+    scored = score_deployments(_pool(req, catalog, name), req)
+    snapshot = health(s.name for s in scored)
+    try:
+        return _rank(name, scored, req, snapshot, now, rng, rotation)
+    except NoRoute:
+        if not req.exclude - req.lasting_exclude:
+            raise
+        # Every candidate has failed over once: go round again, now gated only by the breakers
+        # (a cooled-down deployment gets another chance) and the failures that last.
+        again = replace(req, exclude=req.lasting_exclude)
+        return _rank(name, scored, again, snapshot, now, rng, rotation)
+
+
+def _rank(
+    name: str,
+    scored: list[Scored],
+    req: RoutingRequest,
+    health: Mapping[str, DeploymentHealth],
+    now: float,
+    rng: random.Random,
+    rotation: int,
+) -> RoutingDecision:
     eligible: list[Scored] = []
     excluded: list[Exclusion] = []
-    for scored in score_deployments(_pool(req, catalog, name), req):
-        exclusion = first_exclusion(scored, req, health, now)
+    for candidate in scored:
+        exclusion = first_exclusion(candidate, req, health, now)
         if exclusion is None:
-            eligible.append(scored)
+            eligible.append(candidate)
         else:
             excluded.append(exclusion)
     if eligible:

@@ -12,30 +12,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from decimal import Decimal
 from itertools import groupby
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from routing.catalog import Deployment
-from routing.filters import Scored
-from routing.health import DeploymentHealth
-
-if TYPE_CHECKING:
-    from routing.router import RoutingRequest
-
-
-@dataclass(frozen=True)
-class Candidate:
-    deployment: Deployment
-    score: float
-    estimated_cost_usd: Decimal
-    input_tokens: int
-    detail: str
-
+from routing.breaker import DeploymentHealth
+from routing.types import Candidate, RoutingRequest, Scored
 
 Strategy = Callable[
-    [list[Scored], "RoutingRequest", Mapping[str, DeploymentHealth], random.Random, int], list[Candidate]
+    [list[Scored], RoutingRequest, Mapping[str, DeploymentHealth], random.Random, int], list[Candidate]
 ]
 STRATEGIES: dict[str, Strategy] = {}
 

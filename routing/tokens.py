@@ -13,20 +13,9 @@ import math
 from functools import cache
 from typing import Any
 
+from core.providers import provider_spec
 from core.types import ChatRequest
 
-# Tokens per o200k token, measured on English prose; >1 means that tokenizer is less dense.
-CALIBRATION = {
-    "openai": 1.0,
-    "azure": 1.0,
-    "anthropic": 1.20,
-    "gemini": 1.05,
-    "cohere": 1.10,
-    "mistral": 1.15,
-    "bedrock": 1.15,
-    "ollama": 1.10,
-    "compatible": 1.10,
-}
 PER_MESSAGE_OVERHEAD = 4
 PER_IMAGE_TOKENS = 765  # a high-detail 512x512 tile and the base cost, OpenAI's accounting
 
@@ -75,7 +64,7 @@ def count_request_tokens(request: ChatRequest, provider: str = "openai") -> int:
 
 def calibrate(raw: int, provider: str) -> int:
     """A `raw_request_tokens` count as `provider` bills it (rounded up: never undercount)."""
-    return math.ceil(raw * CALIBRATION.get(provider, 1.2))
+    return math.ceil(raw * provider_spec(provider).token_calibration)
 
 
 def raw_request_tokens(request: ChatRequest) -> int:

@@ -60,7 +60,6 @@ class CallLoop:
                     emulator_url=emulator_url,
                     emulator_mode=emulator_mode,
                     timeout_s=timeout_s,
-                    emulator_path=cls.emulator_path,
                 )
                 found = cls(target)
                 self._adapters[deployment.name] = found

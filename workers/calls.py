@@ -4,7 +4,7 @@
 The attempt is claimed with a lease a little longer than the provider timeout, so a
 redelivered message for a call still in flight waits instead of calling twice, and one
 for a worker that died (SIGKILL) takes the call over once the lease has run out.
-What each error class leads to is `errors.action_for`'s decision, not this module's.
+What each failure leads to is `workers/policy.py`'s decision, not this module's.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Iterable
 from concurrent.futures import TimeoutError as FuturesTimeout
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from core.clock import aware
+from core.errors import ErrorKind, failover_type
 from core.settings import Settings, get_settings
 from core.types import ChatRequest, ChatResponse
 from jobstore import transitions
@@ -30,22 +32,12 @@ from workers import health, streams
 from workers.call_loop import get_call_loop
 from workers.dispatch import priority_of, route_queued_job
 from workers.next_step import NextStep, Nothing, SendAttempt, SendDispatch
-from workers.providers.errors import Action, ProviderError, Transient, action_for
+from workers.policy import Action, Fail, Failover, RetryPolicy, after_failure
+from workers.providers.errors import ProviderError, Transient
 
 log = logging.getLogger(__name__)
 _rng = random.Random()
 BREAKER_OPEN = "circuit breaker open"
-
-
-def backoff_seconds(
-    retry_number: int, retry_after: float | None, settings: Settings, rng: random.Random
-) -> float:
-    """The provider's Retry-After when it sent one (plus up to 10% so a crowd of retries
-    does not land at once); else exponential backoff with equal jitter, capped."""
-    if retry_after is not None:
-        return float(retry_after * (1 + 0.1 * rng.random()))
-    ceiling = min(settings.retry_max_s, settings.retry_base_s * 2.0 ** max(0, retry_number - 1))
-    return ceiling / 2 + rng.random() * ceiling / 2
 
 
 def call_timeout(settings: Settings) -> float:
@@ -58,10 +50,10 @@ def lease_seconds(settings: Settings) -> float:
     return call_timeout(settings) + 5
 
 
-def consecutive_failures_on(job: Job, deployment: str) -> int:
+def consecutive_failures_on(attempts: Iterable[Attempt], deployment: str) -> int:
     """Failed attempts on this deployment since the job last moved to it."""
     count = 0
-    for attempt in sorted(job.attempts, key=lambda a: a.number, reverse=True):
+    for attempt in sorted(attempts, key=lambda a: a.number, reverse=True):
         if attempt.deployment != deployment:
             break
         if attempt.status == AttemptStatus.FAILED:
@@ -183,71 +175,75 @@ def _after_failed_call(
     settings: Settings,
     catalog: Catalog,
 ) -> NextStep:
-    """Count the failure against the deployment, then finish the attempt. A retryable error
-    that leaves the deployment's breaker open fails over at once: retrying there would only
-    wait out a backoff to be refused by the breaker (and every job doing so at once would
-    arrive back at the dispatcher together)."""
+    """Count the failure against the deployment, then finish the attempt as the policy says."""
     after = health.record_failure(deployment.name, time.time(), error)
-    action = action_for(error)
-    if action is Action.RETRY and after is not None and after.breaker == "open":
-        action = Action.FAILOVER
-    return _finish_failure(attempt, token, error, action, latency, settings, catalog)
+    breaker_open = after is not None and after.breaker == "open"
+    return _finish_failure(attempt, token, error, None, latency, settings, catalog, breaker_open=breaker_open)
 
 
 def _finish_failure(
     attempt: transitions.ClaimedCall,
     token: str,
     error: ProviderError,
-    action: Action,
+    action: Action | None,
     latency: float | None,
     settings: Settings,
     catalog: Catalog,
+    *,
+    breaker_open: bool = False,
 ) -> NextStep:
+    """Record the failed attempt and do what `policy.after_failure` decides: retry the same
+    deployment, fail over (routed here, in this transaction), or fail the job. `action`
+    overrides the error kind's own (a refusing breaker, an adapter bug)."""
     now = datetime.now(UTC)
     with transaction() as session:
         job = session.get(Job, attempt.job_id)
         assert job is not None
-        failures = consecutive_failures_on(job, attempt.deployment) + 1
-        if action is Action.RETRY and failures > settings.retries_per_deployment:
-            action = Action.FAILOVER
-        error_type = f"failover:{error.kind}" if action is Action.FAILOVER else error.kind
+        decision = after_failure(
+            error.kind,
+            error.message,
+            failures_here=consecutive_failures_on(job.attempts, attempt.deployment) + 1,
+            breaker_open=breaker_open,
+            retry_after=error.retry_after,
+            deadline=aware(job.deadline_at) if job.deadline_at else None,
+            now=now,
+            policy=RetryPolicy.from_settings(settings),
+            rng=_rng,
+            action=action,
+        )
         if not transitions.record_failure(
             session,
             attempt,
             token,
-            error_type=error_type,
+            error_type=failover_type(error.kind) if isinstance(decision, Failover) else error.kind.value,
             message=error.message,
             retry_after_s=error.retry_after,
             latency_ms=latency,
             now=now,
         ):
             return Nothing("lost the claim")
-        log.info("attempt %s on %s: %s -> %s", attempt.id, attempt.deployment, error.kind, action.value)
-        if action is Action.FAIL:
-            transitions.fail_job(session, job.id, error_type=error.kind, message=error.message, now=now)
+        log.info("attempt %s on %s: %s -> %s", attempt.id, attempt.deployment, error.kind, decision)
+        if isinstance(decision, Fail):
+            transitions.fail_job(
+                session, job.id, error_type=decision.error, message=decision.message, now=now
+            )
             if job.stream:
                 streams.publish(job.id, "done", "failed")
-            return Nothing("failed", ended_batch=attempt.batch_id)
-        if action is Action.RETRY:
-            countdown = backoff_seconds(failures, error.retry_after, settings, _rng)
-            if job.deadline_at is not None and now + timedelta(seconds=countdown) > aware(job.deadline_at):
-                transitions.fail_job(
-                    session,
-                    job.id,
-                    error_type="deadline_exceeded",
-                    message=f"the deadline passes before the next retry; last error: {error}",
-                    now=now,
-                )
-                return Nothing("deadline exceeded")
-            retry = transitions.schedule_retry(session, attempt, now + timedelta(seconds=countdown))
-            if retry is None:
+            return Nothing(decision.error.value, ended_batch=attempt.batch_id)
+        if isinstance(decision, Failover):
+            if not transitions.requeue(session, job.id):
                 return Nothing("job closed")
-            return SendAttempt(
-                retry.id, retry.provider, countdown, priority=priority_of(job), deployment=retry.deployment
-            )
-        if not transitions.requeue(session, job.id):
+            return _route_on(session, job, catalog, now)
+        retry = transitions.schedule_retry(session, attempt, now + timedelta(seconds=decision.countdown))
+        if retry is None:
             return Nothing("job closed")
-        return _route_on(session, job, catalog, now)
+        return SendAttempt(
+            retry.id,
+            retry.provider,
+            decision.countdown,
+            priority=priority_of(job),
+            deployment=retry.deployment,
+        )
 
 
 def _route_on(session: Session, job: Job, catalog: Catalog, now: datetime) -> NextStep:
@@ -276,7 +272,7 @@ def _refuse_before_claim(attempt_id: str, catalog: Catalog, now: datetime) -> Ne
     (the claim path then decides what it is)."""
     with transaction() as session:
         job_id = transitions.refuse_pending(
-            session, attempt_id, error_type="failover:transient", message=BREAKER_OPEN, now=now
+            session, attempt_id, error_type=failover_type(ErrorKind.TRANSIENT), message=BREAKER_OPEN, now=now
         )
         if job_id is None:
             return None

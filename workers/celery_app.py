@@ -19,7 +19,7 @@ from workers.queues import ALL_QUEUES, Priority, Queue
 
 def make_celery() -> Celery:
     settings = get_settings()
-    app = Celery("llmqueue", include=["workers.tasks"])
+    app = Celery("llmqueue", include=["workers.tasks", "workers.startup"])
     transport_options: dict[str, Any] = {}
     broker = settings.celery_broker_url
     if broker.startswith(("redis://", "rediss://")):

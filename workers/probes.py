@@ -1,7 +1,7 @@
 """The optional active probe: off by default, `LLMQUEUE_ACTIVE_PROBE_S=N` turns it on.
 
 Health is learned from real calls. With the probe on, once every N seconds one dispatcher
-process (a Redis lock elects it) sends every deployment a probe on its provider's queue;
+process (`workers/periodic.py`) sends every deployment a probe on its provider's queue;
 the provider worker asks the breaker, makes one tiny call (max_tokens 1) and records the
 outcome for the breaker and the error window as it would a job's (not its latency: a
 one-token answer says little about a job's). So a provider that goes down trips its breaker
@@ -14,22 +14,20 @@ count), or whose queue has messages waiting (calls are flowing, or no worker ser
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import TimeoutError as FuturesTimeout
 
 from core.settings import Settings, get_settings
 from core.types import ChatRequest, Message
+from routing.breaker import DeploymentHealth, breaker_blocks
 from routing.catalog import Catalog, get_catalog
-from routing.filters import breaker_blocks
-from routing.health import DeploymentHealth
 from workers import health
 from workers.call_loop import get_call_loop
 from workers.calls import call_deployment
+from workers.messages import send_probe
 from workers.providers.errors import MissingCredentials, ProviderError, Transient
 from workers.queues import provider_queue
-from workers.streams import shared_redis
 from workers.sweeper import idle_broker_queues
 
 log = logging.getLogger(__name__)
@@ -44,14 +42,9 @@ def deployments_to_probe(
 
 
 def send_probe_round(interval_s: float, catalog: Catalog | None = None) -> int:
-    """Send this round's probes, unless another process already did; returns how many."""
-    from workers.tasks import probe
-
+    """Send this round's probes; returns how many. (`workers/periodic.py` runs a round every
+    `interval_s` seconds in one dispatcher process at a time.)"""
     catalog = catalog or get_catalog()
-    client = shared_redis()
-    lock = f"{get_settings().redis_prefix}probe-round"
-    if client is not None and not client.set(lock, "1", nx=True, px=max(1, int(interval_s * 800))):
-        return 0
     # A queue with messages waiting needs no probe: calls are flowing, or no worker serves it
     # (and probes would pile up there; one at most is left waiting).
     idle = idle_broker_queues()
@@ -59,11 +52,7 @@ def send_probe_round(interval_s: float, catalog: Catalog | None = None) -> int:
     now = time.time()
     due = deployments_to_probe(names, health.health_snapshot(names, now), now)
     for name in due:
-        probe.apply_async(
-            args=[name],
-            queue=provider_queue(catalog.deployments[name].provider),
-            expires=interval_s,  # a probe still queued by the next round says nothing new
-        )
+        send_probe(name, catalog.deployments[name].provider, expires_s=interval_s)
     return len(due)
 
 
@@ -102,19 +91,3 @@ def probe_deployment(name: str, catalog: Catalog | None = None, settings: Settin
         return "probe error"
     health.record_probe_success(name, time.time())
     return "ok"
-
-
-def start_probe_thread(interval_s: float) -> threading.Thread:
-    """Send a probe round every `interval_s` seconds (dispatcher workers, when enabled)."""
-
-    def loop() -> None:
-        while True:
-            time.sleep(interval_s)
-            try:
-                send_probe_round(interval_s)
-            except Exception:  # the next round tries again; never kill the worker
-                log.exception("active probe round failed")
-
-    thread = threading.Thread(target=loop, name="llmqueue-probe", daemon=True)
-    thread.start()
-    return thread

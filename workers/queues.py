@@ -1,15 +1,29 @@
-"""Every queue name in one place: the dispatcher's, and one per provider; and the message
-priorities."""
+"""Every queue and task name in one place: the dispatcher's queue and one per provider, the
+tasks that consume them, and the message priorities.
+
+Messages are sent by task name (`workers/messages.py`), so a sender never imports the module
+that defines the task (`workers/tasks.py`).
+"""
 
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum
 
-from routing.catalog import PROVIDERS
+from core.providers import PROVIDERS, provider_spec
 
 
 class Queue(StrEnum):
     DISPATCH = "dispatch"
+
+
+class TaskName(StrEnum):
+    """Every Celery task, by the name its messages carry."""
+
+    DISPATCH = "llmqueue.dispatch"  # route jobs; on the dispatch queue
+    CALL = "llmqueue.call"  # one attempt's provider call; on its provider's queue
+    PROBE = "llmqueue.probe"  # the optional active probe of one deployment; on its provider's queue
+    BATCH_CHECK = "llmqueue.batch_check"  # release reduces, finalize a batch; on the dispatch queue
+    BATCH_WEBHOOK = "llmqueue.batch_webhook"  # tell a batch's webhook it ended; on the dispatch queue
 
 
 class Priority(IntEnum):
@@ -36,9 +50,7 @@ def priority_for(*, tried_before: bool, in_batch: bool) -> Priority:
 
 def provider_queue(provider: str) -> str:
     """The queue a provider's workers consume: `provider.<name>`."""
-    if provider not in PROVIDERS:
-        raise ValueError(f"unknown provider {provider!r}")
-    return f"provider.{provider}"
+    return f"provider.{provider_spec(provider).name}"
 
 
 ALL_PROVIDER_QUEUES = tuple(provider_queue(p) for p in PROVIDERS)

@@ -18,15 +18,13 @@ API's `done` event carries) is unaffected.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from functools import cache
 
 import redis
-import redis.asyncio as aredis
 
+from core.redis import async_redis, shared_redis
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -35,35 +33,6 @@ STREAM_TTL_S = 3600
 MAX_ENTRIES = 100_000
 
 DeltaSink = Callable[[str], Awaitable[None]]
-
-
-@cache
-def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, max_connections=400, decode_responses=True)
-
-
-def shared_redis() -> redis.Redis | None:
-    url = get_settings().redis_url
-    return redis_client(url) if url else None
-
-
-# An asyncio Redis client belongs to the loop that made it: keyed by (url, loop id).
-_async_clients: dict[tuple[str, int], aredis.Redis] = {}
-
-
-def async_redis() -> aredis.Redis | None:
-    """The running loop's asyncio Redis client, or None without Redis."""
-    url = get_settings().redis_url
-    if not url:
-        return None
-    key = (url, id(asyncio.get_running_loop()))
-    client = _async_clients.get(key)
-    if client is None:
-        pool = aredis.BlockingConnectionPool.from_url(
-            url, max_connections=200, timeout=10, decode_responses=True
-        )
-        client = _async_clients[key] = aredis.Redis(connection_pool=pool)
-    return client
 
 
 def stream_key(job_id: str) -> str:

@@ -5,24 +5,23 @@ API answered 202), or a task can die after claiming an attempt. Every such job i
 in Postgres, so a periodic sweep finds it: queued jobs nobody dispatched, attempts still
 pending long after they were due, and claims whose lease ran out. Sending twice is
 harmless (every transition is conditional), so the sweep needs no coordination; with
-Redis, a short lock keeps several dispatchers from sweeping at the same moment.
+Redis, one dispatcher process sweeps each round (`workers/periodic.py`).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select
 
-from core.settings import get_settings
 from jobstore.db import transaction
 from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus
+from workers.celery_app import app
+from workers.messages import send_step
 from workers.next_step import NextStep, SendAttempt, SendDispatch
 from workers.queues import ALL_QUEUES, Queue, priority_for, provider_queue
-from workers.streams import shared_redis
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY_S = 30.0
@@ -83,8 +82,6 @@ def find_stranded(
 
 def idle_broker_queues() -> set[str]:
     """The queues with no message waiting (a broker that cannot say counts as idle)."""
-    from workers.celery_app import app
-
     idle: set[str] = set()
     with app.connection_for_write() as conn:
         channel = conn.default_channel
@@ -97,37 +94,12 @@ def idle_broker_queues() -> set[str]:
     return idle
 
 
-def sweep_once(force: bool = False) -> int:
-    """One sweep; `force` skips the lock that keeps dispatchers from sweeping together."""
-    from workers.tasks import send
-
-    client = shared_redis()
-    if (
-        not force
-        and client is not None
-        and not client.set(
-            f"{get_settings().redis_prefix}sweep-lock", "1", nx=True, ex=int(SWEEP_EVERY_S * 0.8)
-        )
-    ):
-        return 0
+def sweep_once() -> int:
+    """One sweep: resend every stranded step; returns how many. (`workers/periodic.py` runs it
+    every SWEEP_EVERY_S seconds in one dispatcher process at a time.)"""
     steps = find_stranded(datetime.now(UTC), idle_queues=idle_broker_queues)
     for step in steps:
-        send(step)
+        send_step(step)
     if steps:
         log.warning("sweeper resent %d stranded messages", len(steps))
     return len(steps)
-
-
-def start_sweeper_thread(interval_s: float = SWEEP_EVERY_S) -> threading.Thread:
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(interval_s):
-            try:
-                sweep_once()
-            except Exception:  # the next sweep tries again; never kill the worker
-                log.exception("sweep failed")
-
-    thread = threading.Thread(target=loop, name="llmqueue-sweeper", daemon=True)
-    thread.start()
-    return thread

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.batch_intake import Intake, add_openai_lines, dispatch_in_windows
+from api.batch_intake import Intake, add_openai_lines
 from api.deps import OwnerDep, SessionDep
 from api.errors import ApiError
 from api.routes.files import find_file
@@ -22,7 +22,8 @@ from api.schemas.openai_compat import BatchCreate
 from jobstore import batches
 from jobstore.batch_models import Batch, BatchKind, BatchStatus
 from routing.catalog import get_catalog
-from workers.batch_tasks import schedule_check
+from workers.messages import send_batch_check, send_dispatch
+from workers.queues import Priority
 
 router = APIRouter(prefix="/v1/batches", tags=["batches (OpenAI-compatible)"])
 ENDPOINTS = ("/v1/chat/completions",)
@@ -91,8 +92,8 @@ def create_batch(body: BatchCreate, session: SessionDep, owner: OwnerDep) -> Bat
     batch.total = intake.total
     batch.errors = intake.errors or None
     session.commit()
-    dispatch_in_windows(intake.writer.to_dispatch)
-    schedule_check(batch.id)
+    send_dispatch(intake.writer.to_dispatch, priority=Priority.BATCH)
+    send_batch_check(batch.id)
     return _public(session, batch)
 
 
@@ -109,7 +110,7 @@ def cancel_batch(batch_id: str, session: SessionDep, owner: OwnerDep) -> BatchOb
         session.commit()
         batches.close_cancelled_attempts(session, batch.id, datetime.now(UTC))
         session.commit()
-        schedule_check(batch.id)
+        send_batch_check(batch.id)
     session.refresh(batch)
     return _public(session, batch)
 

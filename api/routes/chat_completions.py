@@ -17,20 +17,19 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from functools import cache
 from typing import Any
 
-import redis.asyncio as aredis
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from api.deps import OwnerDep
+from api.dispatch_buffer import dispatch_buffer
 from api.errors import ApiError, error_body
 from api.job_intake import store_job
 from api.schemas.jobs import JobCreate
 from api.schemas.openai_compat import ChatCompletionCreate, ModelNotFound
-from core.settings import get_settings
+from core.redis import async_redis
 from jobstore import batch_results
 from jobstore.db import session_factory, transaction
 from jobstore.models import ENDED_JOB_STATUSES, ApiKey, Job, JobStatus
@@ -40,12 +39,6 @@ from workers.streams import stream_key
 router = APIRouter(prefix="/v1/chat", tags=["chat (OpenAI-compatible)"])
 WAIT_LIMIT_S = 600.0  # the openai SDK's own default timeout
 FIRST_POLL_S, MAX_POLL_S = 0.02, 0.25
-
-
-@cache
-def _redis(url: str) -> aredis.Redis:
-    pool = aredis.BlockingConnectionPool.from_url(url, max_connections=200, timeout=30, decode_responses=True)
-    return aredis.Redis(connection_pool=pool)
 
 
 def _parse(body: Any) -> ChatCompletionCreate:
@@ -58,13 +51,12 @@ def _parse(body: Any) -> ChatCompletionCreate:
 
 
 def _submit(owner: ApiKey, create: JobCreate) -> str:
-    """Validate, store, commit, then enqueue: the same path as POST /v1/jobs."""
-    from workers.tasks import enqueue_dispatch
-
+    """Validate, store, commit, then enqueue: the same path as POST /v1/jobs (through the
+    dispatch buffer, which the sweeper backs if the process dies before it sends)."""
     with transaction() as session:
         job, _ = store_job(session, owner, create)
         job_id = job.id
-    enqueue_dispatch([job_id])
+    dispatch_buffer().add(job_id)
     return job_id
 
 
@@ -147,10 +139,10 @@ def _data(body: dict[str, Any]) -> bytes:
 
 async def _deltas(job_id: str) -> AsyncIterator[str | None]:
     """Text deltas from the job's Redis stream; None marks a restarted call; ends at `done`."""
-    url = get_settings().redis_url
-    if not url:
+    client = async_redis()
+    if client is None:
         return
-    client, key, last, calls = _redis(url), stream_key(job_id), "0-0", 0
+    key, last, calls = stream_key(job_id), "0-0", 0
     deadline = time.monotonic() + WAIT_LIMIT_S
     while time.monotonic() < deadline:
         entries: Any = await client.xread({key: last}, block=500, count=500)

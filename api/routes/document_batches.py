@@ -25,12 +25,11 @@ from api.batch_intake import (
     NativeOptions,
     add_document,
     add_jsonl_documents,
-    dispatch_in_windows,
     lines_of,
 )
 from api.deps import OwnerDep, SessionDep
 from api.errors import ApiError
-from api.job_intake import remaining_budget
+from api.job_intake import draft_job, owner_budget
 from api.schemas.batches import DocumentBatch, DocumentBatchList
 from api.schemas.jobs import JobCreate
 from api.validation import check_routable
@@ -40,7 +39,8 @@ from jobstore.db import session_factory
 from jobstore.models import ApiKey, Job
 from routing.catalog import get_catalog
 from routing.documents import PLACEHOLDER, fill, window_for
-from workers.batch_tasks import schedule_check
+from workers.messages import send_batch_check, send_dispatch
+from workers.queues import Priority
 
 router = APIRouter(prefix="/v1/document_batches", tags=["document batches"])
 
@@ -67,7 +67,8 @@ def _routing_options(session: SessionDep, owner: ApiKey, prompt: str, fields: di
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ApiError(422, f"{where}: {first['msg']}", param=where, code="invalid_value") from None
-    check_routable(create, get_catalog(), remaining_budget(session, owner))
+    request = create.chat_request()
+    check_routable(draft_job(owner, create, request), get_catalog(), owner_budget(session, owner), request)
     return create
 
 
@@ -198,8 +199,8 @@ def create_document_batch(
     batch.total = intake.total
     batch.errors = intake.errors or None
     session.commit()
-    dispatch_in_windows(intake.writer.to_dispatch)
-    schedule_check(batch.id)  # a batch whose every line failed on intake finalizes now
+    send_dispatch(intake.writer.to_dispatch, priority=Priority.BATCH)
+    send_batch_check(batch.id)  # a batch whose every line failed on intake finalizes now
     return _public(session, batch, request)
 
 
@@ -249,7 +250,7 @@ def cancel_document_batch(
         session.commit()
         batches.close_cancelled_attempts(session, batch.id, datetime.now(UTC))
         session.commit()
-        schedule_check(batch.id)
+        send_batch_check(batch.id)
     session.refresh(batch)
     return _public(session, batch, request)
 

@@ -21,9 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import OwnerDep
 from api.errors import ApiError
+from core.providers import PROVIDERS
 from core.settings import get_settings
 from core.types import ChatRequest, ChatResponse, Message, Usage
-from routing.catalog import PROVIDERS, Catalog, Deployment, get_catalog
+from routing.catalog import Catalog, Deployment, get_catalog
 from workers.providers import adapter_class
 from workers.providers.base import Target, resolve_target
 from workers.providers.errors import ProviderError
@@ -118,7 +119,6 @@ async def call_once(
             emulator_url=settings.emulator_url,
             emulator_mode=settings.emulator_mode,
             timeout_s=min(settings.provider_timeout_s, TEST_TIMEOUT_S),
-            emulator_path=cls.emulator_path,
         )
     except ProviderError as exc:
         return None, exc, None, None

@@ -17,9 +17,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.deps import OwnerDep
+from routing.breaker import DeploymentHealth, breaker_blocks
 from routing.catalog import Deployment, get_catalog
-from routing.filters import breaker_blocks
-from routing.health import DeploymentHealth
 from workers.health import health_snapshot
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"])

@@ -18,11 +18,12 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.deps import OwnerDep, SessionDep
-from api.job_intake import remaining_budget
+from api.job_intake import draft_job, owner_budget
 from api.schemas.jobs import JobCreate
-from api.validation import check_routable, routing_request
+from api.validation import check_routable
 from routing.catalog import get_catalog
 from routing.router import route
+from routing.types import RoutingRequest
 from workers.health import health_snapshot
 
 router = APIRouter(prefix="/v1/route", tags=["routing"])
@@ -47,13 +48,15 @@ class RoutePreview(BaseModel):
 def preview_route(body: JobCreate, session: SessionDep, owner: OwnerDep) -> RoutePreview:
     """The ranking and explanation for this request with current health; nothing is enqueued."""
     catalog = get_catalog()
-    budget = remaining_budget(session, owner)
-    check_routable(body, catalog, budget)  # the submission's own checks and error messages
+    budget = owner_budget(session, owner)
+    request = body.chat_request()
+    job = draft_job(owner, body, request)
+    check_routable(job, catalog, budget, request)  # the submission's own checks and error messages
     now = time.time()
     decision = route(
-        routing_request(body, budget),
+        RoutingRequest.for_job(job, request=request, budget_remaining_usd=budget),
         catalog,
-        health_snapshot(list(catalog.deployments), now),
+        lambda names: health_snapshot(names, now),
         now=now,
         rng=random.Random(),
         rotation=0,

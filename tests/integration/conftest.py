@@ -227,7 +227,7 @@ def wait_until_quiet(timeout: float = 60) -> None:
 @pytest.fixture
 def stack(api_server: ApiServer, worker: WorkerProcess, emulator: EmulatorHandle) -> Iterator[Stack]:
     # Each test starts with every deployment healthy: breakers earlier tests tripped are reset.
-    from workers.health_store import HealthStore
+    from workers.health import HealthStore
 
     HealthStore(
         redis.Redis.from_url(os.environ["REDIS_URL"]), prefix=os.environ["LLMQUEUE_REDIS_PREFIX"]

@@ -9,9 +9,9 @@ import time
 
 import redis
 
-from routing.health import DeploymentHealth
+from routing.breaker import DeploymentHealth
 from tests.integration.conftest import Stack, WorkerProcess
-from workers.health_store import HealthStore
+from workers.health import HealthStore
 from workers.probes import deployments_to_probe, send_probe_round
 
 MISTRAL = "mistral/mistral-small"

@@ -14,7 +14,7 @@ from jobstore.db import transaction
 from jobstore.models import Attempt
 from tests.integration.conftest import Stack, WorkerProcess
 from tests.integration.test_priorities import AZURE, body, pending_on_azure, wait_until
-from workers.health_store import HealthStore
+from workers.health import HealthStore
 
 FALLBACK = "mistral/mistral-small"
 

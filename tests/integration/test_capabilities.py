@@ -21,6 +21,7 @@ import pytest
 from api.errors import ApiError
 from api.schemas.jobs import JobCreate
 from api.validation import check_routable
+from jobstore.jobs import new_job
 from routing.catalog import DEFAULT_CATALOG_PATH, catalog_from_dict, get_catalog
 from tests.integration.conftest import Stack, WorkerProcess
 
@@ -152,7 +153,9 @@ def test_tools_or_stream_on_a_model_without_them_names_the_capability(
     """The default catalog has no model without tools or streaming: a catalog of its own."""
     create = JobCreate.model_validate(ask("plain-model", **extra))
     with pytest.raises(ApiError) as caught:
-        check_routable(create, _catalog_without(capability), None)
+        job = new_job(owner_id="key_test", request=create.chat_request(), strategy=None, model=create.model)
+        job.stream = create.stream
+        check_routable(job, _catalog_without(capability), None)
     assert caught.value.status == 422
     assert (caught.value.param, caught.value.code) == (param, f"unsupported_{capability}")
     assert f"does not support {capability}" in caught.value.message

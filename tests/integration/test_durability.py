@@ -39,7 +39,7 @@ def test_transient_errors_are_retried_with_backoff(stack: Stack) -> None:
 def test_a_failure_that_opens_the_breaker_fails_over_at_once(stack: Stack) -> None:
     """Retrying on a deployment whose breaker just opened would wait out a backoff only to
     be refused; the job moves to its fallback straight away instead."""
-    from workers.health_store import HealthStore
+    from workers.health import HealthStore
 
     health = HealthStore(
         redis.Redis.from_url(os.environ["REDIS_URL"]), prefix=os.environ["LLMQUEUE_REDIS_PREFIX"]

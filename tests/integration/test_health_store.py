@@ -11,8 +11,8 @@ from multiprocessing.synchronize import Barrier
 import pytest
 import redis
 
-from routing.health import BreakerPolicy
-from workers.health_store import HealthStore
+from routing.breaker import BreakerPolicy
+from workers.health import HealthStore
 
 pytestmark = pytest.mark.integration
 

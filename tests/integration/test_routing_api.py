@@ -11,10 +11,10 @@ from typing import Any
 import openai
 import redis
 
+from routing.breaker import HealthState
 from routing.catalog import get_catalog
-from routing.health import HealthState
 from tests.integration.conftest import Stack, make_key
-from workers.health_store import HealthStore
+from workers.health import HealthStore
 
 
 def body(text: str, **routing: Any) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def test_a_job_whose_enqueue_was_lost_is_dispatched_by_the_sweeper(stack: Stack)
     assert stack.job(job_id)["status"] == "queued"
     steps = find_stranded(datetime.now(UTC), idle_queues=idle_broker_queues)
     assert any(getattr(s, "job_id", None) == job_id for s in steps)
-    sweep_once(force=True)
+    sweep_once()
     job = stack.wait(job_id)
     assert job["status"] == "succeeded"
     assert len(job["attempts"]) == 1
@@ -63,7 +63,7 @@ def test_an_attempt_whose_claim_expired_is_taken_over(stack: Stack) -> None:
         )
         attempt_id = attempt.id
     assert stack.job(job_id)["status"] == "running"
-    sweep_once(force=True)
+    sweep_once()
     job = stack.wait(job_id)
     assert job["status"] == "succeeded"
     with transaction() as session:

@@ -53,22 +53,18 @@ def deployment(name: str) -> Deployment:
     return dep
 
 
-def emulated_target(
-    dep: Deployment | str, url: str, emulator_path: str, timeout_s: float | None = None
-) -> Target:
-    """A target that always sends `dep`'s calls to the emulator at `url` (plus `emulator_path`)."""
+def emulated_target(dep: Deployment | str, url: str, timeout_s: float | None = None) -> Target:
+    """A target that always sends `dep`'s calls to the emulator at `url`."""
     if isinstance(dep, str):
         dep = deployment(dep)
     if timeout_s is None:
-        return resolve_target(dep, emulator_url=url, emulator_mode="always", emulator_path=emulator_path)
-    return resolve_target(
-        dep, emulator_url=url, emulator_mode="always", emulator_path=emulator_path, timeout_s=timeout_s
-    )
+        return resolve_target(dep, emulator_url=url, emulator_mode="always")
+    return resolve_target(dep, emulator_url=url, emulator_mode="always", timeout_s=timeout_s)
 
 
 def emulated(cls: type[P], dep: Deployment | str, url: str, timeout_s: float | None = None) -> P:
     """An adapter of class `cls` for `dep`, aimed at the emulator at `url`."""
-    return cls(emulated_target(dep, url, cls.emulator_path, timeout_s))
+    return cls(emulated_target(dep, url, timeout_s))
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -4,16 +4,19 @@ floor, cost ceiling, owner budget, failover exclusion and open breakers (retry_a
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from core.types import ChatRequest
+from routing.breaker import DeploymentHealth
 from routing.catalog import Catalog, catalog_from_dict
 from routing.filters import FILTERS
-from routing.router import DeploymentHealth, NoRoute, RoutingDecision, RoutingRequest, route
+from routing.router import route
 from routing.tokens import count_request_tokens
+from routing.types import HealthLookup, NoRoute, RoutingDecision, RoutingRequest, UnknownModel
 
 NOW = 1_700_000_000.0
 
@@ -52,7 +55,9 @@ def ask(text: str = "Hello there, please answer briefly.", **kw: Any) -> ChatReq
 def decide(
     request: ChatRequest | None = None, health: dict[str, DeploymentHealth] | None = None, **kw: Any
 ) -> RoutingDecision:
-    return route(RoutingRequest(request or ask(), **kw), CATALOG, health or {}, now=NOW, rng=random.Random(0))
+    return route(
+        RoutingRequest(request or ask(), **kw), CATALOG, lookup(health or {}), now=NOW, rng=random.Random(0)
+    )
 
 
 def excluded(decision: RoutingDecision) -> dict[str, str]:
@@ -120,8 +125,9 @@ def test_failover_exclusion() -> None:
     decision = decide(exclude=frozenset({"plain", "small"}))
     assert [c.deployment.name for c in decision.candidates] == ["big"]
     assert excluded(decision)["plain"] == "failover: already tried for this job"
+    # Its only candidate failed over for good (a lasting failure): nothing is left.
     with pytest.raises(NoRoute, match="already tried"):
-        decide(model="big", exclude=frozenset({"big"}))
+        decide(model="big", exclude=frozenset({"big"}), lasting_exclude=frozenset({"big"}))
 
 
 def test_open_breakers_give_retry_at_instead_of_no_route() -> None:
@@ -157,15 +163,44 @@ def test_no_route_when_breaker_is_not_the_only_reason() -> None:
     assert {e.filter for e in err.value.exclusions} == {"quality"}  # first failing filter wins
 
 
-def test_deployments_considered_are_the_pool_route_reads_health_for() -> None:
-    from routing.router import UnknownModel, deployments_considered
-
-    assert deployments_considered(RoutingRequest(ask()), CATALOG) == ["big", "small", "plain"]
-    pinned = RoutingRequest(ask(), model="plain", fallbacks=("big",), strategy="manual")
-    assert deployments_considered(pinned, CATALOG) == ["plain", "big"]
-    # Health for just those is all route needs: an open breaker on the pinned one still counts.
+def test_route_asks_health_for_its_pool_only() -> None:
+    asked: list[list[str]] = []
     open_plain = {"plain": DeploymentHealth(breaker="open", open_until=NOW + 5), "big": DeploymentHealth()}
-    decision = route(pinned, CATALOG, open_plain, now=NOW, rng=random.Random(0))
+
+    def health(names: Iterable[str]) -> Mapping[str, DeploymentHealth]:
+        asked.append(list(names))
+        return open_plain
+
+    route(RoutingRequest(ask()), CATALOG, health, now=NOW, rng=random.Random(0))
+    pinned = RoutingRequest(ask(), model="plain", fallbacks=("big",), strategy="manual")
+    decision = route(pinned, CATALOG, health, now=NOW, rng=random.Random(0))
+    assert asked == [["big", "small", "plain"], ["plain", "big"]]
+    # Health for just those is all route needs: an open breaker on the pinned one still counts.
     assert [c.deployment.name for c in decision.candidates] == ["big"]
     with pytest.raises(UnknownModel):
-        deployments_considered(RoutingRequest(ask(), model="nope"), CATALOG)
+        route(RoutingRequest(ask(), model="nope"), CATALOG, health, now=NOW, rng=random.Random(0))
+
+
+def test_every_candidate_failed_over_goes_round_again_but_not_past_lasting_failures() -> None:
+    everyone = frozenset({"big", "small", "plain"})
+    again = route(RoutingRequest(ask(), exclude=everyone), CATALOG, now=NOW, rng=random.Random(0))
+    assert {c.deployment.name for c in again.candidates} == everyone
+    lasting = route(
+        RoutingRequest(ask(), exclude=everyone, lasting_exclude=frozenset({"big"})),
+        CATALOG,
+        now=NOW,
+        rng=random.Random(0),
+    )
+    assert {c.deployment.name for c in lasting.candidates} == {"small", "plain"}
+    with pytest.raises(NoRoute):
+        route(
+            RoutingRequest(ask(), exclude=everyone, lasting_exclude=everyone),
+            CATALOG,
+            now=NOW,
+            rng=random.Random(0),
+        )
+
+
+def lookup(snapshot: Mapping[str, DeploymentHealth]) -> HealthLookup:
+    """A health lookup answering from a fixed snapshot."""
+    return lambda names: {n: snapshot[n] for n in names if n in snapshot}

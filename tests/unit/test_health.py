@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from routing.health import (
+from routing.breaker import (
     BreakerPolicy,
     HealthState,
     admit,

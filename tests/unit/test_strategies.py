@@ -11,17 +11,12 @@ from typing import Any
 import pytest
 
 from core.types import ChatRequest
+from routing.breaker import DeploymentHealth
 from routing.catalog import Catalog, catalog_from_dict, get_catalog
-from routing.router import (
-    DeploymentHealth,
-    RoutingDecision,
-    RoutingError,
-    RoutingRequest,
-    UnknownModel,
-    UnknownStrategy,
-    route,
-)
+from routing.router import route
 from routing.strategies import STRATEGIES
+from routing.types import RoutingDecision, RoutingError, RoutingRequest, UnknownModel, UnknownStrategy
+from tests.unit.test_filters import lookup
 
 NOW = 1_700_000_000.0
 
@@ -70,7 +65,7 @@ def decide(
     return route(
         RoutingRequest(kw.pop("request", REQ), **kw),
         catalog,
-        health or {},
+        lookup(health or {}),
         now=NOW,
         rng=random.Random(seed),
         rotation=rotation,
@@ -171,7 +166,7 @@ def test_weighted_load_balancing_across_deployments_of_one_model() -> None:
     rng = random.Random(42)
     firsts: Counter[str] = Counter()
     for _ in range(4000):
-        decision = route(RoutingRequest(REQ), catalog, {}, now=NOW, rng=rng)
+        decision = route(RoutingRequest(REQ), catalog, now=NOW, rng=rng)
         assert names(decision)[2] == "far"  # cost still ranks across models
         firsts[names(decision)[0]] += 1
     assert firsts["east"] / 4000 == pytest.approx(0.75, abs=0.03)

@@ -7,8 +7,9 @@ from decimal import Decimal
 import bpe_openai
 import pytest
 
+from core.providers import PROVIDERS
 from core.types import ChatRequest, Usage
-from routing.catalog import PROVIDERS, ModelSpec, get_catalog
+from routing.catalog import ModelSpec, get_catalog
 from routing.costs import estimate_cost, expected_output_tokens, settle_cost
 from routing.tokens import PER_MESSAGE_OVERHEAD, count_request_tokens, count_text
 

@@ -1,37 +1,38 @@
-"""Provider adapters, one module each, found by provider name.
+"""Provider adapters, one module each, found through the provider table (`core/providers.py`).
 
-Modules are imported on first use, so a worker serving one provider never imports (or
-needs) the other providers' SDKs.
+A provider's module is imported on first use, so a worker serving one provider never imports
+(or needs) the other providers' SDKs; a provider whose adapter cannot be imported fails loudly
+with its name (`load_adapters` at a worker's start).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 
+from core.providers import provider_spec
 from workers.providers.base import Provider
 
-# provider name -> "module:Class"
-ADAPTERS: dict[str, str] = {
-    "openai": "workers.providers.openai:OpenAIProvider",
-    "azure": "workers.providers.azure:AzureOpenAIProvider",
-    "ollama": "workers.providers.ollama:OllamaProvider",
-    "compatible": "workers.providers.ollama:CompatibleProvider",
-    "anthropic": "workers.providers.anthropic:AnthropicProvider",
-    "gemini": "workers.providers.gemini:GeminiProvider",
-    "cohere": "workers.providers.cohere:CohereProvider",
-    "mistral": "workers.providers.mistral:MistralProvider",
-    "bedrock": "workers.providers.bedrock:BedrockProvider",
-}
+
+class AdapterMissing(ImportError):
+    """The provider table names an adapter that cannot be imported."""
 
 
 def adapter_class(provider: str) -> type[Provider]:
-    """The adapter class for a provider name; KeyError names the known ones."""
+    """The adapter class of a provider in the table; UnknownProvider or AdapterMissing name it."""
+    spec = provider_spec(provider)
+    module_name, _, class_name = spec.adapter.partition(":")
     try:
-        path = ADAPTERS[provider]
-    except KeyError:
-        raise KeyError(
-            f"no adapter for provider {provider!r}; known: {', '.join(sorted(ADAPTERS))}"
-        ) from None
-    module_name, _, class_name = path.partition(":")
-    cls: type[Provider] = getattr(importlib.import_module(module_name), class_name)
+        module = importlib.import_module(module_name)
+        cls: type[Provider] = getattr(module, class_name)
+    except (ImportError, AttributeError) as exc:
+        raise AdapterMissing(
+            f"provider {spec.name.value!r}: its adapter {spec.adapter!r} (core/providers.py) cannot be "
+            f"loaded: {exc}"
+        ) from exc
     return cls
+
+
+def load_adapters(providers: Iterable[str]) -> dict[str, type[Provider]]:
+    """Every named provider's adapter, imported now (a worker's start): a missing one stops it."""
+    return {provider: adapter_class(provider) for provider in providers}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any
 
 import anthropic
 
@@ -232,9 +232,6 @@ def map_anthropic_error(exc: Exception) -> ProviderError:
 
 class AnthropicProvider:
     """Anthropic's Messages API."""
-
-    name: ClassVar[str] = "anthropic"
-    emulator_path: ClassVar[str] = "/anthropic"  # the SDK appends /v1/messages
 
     def __init__(self, target: Target) -> None:
         self.target = target

@@ -10,8 +10,6 @@ context-length errors use the same error codes.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import openai
 
 from workers.providers.base import Target
@@ -22,9 +20,6 @@ DEFAULT_API_VERSION = "2024-10-21"
 
 class AzureOpenAIProvider(OpenAIProvider):
     """An Azure OpenAI resource's deployment."""
-
-    name: ClassVar[str] = "azure"
-    emulator_path: ClassVar[str] = "/azure"
 
     def build_client(self, target: Target) -> openai.AsyncOpenAI:
         if not target.base_url:

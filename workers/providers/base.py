@@ -9,7 +9,8 @@ retries: the SDK's own retries are off and the worker owns retry and failover.
 `resolve_target` decides where a deployment's calls go: the real provider when its key is in
 the environment, the built-in emulator when it is not and the emulator is enabled, or a
 `MissingCredentials` error naming the variable to set. A variable may have conventional
-alternates (`KEY_ENV_FALLBACKS`: Gemini's key in GEMINI_API_KEY, else GOOGLE_API_KEY).
+alternates (the provider table's `key_env_fallbacks`: Gemini's key in GEMINI_API_KEY, else
+GOOGLE_API_KEY).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
+from core.providers import provider_spec
 from core.types import ChatRequest, ChatResponse, Message
 from routing.catalog import Deployment
 from workers.providers.errors import MissingCredentials
@@ -26,9 +28,6 @@ from workers.providers.errors import MissingCredentials
 TextSink = Callable[[str], Awaitable[None]]
 
 EMULATOR_KEY = "emulator-key-not-secret"
-
-# Variables read, in order, when the first is unset: Google's SDKs accept either name.
-KEY_ENV_FALLBACKS: dict[str, tuple[str, ...]] = {"GEMINI_API_KEY": ("GOOGLE_API_KEY",)}
 
 
 @dataclass(frozen=True)
@@ -51,9 +50,6 @@ class Target:
 class Provider(Protocol):
     """One provider's adapter. See the module docstring."""
 
-    name: ClassVar[str]
-    emulator_path: ClassVar[str]  # where the emulator serves this provider's wire format
-
     def __init__(self, target: Target) -> None: ...
 
     async def complete(self, request: ChatRequest, *, on_text: TextSink | None = None) -> ChatResponse:
@@ -69,7 +65,6 @@ def resolve_target(
     emulator_url: str | None,
     emulator_mode: str = "auto",
     timeout_s: float = 120.0,
-    emulator_path: str = "",
     environ: Mapping[str, str] | None = None,
 ) -> Target:
     """Where this deployment's calls go.
@@ -78,25 +73,28 @@ def resolve_target(
     "auto" does so only for a deployment whose key variable is unset.
     """
     env = os.environ if environ is None else environ
+    spec = provider_spec(deployment.provider)
     key_env = deployment.api_key_env
-    key = _read_key(key_env, env) if key_env else None
+    fallbacks = spec.key_env_fallbacks if key_env == spec.key_env else ()
+    key = _read_key((key_env, *fallbacks), env) if key_env else None
     use_emulator = emulator_url is not None and (
         emulator_mode == "always" or (emulator_mode == "auto" and key_env is not None and not key)
     )
     if use_emulator:
         assert emulator_url is not None
-        return Target(deployment, emulator_url.rstrip("/") + emulator_path, EMULATOR_KEY, timeout_s, True)
+        url = emulator_url.rstrip("/") + spec.emulator_path
+        return Target(deployment, url, EMULATOR_KEY, timeout_s, True)
     if key_env and not key:
-        names = " or ".join((key_env, *KEY_ENV_FALLBACKS.get(key_env, ())))
+        names = " or ".join((key_env, *fallbacks))
         raise MissingCredentials(
             f"deployment {deployment.name!r} needs an API key: set the environment variable {names}"
         )
     return Target(deployment, deployment.spec.base_url, key, timeout_s, False)
 
 
-def _read_key(key_env: str, env: Mapping[str, str]) -> str | None:
-    """The key from `key_env`, else from its conventional alternates (GOOGLE_API_KEY for Gemini)."""
-    for name in (key_env, *KEY_ENV_FALLBACKS.get(key_env, ())):
+def _read_key(names: tuple[str, ...], env: Mapping[str, str]) -> str | None:
+    """The key from the first of these variables that is set (GEMINI_API_KEY, else GOOGLE_API_KEY)."""
+    for name in names:
         if env.get(name):
             return env[name]
     return None

@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import boto3
 import botocore.exceptions
@@ -281,9 +281,6 @@ def map_bedrock_error(exc: Exception) -> ProviderError:
 
 class BedrockProvider:
     """Bedrock Runtime's Converse / ConverseStream."""
-
-    name: ClassVar[str] = "bedrock"
-    emulator_path: ClassVar[str] = "/bedrock"
 
     def __init__(self, target: Target) -> None:
         self.target = target

@@ -16,7 +16,7 @@ adapter builds once per deployment and closes in `aclose`.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import cohere
 import httpx
@@ -195,9 +195,6 @@ def map_cohere_error(exc: Exception) -> ProviderError:
 
 class CohereProvider:
     """Cohere's v2 Chat API."""
-
-    name: ClassVar[str] = "cohere"
-    emulator_path: ClassVar[str] = "/cohere"  # the SDK appends /v2/chat
 
     def __init__(self, target: Target) -> None:
         self.target = target

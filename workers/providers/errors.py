@@ -9,19 +9,20 @@
     ├── ContentFiltered              the provider refused on content policy
     └── QuotaExhausted               billing or quota used up (not a short rate limit)
 
-Adapters only classify. What to do with each class (retry the same deployment, fail over
-to the next candidate, or fail the job) is decided once, in `ACTION_FOR`.
+Each class's `kind` is its name in `core.errors.ErrorKind`. Adapters only classify: what to
+do with each kind (retry the same deployment, fail over to the next candidate, or fail the
+job) is decided once, in `workers/policy.py`.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
+from core.errors import ErrorKind
 
 
 class ProviderError(Exception):
     """Base of the taxonomy. `kind` is stored on the attempt; `message` is safe to show."""
 
-    kind = "provider_error"
+    kind: ErrorKind = ErrorKind.PROVIDER_ERROR
 
     def __init__(
         self,
@@ -43,66 +44,37 @@ class ProviderError(Exception):
 
 
 class RateLimited(ProviderError):
-    kind = "rate_limited"
+    kind: ErrorKind = ErrorKind.RATE_LIMITED
 
 
 class Transient(ProviderError):
-    kind = "transient"
+    kind: ErrorKind = ErrorKind.TRANSIENT
 
 
 class InvalidRequest(ProviderError):
-    kind = "invalid_request"
+    kind: ErrorKind = ErrorKind.INVALID_REQUEST
 
 
 class ContextTooLong(InvalidRequest):
-    kind = "context_too_long"
+    kind: ErrorKind = ErrorKind.CONTEXT_TOO_LONG
 
 
 class AuthError(ProviderError):
-    kind = "auth"
+    kind: ErrorKind = ErrorKind.AUTH
 
 
 class ContentFiltered(ProviderError):
-    kind = "content_filtered"
+    kind: ErrorKind = ErrorKind.CONTENT_FILTERED
 
 
 class QuotaExhausted(ProviderError):
-    kind = "quota_exhausted"
+    kind: ErrorKind = ErrorKind.QUOTA_EXHAUSTED
 
 
 class MissingCredentials(AuthError):
     """No key in the environment variable the deployment names. Raised before any call."""
 
-    kind = "missing_credentials"
-
-
-class Action(StrEnum):
-    """What the worker does after a failed call."""
-
-    RETRY = "retry"  # same deployment, after a backoff (or the provider's Retry-After)
-    FAILOVER = "failover"  # this deployment cannot serve it now: next candidate
-    FAIL = "fail"  # no deployment will do better: the job fails with the reason
-
-
-ACTION_FOR: dict[type[ProviderError], Action] = {
-    RateLimited: Action.RETRY,
-    Transient: Action.RETRY,
-    InvalidRequest: Action.FAIL,
-    ContextTooLong: Action.FAILOVER,  # a larger window elsewhere may hold it
-    AuthError: Action.FAILOVER,
-    MissingCredentials: Action.FAILOVER,
-    ContentFiltered: Action.FAIL,
-    QuotaExhausted: Action.FAILOVER,
-    ProviderError: Action.RETRY,
-}
-
-
-def action_for(error: ProviderError) -> Action:
-    """The most specific action declared for this error's class."""
-    for cls in type(error).__mro__:
-        if cls in ACTION_FOR:
-            return ACTION_FOR[cls]
-    return Action.FAIL
+    kind: ErrorKind = ErrorKind.MISSING_CREDENTIALS
 
 
 def status_error(

@@ -23,7 +23,7 @@ import json
 import mimetypes
 import re
 import uuid
-from typing import Any, ClassVar
+from typing import Any
 
 import aiohttp
 import httpx
@@ -312,9 +312,6 @@ def map_gemini_error(exc: Exception) -> ProviderError:
 
 class GeminiProvider:
     """Gemini's `generateContent` / `streamGenerateContent`."""
-
-    name: ClassVar[str] = "gemini"
-    emulator_path: ClassVar[str] = "/gemini"
 
     def __init__(self, target: Target) -> None:
         self.target = target

@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 from contextvars import ContextVar
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx2
 from mistralai.client import Mistral, errors
@@ -213,9 +213,6 @@ def map_mistral_error(exc: Exception) -> ProviderError:
 
 class MistralProvider:
     """Mistral's chat completions API."""
-
-    name: ClassVar[str] = "mistral"
-    emulator_path: ClassVar[str] = "/mistral"  # the SDK appends /v1/chat/completions
 
     def __init__(self, target: Target) -> None:
         self.target = target

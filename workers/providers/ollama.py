@@ -8,8 +8,6 @@ Translation, streaming and error mapping are all `openai.py`'s.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import openai
 
 from workers.providers.base import Target
@@ -32,18 +30,12 @@ def compatible_client(target: Target, base_url: str) -> openai.AsyncOpenAI:
 class OllamaProvider(OpenAIProvider):
     """A local (or remote) Ollama server's OpenAI-compatible API."""
 
-    name: ClassVar[str] = "ollama"
-    emulator_path: ClassVar[str] = "/ollama/v1"
-
     def build_client(self, target: Target) -> openai.AsyncOpenAI:
         return compatible_client(target, target.base_url or OLLAMA_DEFAULT_URL)
 
 
 class CompatibleProvider(OpenAIProvider):
     """Any endpoint speaking OpenAI's chat completions; the deployment must give `base_url`."""
-
-    name: ClassVar[str] = "compatible"
-    emulator_path: ClassVar[str] = "/compatible/v1"
 
     def build_client(self, target: Target) -> openai.AsyncOpenAI:
         if not target.base_url:

@@ -9,7 +9,7 @@ default one, and is built once per deployment by the worker's client cache.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import openai
 
@@ -118,9 +118,6 @@ def map_openai_error(exc: Exception) -> ProviderError:
 
 class OpenAIProvider:
     """OpenAI's chat completions API."""
-
-    name: ClassVar[str] = "openai"
-    emulator_path: ClassVar[str] = "/openai/v1"
 
     def __init__(self, target: Target) -> None:
         self.target = target

@@ -256,3 +256,13 @@ def traffic_share(state: HealthState, now: float | None, policy: BreakerPolicy =
         return 1.0
     progress = (now - state.recovered_at) / policy.ramp_s if policy.ramp_s > 0 else 1.0
     return min(1.0, max(policy.ramp_floor, policy.ramp_floor + (1 - policy.ramp_floor) * progress))
+
+
+def breaker_blocks(health: DeploymentHealth | None, now: float) -> bool:
+    """Open and still cooling down. Half-open stays eligible: the store admits a few probes."""
+    return (
+        health is not None
+        and health.breaker == "open"
+        and health.open_until is not None
+        and now < health.open_until
+    )

@@ -1,44 +1,35 @@
-"""Batch progress on the worker side: releasing reduce jobs, finalizing, and the webhook.
+"""Batch progress on the worker side, as plain functions: releasing reduce jobs, finalizing,
+and the webhook (the tasks that run them are in `workers/tasks.py`).
 
-No chord: when a batch's job ends, the task that ended it asks for a `batch_check` (at most
+No chord: when a batch's job ends, the task that ended it asks for a batch check (at most
 one a second per batch, debounced in Redis), and dispatcher workers ask for one for every
-open batch every 30 s (a thread like `workers/sweeper.py`'s), catching jobs that ended
-without a hook and a finalize whose worker died. A check counts the batch's jobs in
-Postgres; when none is open it takes the finalize (a conditional UPDATE, so only one worker
-does it), writes the output and error files and the batch's final status in one
-transaction, then sends the webhook if the batch named one.
+open batch every 30 s (`workers/periodic.py`), catching jobs that ended without a hook and a
+finalize whose worker died. A check counts the batch's jobs in Postgres; when none is open
+it takes the finalize (a conditional UPDATE, so only one worker does it), writes the output
+and error files and the batch's final status in one transaction, then sends the webhook if
+the batch named one.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from celery import Task
-from celery.signals import worker_ready
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
 
-from core.settings import get_settings
 from jobstore import batch_results, batches
-from jobstore.batch_models import ENDED_BATCH_STATUSES, Batch, BatchKind, BatchStatus
+from jobstore.batch_models import ENDED_BATCH_STATUSES, Batch, BatchKind
 from jobstore.db import transaction
 from jobstore.models import JobStatus
 from routing.documents import reduce_text, user_request
-from workers.celery_app import app
+from workers.messages import send_batch_check, send_batch_webhook, send_dispatch
 from workers.next_step import NextStep, Nothing
-from workers.queues import Priority, Queue
-from workers.streams import shared_redis
+from workers.queues import Priority
 
 log = logging.getLogger(__name__)
-CHECK_DEBOUNCE_S = 1.0
-DISPATCH_WINDOW = 100
-WEBHOOK_RETRIES = 6
 WEBHOOK_TIMEOUT_S = 10.0
-BATCH_SWEEP_S = 30.0
 
 
 # ---------------------------------------------------------------- hooks the job tasks call
@@ -49,16 +40,7 @@ def after_step(step: NextStep) -> None:
     failure, no route), check that batch. (Jobs ended some other way, such as a cancel, are
     caught by the periodic check of open batches.)"""
     if isinstance(step, Nothing) and step.ended_batch is not None:
-        schedule_check(step.ended_batch)
-
-
-def schedule_check(batch_id: str, countdown: float = CHECK_DEBOUNCE_S) -> None:
-    """Ask for a check soon; with Redis, one per batch per second however many jobs end."""
-    client = shared_redis()
-    key = f"{get_settings().redis_prefix}batch-check:{batch_id}"
-    if client is not None and not client.set(key, "1", nx=True, px=int(countdown * 800)):
-        return  # a check is already due after this job's commit
-    batch_check.apply_async(args=[batch_id], queue=Queue.DISPATCH.value, countdown=countdown)
+        send_batch_check(step.ended_batch)
 
 
 def check_open_batches(limit: int = 200) -> int:
@@ -71,31 +53,8 @@ def check_open_batches(limit: int = 200) -> int:
             .limit(limit)
         ).all()
     for batch_id in ids:
-        schedule_check(batch_id, countdown=0.1)
+        send_batch_check(batch_id, countdown=0.1)
     return len(ids)
-
-
-def _batch_sweeper(interval_s: float) -> None:
-    client = shared_redis()
-    while True:
-        threading.Event().wait(interval_s)
-        lock = f"{get_settings().redis_prefix}batch-sweep-lock"
-        if client is not None and not client.set(lock, "1", nx=True, ex=max(1, int(interval_s * 0.8))):
-            continue
-        try:
-            check_open_batches()
-        except Exception:  # the next round tries again; never kill the worker
-            log.exception("batch sweep failed")
-
-
-@worker_ready.connect  # type: ignore[untyped-decorator]  # Celery's decorators are untyped
-def _start_batch_sweeper(sender: Any = None, **_: Any) -> None:
-    """Dispatcher workers also check open batches now and then (see the module docstring)."""
-    queues = {q.name for q in sender.app.amqp.queues.consume_from.values()} if sender else set()
-    if Queue.DISPATCH.value in queues:
-        threading.Thread(
-            target=_batch_sweeper, args=(BATCH_SWEEP_S,), name="llmqueue-batch-sweeper", daemon=True
-        ).start()
 
 
 # ---------------------------------------------------------------- the check and the finalize
@@ -109,16 +68,12 @@ def reduce_request(batch: Batch, answers: list[str]) -> dict[str, Any]:
 
 def check_batch(batch_id: str) -> str:
     """Release ready reduces; finalize when no job is open. Safe to run any number of times."""
-    from workers.tasks import enqueue_dispatch
-
     with transaction() as session:
         batch = session.get(Batch, batch_id)
         if batch is None or batch.status in ENDED_BATCH_STATUSES:
             return "ended"
         released = batches.release_ready_reduces(session, batch, reduce_request)
-    ready = [r.job_id for r in released if r.dispatch]
-    for start in range(0, len(ready), DISPATCH_WINDOW):
-        enqueue_dispatch(ready[start : start + DISPATCH_WINDOW], priority=Priority.BATCH)
+    send_dispatch([r.job_id for r in released if r.dispatch], priority=Priority.BATCH)
     now = datetime.now(UTC)
     with transaction() as session:
         if batches.count_batch(session, batch_id).open_jobs > 0:
@@ -141,7 +96,7 @@ def finalize(batch_id: str) -> None:
         webhook = batch.webhook_url
     log.info("batch %s finalized: %s", batch_id, counts.by_status)
     if webhook:
-        send_webhook.apply_async(args=[batch_id], queue=Queue.DISPATCH.value)
+        send_batch_webhook(batch_id)
 
 
 def _write_files(session: Any, batch: Batch) -> tuple[str | None, str | None]:
@@ -217,30 +172,3 @@ def deliver_webhook(batch_id: str) -> bool:
             if found is not None:
                 found.webhook_delivered_at = datetime.now(UTC)
     return delivered
-
-
-@app.task(  # type: ignore[untyped-decorator]
-    name="llmqueue.batch_check",
-    bind=True,
-    autoretry_for=(OperationalError, ConnectionError),
-    retry_backoff=True,
-    max_retries=20,
-)
-def batch_check(self: Task, batch_id: str) -> str:
-    return check_batch(batch_id)
-
-
-@app.task(name="llmqueue.batch_webhook", bind=True, max_retries=WEBHOOK_RETRIES)  # type: ignore[untyped-decorator]
-def send_webhook(self: Task, batch_id: str) -> None:
-    """Deliver, retrying with backoff (2, 4, 8 ... s) while the receiver fails."""
-    if not deliver_webhook(batch_id) and self.request.retries < WEBHOOK_RETRIES:
-        raise self.retry(countdown=2 ** (self.request.retries + 1))
-
-
-__all__ = [
-    "BatchStatus",
-    "after_step",
-    "batch_check",
-    "check_open_batches",
-    "send_webhook",
-]

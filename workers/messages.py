@@ -1,0 +1,78 @@
+"""Every message llmqueue sends to Celery, sent from here by task name.
+
+Plain functions in `dispatch.py`, `calls.py`, `batch_progress.py` and the API commit their
+state change first and then call one of these; a message therefore never names a row that
+does not exist yet, and a message lost after the commit is found again by the sweeper.
+Senders import this module, never `workers/tasks.py`, so nothing reaches back into the
+module that defines the tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from core.redis import shared_redis
+from core.settings import get_settings
+from workers.celery_app import app
+from workers.next_step import NextStep, SendAttempt, SendDispatch
+from workers.queues import Priority, Queue, TaskName, provider_queue
+
+DISPATCH_WINDOW = 100  # job ids per dispatch message: one message each cost more than routing
+CHECK_DEBOUNCE_S = 1.0
+
+
+def send_step(step: NextStep) -> None:
+    """Send what a committed state change asked for (nothing for `Nothing`)."""
+    if isinstance(step, SendAttempt):
+        send_attempt(step)
+    elif isinstance(step, SendDispatch):
+        send_dispatch([step.job_id], countdown=step.countdown, priority=step.priority)
+
+
+def send_attempt(step: SendAttempt) -> None:
+    app.send_task(
+        TaskName.CALL.value,
+        args=[step.attempt_id],
+        kwargs={"deployment": step.deployment} if step.deployment else None,
+        queue=provider_queue(step.provider),
+        countdown=step.countdown or None,
+        priority=step.priority,
+    )
+
+
+def send_dispatch(
+    job_ids: Sequence[str], countdown: float = 0.0, *, priority: Priority = Priority.NORMAL
+) -> int:
+    """Hand jobs to the dispatcher, `DISPATCH_WINDOW` ids per message; returns messages sent."""
+    sent = 0
+    for start in range(0, len(job_ids), DISPATCH_WINDOW):
+        app.send_task(
+            TaskName.DISPATCH.value,
+            args=[list(job_ids[start : start + DISPATCH_WINDOW])],
+            queue=Queue.DISPATCH.value,
+            countdown=countdown or None,
+            priority=priority,
+        )
+        sent += 1
+    return sent
+
+
+def send_batch_check(batch_id: str, countdown: float = CHECK_DEBOUNCE_S) -> None:
+    """Ask for a check of the batch soon; with Redis, one per batch per second however many of
+    its jobs end meanwhile."""
+    client = shared_redis()
+    key = f"{get_settings().redis_prefix}batch-check:{batch_id}"
+    if client is not None and not client.set(key, "1", nx=True, px=int(countdown * 800)):
+        return  # a check is already due after this job's commit
+    app.send_task(
+        TaskName.BATCH_CHECK.value, args=[batch_id], queue=Queue.DISPATCH.value, countdown=countdown
+    )
+
+
+def send_batch_webhook(batch_id: str) -> None:
+    app.send_task(TaskName.BATCH_WEBHOOK.value, args=[batch_id], queue=Queue.DISPATCH.value)
+
+
+def send_probe(deployment: str, provider: str, expires_s: float) -> None:
+    """An active probe; one still queued by the next round says nothing new, so it expires."""
+    app.send_task(TaskName.PROBE.value, args=[deployment], queue=provider_queue(provider), expires=expires_s)
