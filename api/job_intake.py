@@ -25,7 +25,7 @@ from routing.tokens import raw_request_tokens
 
 def owner_budget(session: Session, owner: ApiKey) -> Decimal | None:
     """What the key may still spend, or None when it has no budget."""
-    return remaining_budget(session, owner.id, owner.budget_usd)
+    return remaining_budget(session, owner.id)
 
 
 def draft_job(

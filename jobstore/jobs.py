@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from core.clock import utcnow
 from core.types import ChatRequest
-from jobstore.models import ApiKey, Job, JobStatus, new_id
+from jobstore import ledger
+from jobstore.models import ApiKey, Job, JobStatus, KeyRole, new_id
 
 KEY_PREFIX = "lq_"
 
@@ -36,12 +37,17 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_api_key(session: Session, name: str, budget_usd: Decimal | None = None) -> tuple[ApiKey, str]:
-    """A new key; the secret is returned once and only its hash is stored."""
+def create_api_key(
+    session: Session, name: str, budget_usd: Decimal | None = None, *, role: KeyRole = KeyRole.MEMBER
+) -> tuple[ApiKey, str]:
+    """A new key; the secret is returned once and only its hash is stored. `budget_usd`, when
+    given, is a lifetime budget (`ledger.set_budget` sets others)."""
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(name=name, key_hash=hash_secret(secret), key_prefix=secret[:10], budget_usd=budget_usd)
+    key = ApiKey(name=name, key_hash=hash_secret(secret), key_prefix=secret[:10], role=role.value)
     session.add(key)
     session.flush()
+    if budget_usd is not None:
+        ledger.set_budget(session, key.id, limit_usd=budget_usd, now=utcnow())
     return key, secret
 
 
@@ -57,9 +63,10 @@ def owner_spend(session: Session, owner_id: str) -> Decimal:
     return Decimal(total or 0)
 
 
-def remaining_budget(session: Session, owner_id: str, budget_usd: Decimal | None) -> Decimal | None:
-    """What a key with this budget may still spend, or None when it has no budget."""
-    return None if budget_usd is None else budget_usd - owner_spend(session, owner_id)
+def remaining_budget(session: Session, owner_id: str, batch_id: str | None = None) -> Decimal | None:
+    """What the key (and batch) may still reserve, or None when no budget applies."""
+    left = ledger.remaining(session, owner_id, batch_id, utcnow())
+    return None if left is None else left.usd
 
 
 def request_fingerprint(payload: dict[str, Any]) -> str:

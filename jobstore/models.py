@@ -14,7 +14,18 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from core.clock import utcnow
@@ -51,6 +62,11 @@ class AttemptStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class KeyRole(StrEnum):
+    ADMIN = "admin"  # manages keys, sees every key's spend and provider health, calls the provider test
+    MEMBER = "member"  # its own jobs, batches, files and spend
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
 
@@ -58,9 +74,71 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the secret
     key_prefix: Mapped[str] = mapped_column(String(16))  # shown in listings; not enough to use
-    budget_usd: Mapped[Decimal | None] = mapped_column(MONEY)
+    role: Mapped[str] = mapped_column(String(16), default=KeyRole.MEMBER)
+    # The key's own rate limits across every deployment (None: none of its own).
+    rpm: Mapped[int | None] = mapped_column(Integer)
+    tpm: Mapped[int | None] = mapped_column(Integer)
+    # Where the key's budget alerts go (a signed POST), when it has one.
+    alert_webhook_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+
+
+class BudgetPeriod(StrEnum):
+    LIFETIME = "lifetime"
+    DAY = "day"  # each resets at 00:00 UTC; a week on Monday, a month on its first day
+    WEEK = "week"
+    MONTH = "month"
+
+
+class Budget(Base):
+    """A spend limit with its ledger: a key's (batch_id None) or one batch's (`max_cost_usd`).
+
+    `spent_usd` is what calls settled in the current period; `reserved_usd` what calls in
+    flight may still cost at most. A call reserves before it is made, with one conditional
+    UPDATE that refuses when spent + reserved + this would pass the limit, so no race can
+    overshoot (`jobstore/ledger.py`)."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (
+        Index(
+            "uq_budgets_key",
+            "owner_id",
+            unique=True,
+            postgresql_where=text("batch_id IS NULL"),
+            sqlite_where=text("batch_id IS NULL"),
+        ),
+        Index("uq_budgets_batch", "batch_id", unique=True),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("bud"))
+    owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id", name="fk_budgets_batch_id"))
+    limit_usd: Mapped[Decimal] = mapped_column(MONEY)
+    period: Mapped[str] = mapped_column(String(16), default=BudgetPeriod.LIFETIME)
+    soft_limit_usd: Mapped[Decimal | None] = mapped_column(MONEY)  # crossing it alerts, once a period
+    period_start: Mapped[datetime] = mapped_column(default=utcnow)
+    spent_usd: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
+    reserved_usd: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
+    soft_alerted_for: Mapped[datetime | None]  # the period_start whose soft-limit alert was sent
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class IdempotencyRecord(Base):
+    """A creating request made with an Idempotency-Key, and what it answered (kept 24 hours):
+    a replay with the same body gets the same answer, another body a 409."""
+
+    __tablename__ = "idempotency_keys"
+
+    owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    route: Mapped[str] = mapped_column(String(64))  # e.g. "POST /v1/batches"
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of the whole request body
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]]
+    resource_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Job(Base):
@@ -99,9 +177,10 @@ class Job(Base):
     cached_input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     reasoning_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
-    latency_ms: Mapped[float | None]
+    latency_ms: Mapped[float | None]  # the succeeded provider call's own latency
     error_type: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    emulated: Mapped[bool] = mapped_column(default=False)  # answered by the built-in emulator
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
     deadline_at: Mapped[datetime | None]
     not_before: Mapped[datetime | None]  # waiting for a cooldown to end
@@ -145,6 +224,10 @@ class Attempt(Base):
     error_type: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     retry_after_s: Mapped[float | None]
+    # What this call may still cost at most, held against the key's (and batch's) budget
+    # until the call settles or is released.
+    reserved_usd: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
+    emulated: Mapped[bool] = mapped_column(default=False)  # sent to the built-in emulator
     provider_request_id: Mapped[str | None] = mapped_column(String(200))
     rate_limit_headers: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -158,6 +158,7 @@ class ClaimedCall:
     request: dict[str, Any]
     stream: bool
     batch_id: str | None = None
+    owner_id: str = ""
 
 
 _CLAIM_ATTEMPT = (
@@ -186,7 +187,7 @@ _START_JOB = (
             (_jobs.c.status == JobStatus.DISPATCHED.value, JobStatus.RUNNING.value), else_=_jobs.c.status
         )
     )
-    .returning(_jobs.c.request, _jobs.c.stream, _jobs.c.batch_id)
+    .returning(_jobs.c.request, _jobs.c.stream, _jobs.c.batch_id, _jobs.c.owner_id)
 )
 
 
@@ -210,8 +211,10 @@ def claim_for_call(
     if claimed is None:
         return None
     job_id, provider, model, deployment = claimed
-    request, stream, batch_id = session.connection().execute(_START_JOB, {"p_job_id": job_id}).one()
-    return ClaimedCall(attempt_id, job_id, provider, model, deployment, request, bool(stream), batch_id)
+    request, stream, batch_id, owner_id = session.connection().execute(_START_JOB, {"p_job_id": job_id}).one()
+    return ClaimedCall(
+        attempt_id, job_id, provider, model, deployment, request, bool(stream), batch_id, owner_id
+    )
 
 
 def refuse_pending(

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterable
 from concurrent.futures import TimeoutError as FuturesTimeout
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
@@ -23,7 +24,7 @@ from core.clock import aware
 from core.errors import ErrorKind, failover_type
 from core.settings import Settings, get_settings
 from core.types import ChatRequest, ChatResponse
-from jobstore import transitions
+from jobstore import ledger, transitions
 from jobstore.db import transaction
 from jobstore.models import Attempt, AttemptStatus, Job, JobStatus
 from routing.catalog import Catalog, Deployment, get_catalog
@@ -137,7 +138,17 @@ def run_attempt(
         rate_limit_headers=response.rate_limit_headers,
     )
     with transaction() as session:
-        written = transitions.record_success(session, attempt, token, outcome, datetime.now(UTC))
+        now = datetime.now(UTC)
+        written = transitions.record_success(session, attempt, token, outcome, now)
+        if written:  # the cost counts against the key's (and batch's) budget in this transaction
+            ledger.settle(
+                session,
+                attempt.owner_id,
+                attempt.batch_id,
+                reserved=Decimal(0),
+                cost=outcome.cost_usd,
+                now=now,
+            )
     if stream:
         streams.publish(job_id, "done", "succeeded")
     if not written:

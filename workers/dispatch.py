@@ -17,16 +17,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, lazyload
 
 from core.clock import aware
 from core.errors import FAILOVER_PREFIX, JobError, kind_of
 from core.settings import get_settings
-from jobstore import transitions
+from jobstore import ledger, transitions
 from jobstore.db import transaction
 from jobstore.jobs import remaining_budget
-from jobstore.models import ApiKey, Attempt, AttemptStatus, Job, JobStatus
+from jobstore.models import Attempt, AttemptStatus, Job, JobStatus
 from routing.catalog import Catalog, get_catalog
 from routing.router import route
 from routing.types import NoRoute, RoutingError, RoutingRequest
@@ -39,18 +38,18 @@ log = logging.getLogger(__name__)
 
 _rng = random.Random()
 BUDGET_CACHE_S = 5.0
-_budgets: dict[str, tuple[float, Decimal | None]] = {}
+_has_budget: dict[str, tuple[float, bool]] = {}
 
 
 def owner_budget(session: Session, owner_id: str) -> Decimal | None:
     """What the owner may still spend, or None without a budget. Whether a key has a budget
     is cached briefly (it is one query per job otherwise, and budgets change rarely)."""
     now = time.monotonic()
-    cached = _budgets.get(owner_id)
+    cached = _has_budget.get(owner_id)
     if cached is None or now - cached[0] > BUDGET_CACHE_S:
-        cached = (now, session.scalar(select(ApiKey.budget_usd).where(ApiKey.id == owner_id)))
-        _budgets[owner_id] = cached
-    return remaining_budget(session, owner_id, cached[1])
+        cached = (now, ledger.has_budget(session, owner_id, None))
+        _has_budget[owner_id] = cached
+    return remaining_budget(session, owner_id) if cached[1] else None
 
 
 def failed_over_deployments(attempts: Iterable[Attempt]) -> frozenset[str]:
