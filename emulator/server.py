@@ -14,38 +14,41 @@ background thread for the demo and the tests.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import socket
 import threading
+from types import ModuleType
 from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from emulator import (
+    anthropic_format,
+    bedrock_format,
+    cohere_format,
+    gemini_format,
+    mistral_format,
+    openai_format,
+)
 from emulator.core import Emulator, EmulatorConfig
 
-# Each wire-format module exposes add_routes(app, emulator). Missing ones are skipped so a
-# format under construction never takes the others down.
-FORMAT_MODULES = (
-    "emulator.openai_format",
-    "emulator.anthropic_format",
-    "emulator.cohere_format",
-    "emulator.mistral_format",
-    "emulator.gemini_format",
-    "emulator.bedrock_format",
+# Each wire-format module exposes add_routes(app, emulator). They are imported, not looked up
+# by name, so a missing or broken one fails at import rather than dropping its routes unnoticed.
+# No two of them serve the same path, so their order does not matter.
+FORMAT_MODULES: tuple[ModuleType, ...] = (
+    openai_format,
+    anthropic_format,
+    cohere_format,
+    mistral_format,
+    gemini_format,
+    bedrock_format,
 )
 
 
 def build_app(emu: Emulator | None = None) -> web.Application:
     emu = emu or Emulator()
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    for name in FORMAT_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
+    for module in FORMAT_MODULES:
         module.add_routes(app, emu)
 
     async def health(_: web.Request) -> web.Response:
