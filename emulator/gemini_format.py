@@ -7,8 +7,9 @@ Served at `/gemini/{version}/models/{model}:generateContent` and
 `toolConfig` and `generationConfig`. Answers carry `candidates`, `usageMetadata` (with
 `thoughtsTokenCount` for the 2.5 models that think by default) and `responseId`; streams are
 SSE chunks of the same shape. Errors use Google's `{"error": {"code", "message", "status",
-"details"}}` body, with a `RetryInfo` detail on 429s; a content-filter fault is a 200 whose
-`promptFeedback.blockReason` is `SAFETY`, as Gemini reports a blocked prompt.
+"details"}}` body, with a `RetryInfo` detail on 429s (Gemini sends no retry-after or other
+rate-limit headers); a content-filter fault is a 200 whose `promptFeedback.blockReason` is
+`SAFETY`, as Gemini reports a blocked prompt. The embedding methods are in `gemini_embed.py`.
 """
 
 from __future__ import annotations
@@ -219,17 +220,23 @@ async def stream_answer(
     return resp
 
 
+def unauthenticated(request: web.Request) -> web.Response | None:
+    """Google's answer to a call without an API key (None when it has one)."""
+    if request.headers.get("x-goog-api-key") or request.query.get("key"):
+        return None
+    message = (
+        "Method doesn't allow unregistered callers (callers without established identity). "
+        "Please use API Key or other form of API consumer identity to call this API."
+    )
+    return web.json_response(error_body(403, message), status=403)
+
+
 def add_routes(app: web.Application, emu: Emulator) -> None:
     async def handle(request: web.Request) -> web.StreamResponse:
-        model, _, action = request.match_info["model_action"].partition(":")
-        if action not in ("generateContent", "streamGenerateContent"):
-            return web.json_response(error_body(404, f"unknown method {action!r}"), status=404)
-        if not (request.headers.get("x-goog-api-key") or request.query.get("key")):
-            message = (
-                "Method doesn't allow unregistered callers (callers without established identity). "
-                "Please use API Key or other form of API consumer identity to call this API."
-            )
-            return web.json_response(error_body(403, message), status=403)
+        model, action = request.match_info["model"], request.match_info["action"]
+        refused = unauthenticated(request)
+        if refused is not None:
+            return refused
         try:
             body = await request.json()
         except json.JSONDecodeError:
@@ -238,22 +245,25 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
             return web.json_response(
                 error_body(400, "* GenerateContentRequest.contents: contents is not specified"), status=400
             )
-        fault, scope = await emu.begin_call("gemini", model)
         conv = parse_gemini(body, model)
-        if fault is not None and fault.code == "content_filter":
-            blocked = blocked_body(model, conv, f"emu-blocked-{len(emu.calls)}")
+        async with emu.call("gemini", model, tokens=emu.request_tokens(conv)) as call:
+            fault = call.fault
+            if fault is not None and fault.code == "content_filter":
+                blocked = blocked_body(model, conv, f"emu-blocked-{len(emu.calls)}")
+                if action == "streamGenerateContent":
+                    resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+                    await resp.prepare(request)
+                    await resp.write(f"data: {json.dumps(blocked)}\r\n\r\n".encode())
+                    await resp.write_eof()
+                    return resp
+                return web.json_response(blocked)
+            if fault is not None:
+                return error_response(fault)
+            answer = emu.answer(conv)
             if action == "streamGenerateContent":
-                resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
-                await resp.prepare(request)
-                await resp.write(f"data: {json.dumps(blocked)}\r\n\r\n".encode())
-                await resp.write_eof()
-                return resp
-            return web.json_response(blocked)
-        if fault is not None:
-            return error_response(fault)
-        answer = emu.answer(conv)
-        if action == "streamGenerateContent":
-            return await stream_answer(request, answer, model, scope.stream_chunk_ms)
-        return web.json_response(response_body(answer, model))
+                return await stream_answer(request, answer, model, call.scope.stream_chunk_ms)
+            return web.json_response(response_body(answer, model))
 
-    app.router.add_post("/gemini/{version}/models/{model_action}", handle)
+    # Only this module's methods: the embedding methods share the path and are gemini_embed's.
+    path = "/gemini/{version}/models/{model}:{action:generateContent|streamGenerateContent}"
+    app.router.add_post(path, handle)

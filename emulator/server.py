@@ -5,7 +5,10 @@ Control endpoints (not part of any provider's API):
     GET  /_emulator/config           the fault configuration in force
     POST /_emulator/config           replace it (an `EmulatorConfig` JSON body)
     POST /_emulator/reset            no faults, empty call log
-    GET  /_emulator/calls            the call log (filter with ?scope= / ?provider= / ?model=)
+    GET  /_emulator/calls            the call log (filter with ?scope= / ?provider= / ?model= /
+                                     ?kind=chat|embed): per call its time `t`, `status`, `kind`,
+                                     `tokens` weighed, whether it was `counted` in its scope's
+                                     rate-limit window, and `inputs` (embedding calls)
 
 `serve()` runs it in the foreground (`llmqueue emulator`); `EmulatorThread` runs it on a
 background thread for the demo and the tests.
@@ -70,7 +73,7 @@ def build_app(emu: Emulator | None = None) -> web.Application:
         return web.json_response({"ok": True})
 
     async def calls(request: web.Request) -> web.Response:
-        wanted = {k: v for k, v in request.query.items() if k in ("scope", "provider", "model")}
+        wanted = {k: v for k, v in request.query.items() if k in ("scope", "provider", "model", "kind")}
         rows = [c for c in emu.calls if all(c.get(k) == v for k, v in wanted.items())]
         return web.json_response(rows)
 
