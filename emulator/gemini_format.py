@@ -39,7 +39,7 @@ FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}
 CONTEXT_WINDOW = 1048576
 
 
-def _f(obj: dict[str, Any], camel: str) -> Any:
+def field_of(obj: dict[str, Any], camel: str) -> Any:
     """A field by its JSON name or its proto name: Google's APIs accept both, and the SDK sends both."""
     if camel in obj:
         return obj[camel]
@@ -49,7 +49,7 @@ def _f(obj: dict[str, Any], camel: str) -> Any:
 def parse_gemini(body: dict[str, Any], model: str) -> Conversation:
     texts: list[tuple[str, str]] = []
     images = 0
-    system = _f(body, "systemInstruction") or {}
+    system = field_of(body, "systemInstruction") or {}
     system_text = "\n".join(p.get("text", "") for p in system.get("parts", []) if "text" in p)
     if system_text:
         texts.append(("system", system_text))
@@ -62,25 +62,25 @@ def parse_gemini(body: dict[str, Any], model: str) -> Conversation:
         for part in parts:
             if "text" in part:
                 pieces.append(part["text"])
-            elif _f(part, "inlineData") or _f(part, "fileData"):
+            elif field_of(part, "inlineData") or field_of(part, "fileData"):
                 images += 1
-            elif _f(part, "functionCall"):
-                pieces.append(_f(part, "functionCall").get("name", ""))
-            elif _f(part, "functionResponse"):
+            elif field_of(part, "functionCall"):
+                pieces.append(field_of(part, "functionCall").get("name", ""))
+            elif field_of(part, "functionResponse"):
                 is_tool_result = True
-                pieces.append(json.dumps(_f(part, "functionResponse").get("response") or {}))
+                pieces.append(json.dumps(field_of(part, "functionResponse").get("response") or {}))
         role = "tool" if is_tool_result else ("assistant" if content.get("role") == "model" else "user")
         texts.append((role, "\n".join(pieces)))
         last_is_tool_result = is_tool_result
     tools = [
-        {"name": fd["name"], "parameters": _f(fd, "parametersJsonSchema") or fd.get("parameters") or {}}
+        {"name": fd["name"], "parameters": field_of(fd, "parametersJsonSchema") or fd.get("parameters") or {}}
         for tool in body.get("tools") or []
-        for fd in _f(tool, "functionDeclarations") or []
+        for fd in field_of(tool, "functionDeclarations") or []
     ]
-    mode = (_f(_f(body, "toolConfig") or {}, "functionCallingConfig") or {}).get("mode")
-    gen = _f(body, "generationConfig") or {}
-    schema = _f(gen, "responseJsonSchema") or _f(gen, "responseSchema")
-    json_mode = _f(gen, "responseMimeType") == "application/json"
+    mode = (field_of(field_of(body, "toolConfig") or {}, "functionCallingConfig") or {}).get("mode")
+    gen = field_of(body, "generationConfig") or {}
+    schema = field_of(gen, "responseJsonSchema") or field_of(gen, "responseSchema")
+    json_mode = field_of(gen, "responseMimeType") == "application/json"
     return Conversation(
         model=model,
         texts=texts,
@@ -89,7 +89,7 @@ def parse_gemini(body: dict[str, Any], model: str) -> Conversation:
         last_is_tool_result=last_is_tool_result,
         json_mode=json_mode and schema is None,
         json_schema=_lower_types(schema) if json_mode and schema is not None else None,
-        max_tokens=_f(gen, "maxOutputTokens"),
+        max_tokens=field_of(gen, "maxOutputTokens"),
         images=images,
     )
 

@@ -27,10 +27,15 @@ from pydantic import ValidationError
 
 from emulator import (
     anthropic_format,
+    bedrock_embed,
     bedrock_format,
+    cohere_embed,
     cohere_format,
+    gemini_embed,
     gemini_format,
+    mistral_embed,
     mistral_format,
+    openai_embed,
     openai_format,
 )
 from emulator.core import Emulator, EmulatorConfig
@@ -40,11 +45,16 @@ from emulator.core import Emulator, EmulatorConfig
 # No two of them serve the same path, so their order does not matter.
 FORMAT_MODULES: tuple[ModuleType, ...] = (
     openai_format,
+    openai_embed,
     anthropic_format,
     cohere_format,
+    cohere_embed,
     mistral_format,
+    mistral_embed,
     gemini_format,
+    gemini_embed,
     bedrock_format,
+    bedrock_embed,
 )
 
 
