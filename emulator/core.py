@@ -191,7 +191,7 @@ class Emulator:
                 "status": fault.status if fault else 200,
                 "kind": "chat" if inputs is None else "embed",
                 "tokens": tokens,
-                "counted": ticket is not None,  # admitted into the scope's rate-limit window
+                "counted": ticket is not None,  # admitted into a limited scope's window
                 "inputs": inputs,
             }
         )
@@ -221,9 +221,11 @@ class Emulator:
             return fault, None
         if scope.outage:
             return Fault(503, "service_unavailable", "emulated outage: the service is unavailable"), None
-        refusal, ticket = self.limiter.admit(key, scope, tokens, expected_s)
-        if refusal is not None:
-            return Fault(429, "rate_limit_exceeded", refusal.message, refusal.retry_after), None
+        ticket = None
+        if scope.limited:  # a scope without limits keeps no window: nothing would read it
+            refusal, ticket = self.limiter.admit(key, scope, tokens, expected_s)
+            if refusal is not None:
+                return Fault(429, "rate_limit_exceeded", refusal.message, refusal.retry_after), None
         # An admitted call that then fails still spent its place in the window, as with real providers.
         if scope.error_rate and self._random.random() < scope.error_rate:
             return Fault(500, "server_error", "emulated internal error"), ticket
