@@ -20,7 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from emulator.core import Answer, Conversation, Emulator, Fault
+from emulator.core import Answer, Call, Conversation, Emulator, Fault
+from emulator.limits import anthropic_headers
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
@@ -56,7 +57,8 @@ def _request_id() -> str:
     return f"req_emu{int(time.time() * 1000)}"
 
 
-def _rate_headers(remaining: int = 3999) -> dict[str, str]:
+def _unlimited_headers(remaining: int = 3999) -> dict[str, str]:
+    """What a scope without limits reports: plenty left (none left with a scripted 429)."""
     return {
         "anthropic-ratelimit-requests-limit": "4000",
         "anthropic-ratelimit-requests-remaining": str(remaining),
@@ -66,16 +68,19 @@ def _rate_headers(remaining: int = 3999) -> dict[str, str]:
     }
 
 
-def error_response(fault: Fault) -> web.Response:
+def rate_headers(call: Call) -> dict[str, str]:
+    remaining = 0 if call.fault is not None and call.fault.status == 429 else 3999
+    return call.rate_headers(anthropic_headers, _unlimited_headers(remaining))
+
+
+def error_response(fault: Fault, extra_headers: dict[str, str] | None = None) -> web.Response:
     kind = ERROR_TYPES.get(fault.status, "api_error" if fault.status >= 500 else "invalid_request_error")
     message = fault.message
     if fault.code in CODE_MESSAGES:
         custom = not message.startswith("emulated error")
         message = CODE_MESSAGES[fault.code] + (f" ({message})" if custom else "")
     request_id = _request_id()
-    headers = {"request-id": request_id}
-    if fault.status == 429:
-        headers.update(_rate_headers(0))
+    headers = {"request-id": request_id, **(extra_headers or {})}
     if fault.retry_after is not None:
         headers["retry-after"] = str(fault.retry_after)
     body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
@@ -176,10 +181,9 @@ def message_body(answer: Answer, model: str, content: list[dict[str, Any]] | Non
     }
 
 
-async def stream_answer(
-    request: web.Request, answer: Answer, model: str, chunk_ms: float
-) -> web.StreamResponse:
-    headers = {"content-type": "text/event-stream", "request-id": _request_id(), **_rate_headers()}
+async def stream_answer(request: web.Request, answer: Answer, model: str, call: Call) -> web.StreamResponse:
+    chunk_ms = call.scope.stream_chunk_ms
+    headers = {"content-type": "text/event-stream", "request-id": _request_id(), **rate_headers(call)}
     resp = web.StreamResponse(headers=headers)
     await resp.prepare(request)
 
@@ -248,13 +252,13 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
             conv = parse_anthropic(body, model)
         except BadRequest as exc:
             return error_response(Fault(400, "invalid_request_error", str(exc)))
-        fault, scope = await emu.begin_call("anthropic", model)
-        if fault is not None:
-            return error_response(fault)
-        answer = emu.answer(conv)
-        if body.get("stream"):
-            return await stream_answer(request, answer, model, scope.stream_chunk_ms)
-        headers = {"request-id": _request_id(), **_rate_headers()}
-        return web.json_response(message_body(answer, model), headers=headers)
+        async with emu.call("anthropic", model, tokens=emu.request_tokens(conv)) as call:
+            if call.fault is not None:
+                return error_response(call.fault, rate_headers(call))
+            answer = emu.answer(conv)
+            if body.get("stream"):
+                return await stream_answer(request, answer, model, call)
+            headers = {"request-id": _request_id(), **rate_headers(call)}
+            return web.json_response(message_body(answer, model), headers=headers)
 
     app.router.add_post("/anthropic/v1/messages", messages)

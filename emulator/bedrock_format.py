@@ -7,8 +7,9 @@ the paths boto3's `bedrock-runtime` client builds from `endpoint_url`. Requests 
 `output.message`, `stopReason` (`end_turn`, `max_tokens`, `tool_use`), `usage` and `metrics`.
 Streams use the AWS event-stream binary encoding (`application/vnd.amazon.eventstream`),
 written by `encode_event`. Errors are rest-json: the status, an `x-amzn-ErrorType` header
-naming the exception and a `{"message"}` body. Bedrock sends no Retry-After on throttling,
-so neither does the emulator.
+naming the exception and a `{"message"}` body. Bedrock sends no Retry-After or other
+rate-limit headers on throttling, so neither does the emulator. InvokeModel (the embedding
+models) is in `bedrock_embed.py`.
 """
 
 from __future__ import annotations
@@ -197,11 +198,19 @@ async def stream_answer(request: web.Request, answer: Answer, chunk_ms: float) -
     return resp
 
 
+def unauthenticated(request: web.Request) -> web.Response | None:
+    """AWS's answer to an unsigned call (None when it is signed)."""
+    if request.headers.get("authorization", "").startswith(("AWS4-HMAC-SHA256", "Bearer ")):
+        return None
+    return error_response(Fault(403, "missing_auth", "Missing Authentication Token"))
+
+
 def add_routes(app: web.Application, emu: Emulator) -> None:
     async def handle(request: web.Request, stream: bool) -> web.StreamResponse:
         model = request.match_info["model"]
-        if not request.headers.get("authorization", "").startswith(("AWS4-HMAC-SHA256", "Bearer ")):
-            return error_response(Fault(403, "missing_auth", "Missing Authentication Token"))
+        refused = unauthenticated(request)
+        if refused is not None:
+            return refused
         try:
             body = await request.json()
         except json.JSONDecodeError:
@@ -213,13 +222,14 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
         problem = _invalid_images(body)
         if problem:
             return error_response(Fault(400, "invalid_image", problem))
-        fault, scope = await emu.begin_call("bedrock", model)
-        if fault is not None:
-            return error_response(fault)
-        answer = emu.answer(parse_bedrock(body, model))
-        if stream:
-            return await stream_answer(request, answer, scope.stream_chunk_ms)
-        return web.json_response(converse_body(answer), headers={"x-amzn-RequestId": answer.request_id})
+        conv = parse_bedrock(body, model)
+        async with emu.call("bedrock", model, tokens=emu.request_tokens(conv)) as call:
+            if call.fault is not None:
+                return error_response(call.fault)
+            answer = emu.answer(conv)
+            if stream:
+                return await stream_answer(request, answer, call.scope.stream_chunk_ms)
+            return web.json_response(converse_body(answer), headers={"x-amzn-RequestId": answer.request_id})
 
     async def converse(request: web.Request) -> web.StreamResponse:
         return await handle(request, stream=False)

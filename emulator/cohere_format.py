@@ -4,8 +4,9 @@ Served at `/cohere/v2/chat`. Answers carry `message.content` text items or
 `message.tool_calls` (with a `tool_plan`), a `COMPLETE`/`MAX_TOKENS`/`TOOL_CALL` finish
 reason and usage in both `billed_units` and `tokens`. Errors come as Cohere's
 `{"id": ..., "message": ...}` body with an `x-debug-trace-id` header and `retry-after` on
-429s. Streams are SSE `message-start`, `content-*`, `tool-plan-delta`, `tool-call-*` and
-`message-end` events.
+429s (Cohere reports no other rate-limit headers). Streams are SSE `message-start`,
+`content-*`, `tool-plan-delta`, `tool-call-*` and `message-end` events. The embed route is in
+`cohere_embed.py`.
 
 The command models in the catalog take no images: an image in the request is refused with
 a 400, as the real API refuses it for a model without vision.
@@ -20,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from emulator.core import Answer, Conversation, Emulator, Fault
+from emulator.core import Answer, Call, Conversation, Emulator, Fault
 
 FINISH_REASONS = {"stop": "COMPLETE", "length": "MAX_TOKENS", "tool_calls": "TOOL_CALL"}
 
@@ -39,21 +40,23 @@ class BadRequest(Exception):
     pass
 
 
-def _headers() -> dict[str, str]:
-    return {
-        "x-debug-trace-id": uuid.uuid4().hex,
-        "x-endpoint-monthly-call-limit": "1000",
-        "x-trial-endpoint-call-limit": "20",
-        "x-trial-endpoint-call-remaining": "19",
-    }
+def response_headers(call: Call | None = None) -> dict[str, str]:
+    """The headers of every answer: a trace id and the trial-key call counters (Cohere's only
+    limit headers, left out when the scope turns rate-limit headers off)."""
+    headers = {"x-debug-trace-id": uuid.uuid4().hex}
+    if call is None or call.scope.rate_limit_headers:
+        headers["x-endpoint-monthly-call-limit"] = "1000"
+        headers["x-trial-endpoint-call-limit"] = "20"
+        headers["x-trial-endpoint-call-remaining"] = "19"
+    return headers
 
 
-def error_response(fault: Fault) -> web.Response:
+def error_response(fault: Fault, call: Call | None = None) -> web.Response:
     message = fault.message
     if fault.code in CODE_MESSAGES:
         custom = not message.startswith("emulated error")
         message = CODE_MESSAGES[fault.code] + (f" ({message})" if custom else "")
-    headers = _headers()
+    headers = response_headers(call)
     if fault.retry_after is not None:
         headers["retry-after"] = str(fault.retry_after)
     return web.json_response(
@@ -143,8 +146,9 @@ def chat_body(answer: Answer) -> dict[str, Any]:
     }
 
 
-async def stream_answer(request: web.Request, answer: Answer, chunk_ms: float) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"content-type": "text/event-stream", **_headers()})
+async def stream_answer(request: web.Request, answer: Answer, call: Call) -> web.StreamResponse:
+    chunk_ms = call.scope.stream_chunk_ms
+    resp = web.StreamResponse(headers={"content-type": "text/event-stream", **response_headers(call)})
     await resp.prepare(request)
 
     async def send(event: str, data: dict[str, Any]) -> None:
@@ -155,9 +159,9 @@ async def stream_answer(request: web.Request, answer: Answer, chunk_ms: float) -
     await send("message-start", {"id": body["id"], "delta": {"message": start}})
     if answer.tool_calls:
         await send("tool-plan-delta", {"delta": {"message": {"tool_plan": body["message"]["tool_plan"]}}})
-        for i, call in enumerate(body["message"]["tool_calls"]):
-            args = call["function"]["arguments"]
-            first = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
+        for i, tool_call in enumerate(body["message"]["tool_calls"]):
+            args = tool_call["function"]["arguments"]
+            first = {**tool_call, "function": {"name": tool_call["function"]["name"], "arguments": ""}}
             await send("tool-call-start", {"index": i, "delta": {"message": {"tool_calls": first}}})
             half = len(args) // 2
             for part in (args[:half], args[half:]):
@@ -199,12 +203,12 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
             conv = parse_cohere(body, str(model))
         except BadRequest as exc:
             return error_response(Fault(400, "invalid_request", str(exc)))
-        fault, scope = await emu.begin_call("cohere", str(model))
-        if fault is not None:
-            return error_response(fault)
-        answer = emu.answer(conv)
-        if body.get("stream"):
-            return await stream_answer(request, answer, scope.stream_chunk_ms)
-        return web.json_response(chat_body(answer), headers=_headers())
+        async with emu.call("cohere", str(model), tokens=emu.request_tokens(conv)) as call:
+            if call.fault is not None:
+                return error_response(call.fault, call)
+            answer = emu.answer(conv)
+            if body.get("stream"):
+                return await stream_answer(request, answer, call)
+            return web.json_response(chat_body(answer), headers=response_headers(call))
 
     app.router.add_post("/cohere/v2/chat", chat)

@@ -1,12 +1,14 @@
 """The emulator's behaviour, shared by every wire format: answers, usage, latency and faults.
 
 Each wire-format module (`openai_format.py`, ...) parses its provider's request into a
-`Conversation`, asks `Emulator.begin_call` whether this call should fail (an outage, an error
-rate, a rate limit, or a scripted response the test queued) after the configured latency,
-and renders `Emulator.answer`'s deterministic `Answer` in its own response shape.
+`Conversation`, enters `Emulator.call` to learn whether this call should fail (an outage, an
+error rate, a rate or concurrency limit, or a scripted response the test queued) after the
+configured latency, and renders `Emulator.answer`'s deterministic `Answer` in its own response
+shape. The embedding routes (`*_embed.py`) go through the same `Emulator.call`.
 
-Faults are configured per scope: a model name, a provider name, or "*" for everything;
-the most specific scope that is configured wins. `POST /_emulator/config` sets them.
+Faults and limits are configured per scope: a model name, a provider name, or "*" for
+everything; the most specific scope that is configured wins. `POST /_emulator/config` sets
+them. Every call is recorded in `Emulator.calls` (served at `GET /_emulator/calls`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import hashlib
 import json
 import random
 import time
-from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from emulator.limits import Limiter, RateState
 
 
 class ScriptedResponse(BaseModel):
@@ -38,8 +43,19 @@ class ScopeConfig(BaseModel):
     stream_chunk_ms: float = 0
     error_rate: float = Field(default=0, ge=0, le=1)
     outage: bool = False
-    rpm: int | None = None  # requests per rolling minute before answering 429
+    rpm: int | None = Field(default=None, ge=1)  # calls admitted per rolling minute; beyond, 429
+    # Tokens admitted per rolling minute: a chat call weighs its input tokens plus its max_tokens
+    # (its answer's output tokens without one), an embedding call its input tokens.
+    tpm: int | None = Field(default=None, ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1)  # calls in flight at once; beyond, 429
+    # False: answers carry no rate-limit headers (retry-after on a 429 stays), to test a client
+    # against a provider that does not report its limits.
+    rate_limit_headers: bool = True
     script: list[ScriptedResponse] = Field(default_factory=list)
+
+    @property
+    def limited(self) -> bool:
+        return self.rpm is not None or self.tpm is not None or self.max_concurrency is not None
 
 
 class EmulatorConfig(BaseModel):
@@ -53,6 +69,26 @@ class Fault:
     code: str
     message: str
     retry_after: float | None = None
+
+
+@dataclass
+class Call:
+    """One call's fate, as `Emulator.call` decided it."""
+
+    fault: Fault | None
+    scope: ScopeConfig
+    rate: RateState | None  # None when the scope sets no limits
+
+    def rate_headers(
+        self, render: Callable[[RateState], dict[str, str]], unlimited: dict[str, str] | None = None
+    ) -> dict[str, str]:
+        """The rate-limit headers for this call's answer: `render`ed from the window when the scope
+        sets limits, else the provider's placeholder `unlimited` ones, and none when turned off."""
+        if not self.scope.rate_limit_headers:
+            return {}
+        if self.rate is None:
+            return dict(unlimited or {})
+        return render(self.rate)
 
 
 @dataclass
@@ -109,17 +145,19 @@ def _example_for(schema: dict[str, Any]) -> Any:
 class Emulator:
     """Process-wide emulator state: config, call log, rate-limit windows."""
 
-    def __init__(self, config: EmulatorConfig | None = None) -> None:
+    def __init__(
+        self, config: EmulatorConfig | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config or EmulatorConfig()
         self.calls: list[dict[str, Any]] = []
-        self._windows: dict[str, deque[float]] = {}
+        self.limiter = Limiter(clock)
         self._random = random.Random(self.config.seed)
         self._counter = 0
 
     def configure(self, config: EmulatorConfig) -> None:
         self.config = config
         self._random = random.Random(config.seed)
-        self._windows.clear()
+        self.limiter.clear()
 
     def reset(self) -> None:
         self.configure(EmulatorConfig())
@@ -131,12 +169,19 @@ class Emulator:
                 return key, self.config.scopes[key]
         return "*", ScopeConfig()
 
-    async def begin_call(self, provider: str, model: str) -> tuple[Fault | None, ScopeConfig]:
-        """Wait out the latency and decide this call's fate. Records the call."""
+    @asynccontextmanager
+    async def call(
+        self, provider: str, model: str, *, tokens: int = 0, inputs: int | None = None
+    ) -> AsyncIterator[Call]:
+        """Decide this call's fate, record it, wait out the latency, and hold its place among the
+        calls in flight until the `async with` block (which sends the answer) ends.
+
+        `tokens` is what the call weighs against the scope's tpm; `inputs` is the number of texts
+        of an embedding call (None for a chat call)."""
         key, scope = self.scope_for(provider, model)
         scripted = scope.script.pop(0) if scope.script else None
         latency = scripted.latency_ms if scripted and scripted.latency_ms is not None else scope.latency_ms
-        fault = self._decide(key, scope, scripted)
+        fault, ticket = self._decide(key, scope, scripted, tokens, latency / 1000)
         self.calls.append(
             {
                 "t": time.time(),
@@ -144,45 +189,64 @@ class Emulator:
                 "model": model,
                 "scope": key,
                 "status": fault.status if fault else 200,
+                "kind": "chat" if inputs is None else "embed",
+                "tokens": tokens,
+                "counted": ticket is not None,  # admitted into a limited scope's window
+                "inputs": inputs,
             }
         )
-        if latency > 0 and not (fault and fault.status in (429, 503) and scripted is None):
-            await asyncio.sleep(latency / 1000)
-        return fault, scope
+        rate = self.limiter.state(key, scope, tokens) if scope.limited else None
+        try:
+            if latency > 0 and not (fault and fault.status in (429, 503) and scripted is None):
+                await asyncio.sleep(latency / 1000)
+            yield Call(fault, scope, rate)
+        finally:
+            if ticket is not None:
+                self.limiter.release(key, ticket)
 
-    def _decide(self, key: str, scope: ScopeConfig, scripted: ScriptedResponse | None) -> Fault | None:
+    def _decide(
+        self, key: str, scope: ScopeConfig, scripted: ScriptedResponse | None, tokens: int, expected_s: float
+    ) -> tuple[Fault | None, int | None]:
+        """The call's fault (None: it succeeds) and, if the limiter admitted it, its ticket. A
+        scripted outcome replaces the decision: it is neither limited nor counted."""
         if scripted is not None:
             if scripted.status == 200:
-                return None
-            return Fault(
+                return None, None
+            fault = Fault(
                 scripted.status,
                 scripted.code or _default_code(scripted.status),
                 scripted.message or f"emulated error {scripted.status}",
                 scripted.retry_after,
             )
+            return fault, None
         if scope.outage:
-            return Fault(503, "service_unavailable", "emulated outage: the service is unavailable")
-        if scope.rpm is not None:
-            now = time.monotonic()
-            window = self._windows.setdefault(key, deque())
-            while window and now - window[0] >= 60:
-                window.popleft()
-            if len(window) >= scope.rpm:
-                wait = max(0.001, 60 - (now - window[0]))
-                return Fault(
-                    429, "rate_limit_exceeded", f"emulated rate limit of {scope.rpm} rpm", round(wait, 3)
-                )
-            window.append(now)
+            return Fault(503, "service_unavailable", "emulated outage: the service is unavailable"), None
+        ticket = None
+        if scope.limited:  # a scope without limits keeps no window: nothing would read it
+            refusal, ticket = self.limiter.admit(key, scope, tokens, expected_s)
+            if refusal is not None:
+                return Fault(429, "rate_limit_exceeded", refusal.message, refusal.retry_after), None
+        # An admitted call that then fails still spent its place in the window, as with real providers.
         if scope.error_rate and self._random.random() < scope.error_rate:
-            return Fault(500, "server_error", "emulated internal error")
-        return None
+            return Fault(500, "server_error", "emulated internal error"), ticket
+        return None, ticket
+
+    def request_tokens(self, conv: Conversation) -> int:
+        """What a chat call weighs against a tpm limit: its input tokens plus its max_tokens, or
+        its answer's output tokens without one."""
+        answer = self._compose(conv, "")
+        out = conv.max_tokens if conv.max_tokens is not None else answer.output_tokens
+        return answer.input_tokens + out
 
     def answer(self, conv: Conversation) -> Answer:
         """The deterministic answer to a conversation."""
         self._counter += 1
+        return self._compose(conv, str(self._counter))
+
+    def _compose(self, conv: Conversation, serial: str) -> Answer:
         prompt = "\n".join(text for _, text in conv.texts)
         digest = hashlib.sha256(f"{conv.model}\n{prompt}".encode()).hexdigest()
-        request_id = f"emu-{digest[:12]}-{self._counter}"
+        request_id = f"emu-{digest[:12]}-{serial}"
         input_tokens = sum(count_tokens(t) + 4 for _, t in conv.texts) + 85 * conv.images
         if conv.tools and not conv.tool_choice_none and not conv.last_is_tool_result:
             tool = conv.tools[0]

@@ -7,8 +7,9 @@ Served at `/gemini/{version}/models/{model}:generateContent` and
 `toolConfig` and `generationConfig`. Answers carry `candidates`, `usageMetadata` (with
 `thoughtsTokenCount` for the 2.5 models that think by default) and `responseId`; streams are
 SSE chunks of the same shape. Errors use Google's `{"error": {"code", "message", "status",
-"details"}}` body, with a `RetryInfo` detail on 429s; a content-filter fault is a 200 whose
-`promptFeedback.blockReason` is `SAFETY`, as Gemini reports a blocked prompt.
+"details"}}` body, with a `RetryInfo` detail on 429s (Gemini sends no retry-after or other
+rate-limit headers); a content-filter fault is a 200 whose `promptFeedback.blockReason` is
+`SAFETY`, as Gemini reports a blocked prompt. The embedding methods are in `gemini_embed.py`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}
 CONTEXT_WINDOW = 1048576
 
 
-def _f(obj: dict[str, Any], camel: str) -> Any:
+def field_of(obj: dict[str, Any], camel: str) -> Any:
     """A field by its JSON name or its proto name: Google's APIs accept both, and the SDK sends both."""
     if camel in obj:
         return obj[camel]
@@ -48,7 +49,7 @@ def _f(obj: dict[str, Any], camel: str) -> Any:
 def parse_gemini(body: dict[str, Any], model: str) -> Conversation:
     texts: list[tuple[str, str]] = []
     images = 0
-    system = _f(body, "systemInstruction") or {}
+    system = field_of(body, "systemInstruction") or {}
     system_text = "\n".join(p.get("text", "") for p in system.get("parts", []) if "text" in p)
     if system_text:
         texts.append(("system", system_text))
@@ -61,25 +62,25 @@ def parse_gemini(body: dict[str, Any], model: str) -> Conversation:
         for part in parts:
             if "text" in part:
                 pieces.append(part["text"])
-            elif _f(part, "inlineData") or _f(part, "fileData"):
+            elif field_of(part, "inlineData") or field_of(part, "fileData"):
                 images += 1
-            elif _f(part, "functionCall"):
-                pieces.append(_f(part, "functionCall").get("name", ""))
-            elif _f(part, "functionResponse"):
+            elif field_of(part, "functionCall"):
+                pieces.append(field_of(part, "functionCall").get("name", ""))
+            elif field_of(part, "functionResponse"):
                 is_tool_result = True
-                pieces.append(json.dumps(_f(part, "functionResponse").get("response") or {}))
+                pieces.append(json.dumps(field_of(part, "functionResponse").get("response") or {}))
         role = "tool" if is_tool_result else ("assistant" if content.get("role") == "model" else "user")
         texts.append((role, "\n".join(pieces)))
         last_is_tool_result = is_tool_result
     tools = [
-        {"name": fd["name"], "parameters": _f(fd, "parametersJsonSchema") or fd.get("parameters") or {}}
+        {"name": fd["name"], "parameters": field_of(fd, "parametersJsonSchema") or fd.get("parameters") or {}}
         for tool in body.get("tools") or []
-        for fd in _f(tool, "functionDeclarations") or []
+        for fd in field_of(tool, "functionDeclarations") or []
     ]
-    mode = (_f(_f(body, "toolConfig") or {}, "functionCallingConfig") or {}).get("mode")
-    gen = _f(body, "generationConfig") or {}
-    schema = _f(gen, "responseJsonSchema") or _f(gen, "responseSchema")
-    json_mode = _f(gen, "responseMimeType") == "application/json"
+    mode = (field_of(field_of(body, "toolConfig") or {}, "functionCallingConfig") or {}).get("mode")
+    gen = field_of(body, "generationConfig") or {}
+    schema = field_of(gen, "responseJsonSchema") or field_of(gen, "responseSchema")
+    json_mode = field_of(gen, "responseMimeType") == "application/json"
     return Conversation(
         model=model,
         texts=texts,
@@ -88,7 +89,7 @@ def parse_gemini(body: dict[str, Any], model: str) -> Conversation:
         last_is_tool_result=last_is_tool_result,
         json_mode=json_mode and schema is None,
         json_schema=_lower_types(schema) if json_mode and schema is not None else None,
-        max_tokens=_f(gen, "maxOutputTokens"),
+        max_tokens=field_of(gen, "maxOutputTokens"),
         images=images,
     )
 
@@ -219,17 +220,23 @@ async def stream_answer(
     return resp
 
 
+def unauthenticated(request: web.Request) -> web.Response | None:
+    """Google's answer to a call without an API key (None when it has one)."""
+    if request.headers.get("x-goog-api-key") or request.query.get("key"):
+        return None
+    message = (
+        "Method doesn't allow unregistered callers (callers without established identity). "
+        "Please use API Key or other form of API consumer identity to call this API."
+    )
+    return web.json_response(error_body(403, message), status=403)
+
+
 def add_routes(app: web.Application, emu: Emulator) -> None:
     async def handle(request: web.Request) -> web.StreamResponse:
-        model, _, action = request.match_info["model_action"].partition(":")
-        if action not in ("generateContent", "streamGenerateContent"):
-            return web.json_response(error_body(404, f"unknown method {action!r}"), status=404)
-        if not (request.headers.get("x-goog-api-key") or request.query.get("key")):
-            message = (
-                "Method doesn't allow unregistered callers (callers without established identity). "
-                "Please use API Key or other form of API consumer identity to call this API."
-            )
-            return web.json_response(error_body(403, message), status=403)
+        model, action = request.match_info["model"], request.match_info["action"]
+        refused = unauthenticated(request)
+        if refused is not None:
+            return refused
         try:
             body = await request.json()
         except json.JSONDecodeError:
@@ -238,22 +245,25 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
             return web.json_response(
                 error_body(400, "* GenerateContentRequest.contents: contents is not specified"), status=400
             )
-        fault, scope = await emu.begin_call("gemini", model)
         conv = parse_gemini(body, model)
-        if fault is not None and fault.code == "content_filter":
-            blocked = blocked_body(model, conv, f"emu-blocked-{len(emu.calls)}")
+        async with emu.call("gemini", model, tokens=emu.request_tokens(conv)) as call:
+            fault = call.fault
+            if fault is not None and fault.code == "content_filter":
+                blocked = blocked_body(model, conv, f"emu-blocked-{len(emu.calls)}")
+                if action == "streamGenerateContent":
+                    resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+                    await resp.prepare(request)
+                    await resp.write(f"data: {json.dumps(blocked)}\r\n\r\n".encode())
+                    await resp.write_eof()
+                    return resp
+                return web.json_response(blocked)
+            if fault is not None:
+                return error_response(fault)
+            answer = emu.answer(conv)
             if action == "streamGenerateContent":
-                resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
-                await resp.prepare(request)
-                await resp.write(f"data: {json.dumps(blocked)}\r\n\r\n".encode())
-                await resp.write_eof()
-                return resp
-            return web.json_response(blocked)
-        if fault is not None:
-            return error_response(fault)
-        answer = emu.answer(conv)
-        if action == "streamGenerateContent":
-            return await stream_answer(request, answer, model, scope.stream_chunk_ms)
-        return web.json_response(response_body(answer, model))
+                return await stream_answer(request, answer, model, call.scope.stream_chunk_ms)
+            return web.json_response(response_body(answer, model))
 
-    app.router.add_post("/gemini/{version}/models/{model_action}", handle)
+    # Only this module's methods: the embedding methods share the path and are gemini_embed's.
+    path = "/gemini/{version}/models/{model}:{action:generateContent|streamGenerateContent}"
+    app.router.add_post(path, handle)

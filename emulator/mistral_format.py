@@ -5,7 +5,8 @@ Served at `/mistral/v1/chat/completions`. Close to OpenAI's, with Mistral's diff
 ids of exactly nine letters or digits (others are refused, as the real API refuses them),
 usage in the chunk that carries the finish reason, and errors as
 `{"object": "error", "message", "type", "param", "code"}` with `mistral-correlation-id` and,
-on 429s, `retry-after`. Rate-limit headers are Mistral's `x-ratelimitbysize-*`.
+on 429s, `retry-after`. Rate-limit headers are Mistral's `x-ratelimitbysize-*` (`rate_headers`).
+The embeddings route is in `mistral_embed.py`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from emulator.core import Answer, Conversation, Emulator, Fault
+from emulator.core import Answer, Call, Conversation, Emulator, Fault
+from emulator.limits import mistral_headers
 
 TOOL_ID = re.compile(r"[A-Za-z0-9]{9}")
 
@@ -41,17 +43,25 @@ class BadRequest(Exception):
     pass
 
 
-def _headers() -> dict[str, str]:
-    return {
-        "mistral-correlation-id": str(uuid.uuid4()),
-        "x-ratelimitbysize-limit-minute": "500000",
-        "x-ratelimitbysize-remaining-minute": "499000",
-        "x-ratelimitbysize-limit-month": "1000000000",
-        "x-ratelimitbysize-remaining-month": "999000000",
-    }
+# What a scope without limits reports: plenty left.
+UNLIMITED_HEADERS = {
+    "x-ratelimitbysize-limit-minute": "500000",
+    "x-ratelimitbysize-remaining-minute": "499000",
+    "x-ratelimitbysize-limit-month": "1000000000",
+    "x-ratelimitbysize-remaining-month": "999000000",
+}
 
 
-def error_response(fault: Fault) -> web.Response:
+def response_headers(call: Call) -> dict[str, str]:
+    """A successful answer's headers: the correlation id and the rate-limit headers."""
+    return {"mistral-correlation-id": str(uuid.uuid4()), **rate_headers(call)}
+
+
+def rate_headers(call: Call) -> dict[str, str]:
+    return call.rate_headers(mistral_headers, UNLIMITED_HEADERS)
+
+
+def error_response(fault: Fault, extra_headers: dict[str, str] | None = None) -> web.Response:
     kind = ERROR_TYPES.get(
         fault.status, "invalid_request_error" if fault.status < 500 else "internal_server_error"
     )
@@ -60,7 +70,7 @@ def error_response(fault: Fault) -> web.Response:
         kind, phrase = CODE_MESSAGES[fault.code]
         custom = not message.startswith("emulated error")
         message = phrase + (f" ({message})" if custom else "")
-    headers = {"mistral-correlation-id": str(uuid.uuid4())}
+    headers = {"mistral-correlation-id": str(uuid.uuid4()), **(extra_headers or {})}
     if fault.retry_after is not None:
         headers["retry-after"] = str(fault.retry_after)
     body = {
@@ -157,10 +167,9 @@ def completion_body(answer: Answer, model: str) -> dict[str, Any]:
     return {**_base(answer, model, "chat.completion"), "choices": [choice], "usage": _usage(answer)}
 
 
-async def stream_answer(
-    request: web.Request, answer: Answer, model: str, chunk_ms: float
-) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"content-type": "text/event-stream", **_headers()})
+async def stream_answer(request: web.Request, answer: Answer, model: str, call: Call) -> web.StreamResponse:
+    chunk_ms = call.scope.stream_chunk_ms
+    resp = web.StreamResponse(headers={"content-type": "text/event-stream", **response_headers(call)})
     await resp.prepare(request)
     base = _base(answer, model, "chat.completion.chunk")
 
@@ -201,12 +210,12 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
             conv = parse_mistral(body, str(model))
         except BadRequest as exc:
             return error_response(Fault(400, "invalid_request_message_order", str(exc)))
-        fault, scope = await emu.begin_call("mistral", str(model))
-        if fault is not None:
-            return error_response(fault)
-        answer = emu.answer(conv)
-        if body.get("stream"):
-            return await stream_answer(request, answer, str(model), scope.stream_chunk_ms)
-        return web.json_response(completion_body(answer, str(model)), headers=_headers())
+        async with emu.call("mistral", str(model), tokens=emu.request_tokens(conv)) as call:
+            if call.fault is not None:
+                return error_response(call.fault, rate_headers(call))
+            answer = emu.answer(conv)
+            if body.get("stream"):
+                return await stream_answer(request, answer, str(model), call)
+            return web.json_response(completion_body(answer, str(model)), headers=response_headers(call))
 
     app.router.add_post("/mistral/v1/chat/completions", chat)

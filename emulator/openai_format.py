@@ -4,7 +4,8 @@ Served at `/openai/v1/chat/completions`, at Azure's deployment path
 `/azure/openai/deployments/{deployment}/chat/completions`, and at `/ollama/v1/...` and
 `/compatible/v1/...` for OpenAI-compatible endpoints. Errors come in OpenAI's error body
 with `x-request-id` and, for 429s, `retry-after`; streams are SSE `chat.completion.chunk`s
-ending with a usage chunk when `stream_options.include_usage` is set.
+ending with a usage chunk when `stream_options.include_usage` is set. Every answer carries
+the `x-ratelimit-*` headers (`rate_headers`). The embeddings routes are in `openai_embed.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from emulator.core import Answer, Conversation, Emulator, Fault
+from emulator.core import Answer, Call, Conversation, Emulator, Fault
+from emulator.limits import openai_headers
 
 
 def parse_openai(body: dict[str, Any], model: str) -> Conversation:
@@ -55,11 +57,11 @@ def parse_openai(body: dict[str, Any], model: str) -> Conversation:
     )
 
 
-def error_response(fault: Fault) -> web.Response:
+def error_response(fault: Fault, extra_headers: dict[str, str] | None = None) -> web.Response:
     kind = {429: "rate_limit_error", 401: "authentication_error", 403: "permission_error"}.get(
         fault.status, "invalid_request_error" if fault.status < 500 else "server_error"
     )
-    headers = {"x-request-id": f"req_emu_{int(time.time() * 1000)}"}
+    headers = {"x-request-id": f"req_emu_{int(time.time() * 1000)}", **(extra_headers or {})}
     if fault.retry_after is not None:
         headers["retry-after"] = str(fault.retry_after)
     body = {"error": {"message": fault.message, "type": kind, "param": None, "code": fault.code}}
@@ -100,14 +102,20 @@ def completion_body(answer: Answer, model: str) -> dict[str, Any]:
     }
 
 
-RATE_HEADERS = {"x-ratelimit-limit-requests": "10000", "x-ratelimit-remaining-requests": "9999"}
+# What a scope without limits reports: plenty left.
+UNLIMITED_HEADERS = {"x-ratelimit-limit-requests": "10000", "x-ratelimit-remaining-requests": "9999"}
+
+
+def rate_headers(call: Call) -> dict[str, str]:
+    return call.rate_headers(openai_headers, UNLIMITED_HEADERS)
 
 
 async def stream_answer(
-    request: web.Request, answer: Answer, model: str, chunk_ms: float, include_usage: bool
+    request: web.Request, answer: Answer, model: str, call: Call, include_usage: bool
 ) -> web.StreamResponse:
+    chunk_ms = call.scope.stream_chunk_ms
     resp = web.StreamResponse(
-        headers={"content-type": "text/event-stream", "x-request-id": answer.request_id, **RATE_HEADERS}
+        headers={"content-type": "text/event-stream", "x-request-id": answer.request_id, **rate_headers(call)}
     )
     await resp.prepare(request)
     base = {
@@ -149,15 +157,16 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
             return error_response(Fault(400, "missing_model", "you must provide a model parameter"))
         if not body.get("messages"):
             return error_response(Fault(400, "invalid_request_error", "'messages' must be a non-empty array"))
-        fault, scope = await emu.begin_call(provider, model)
-        if fault is not None:
-            return error_response(fault)
-        answer = emu.answer(parse_openai(body, model))
-        if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return await stream_answer(request, answer, model, scope.stream_chunk_ms, include_usage)
-        headers = {"x-request-id": answer.request_id, **RATE_HEADERS}
-        return web.json_response(completion_body(answer, model), headers=headers)
+        conv = parse_openai(body, model)
+        async with emu.call(provider, model, tokens=emu.request_tokens(conv)) as call:
+            if call.fault is not None:
+                return error_response(call.fault, rate_headers(call))
+            answer = emu.answer(conv)
+            if body.get("stream"):
+                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                return await stream_answer(request, answer, model, call, include_usage)
+            headers = {"x-request-id": answer.request_id, **rate_headers(call)}
+            return web.json_response(completion_body(answer, model), headers=headers)
 
     async def openai_chat(request: web.Request) -> web.StreamResponse:
         return await handle(request, request.match_info["provider"])

@@ -5,7 +5,10 @@ Control endpoints (not part of any provider's API):
     GET  /_emulator/config           the fault configuration in force
     POST /_emulator/config           replace it (an `EmulatorConfig` JSON body)
     POST /_emulator/reset            no faults, empty call log
-    GET  /_emulator/calls            the call log (filter with ?scope= / ?provider= / ?model=)
+    GET  /_emulator/calls            the call log (filter with ?scope= / ?provider= / ?model= /
+                                     ?kind=chat|embed): per call its time `t`, `status`, `kind`,
+                                     `tokens` weighed, whether it was `counted` in its scope's
+                                     rate-limit window, and `inputs` (embedding calls)
 
 `serve()` runs it in the foreground (`llmqueue emulator`); `EmulatorThread` runs it on a
 background thread for the demo and the tests.
@@ -14,38 +17,51 @@ background thread for the demo and the tests.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import socket
 import threading
+from types import ModuleType
 from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from emulator import (
+    anthropic_format,
+    bedrock_embed,
+    bedrock_format,
+    cohere_embed,
+    cohere_format,
+    gemini_embed,
+    gemini_format,
+    mistral_embed,
+    mistral_format,
+    openai_embed,
+    openai_format,
+)
 from emulator.core import Emulator, EmulatorConfig
 
-# Each wire-format module exposes add_routes(app, emulator). Missing ones are skipped so a
-# format under construction never takes the others down.
-FORMAT_MODULES = (
-    "emulator.openai_format",
-    "emulator.anthropic_format",
-    "emulator.cohere_format",
-    "emulator.mistral_format",
-    "emulator.gemini_format",
-    "emulator.bedrock_format",
+# Each wire-format module exposes add_routes(app, emulator). They are imported, not looked up
+# by name, so a missing or broken one fails at import rather than dropping its routes unnoticed.
+# No two of them serve the same path, so their order does not matter.
+FORMAT_MODULES: tuple[ModuleType, ...] = (
+    openai_format,
+    openai_embed,
+    anthropic_format,
+    cohere_format,
+    cohere_embed,
+    mistral_format,
+    mistral_embed,
+    gemini_format,
+    gemini_embed,
+    bedrock_format,
+    bedrock_embed,
 )
 
 
 def build_app(emu: Emulator | None = None) -> web.Application:
     emu = emu or Emulator()
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    for name in FORMAT_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
+    for module in FORMAT_MODULES:
         module.add_routes(app, emu)
 
     async def health(_: web.Request) -> web.Response:
@@ -67,7 +83,7 @@ def build_app(emu: Emulator | None = None) -> web.Application:
         return web.json_response({"ok": True})
 
     async def calls(request: web.Request) -> web.Response:
-        wanted = {k: v for k, v in request.query.items() if k in ("scope", "provider", "model")}
+        wanted = {k: v for k, v in request.query.items() if k in ("scope", "provider", "model", "kind")}
         rows = [c for c in emu.calls if all(c.get(k) == v for k, v in wanted.items())]
         return web.json_response(rows)
 
