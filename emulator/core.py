@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from emulator.batch_config import BatchConfig
+
 
 class ScriptedResponse(BaseModel):
     """One queued outcome: an error status (with code, message, Retry-After) or `ok`."""
@@ -45,6 +47,7 @@ class ScopeConfig(BaseModel):
 class EmulatorConfig(BaseModel):
     scopes: dict[str, ScopeConfig] = Field(default_factory=dict)
     seed: int = 0
+    batch: BatchConfig = Field(default_factory=BatchConfig)  # the batch APIs (emulator/batch_*.py)
 
 
 @dataclass
