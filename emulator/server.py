@@ -33,6 +33,7 @@ FORMAT_MODULES = (
     "emulator.mistral_format",
     "emulator.gemini_format",
     "emulator.bedrock_format",
+    "emulator.batches",
 )
 
 
