@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -30,7 +29,7 @@ from aiohttp import web
 from emulator.anthropic_format import BadRequest, error_response, message_body, parse_anthropic
 from emulator.batch_config import BatchSettings
 from emulator.batch_engine import Batch, BatchLine, LineResult, LineRunner
-from emulator.batch_store import new_id, record, store_for
+from emulator.batch_store import new_id, record, rfc3339, store_for
 from emulator.core import Emulator, Fault
 
 PREFIX = "/anthropic/v1/messages/batches"
@@ -39,12 +38,6 @@ MAX_BYTES = 256 * 1024 * 1024
 WINDOW_S = 24 * 3600.0
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 PROCESSING_STATUS = {"cancelling": "canceling"}  # every other unfinished status is in_progress
-
-
-def _rfc3339(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _bad(message: str, status: int = 400) -> web.Response:
@@ -107,10 +100,10 @@ def batch_json(batch: Batch, base_url: str) -> dict[str, Any]:
         "type": "message_batch",
         "processing_status": "ended" if ended else PROCESSING_STATUS.get(batch.status, "in_progress"),
         "request_counts": counts,
-        "created_at": _rfc3339(batch.created_wall),
-        "expires_at": _rfc3339(deadline),
-        "ended_at": _rfc3339(batch.events.get(batch.status)) if ended else None,
-        "cancel_initiated_at": _rfc3339(batch.events.get("cancelling")),
+        "created_at": rfc3339(batch.created_wall),
+        "expires_at": rfc3339(deadline),
+        "ended_at": rfc3339(batch.events.get(batch.status)) if ended else None,
+        "cancel_initiated_at": rfc3339(batch.events.get("cancelling")),
         "archived_at": None,
         "results_url": f"{base_url}{PREFIX}/{batch.id}/results" if ended else None,
     }

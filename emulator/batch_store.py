@@ -16,6 +16,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from emulator.batch_engine import Batch, BatchLine, LineRunner
@@ -88,9 +89,10 @@ class BatchStore:
         return sorted(found, key=lambda b: b.created, reverse=True)
 
     def add_file(
-        self, provider: str, filename: str, purpose: str, data: bytes, prefix: str = "file-"
+        self, provider: str, filename: str, purpose: str, data: bytes, file_id: str | None = None
     ) -> StoredFile:
-        stored = StoredFile(new_id(prefix), provider, filename, purpose, data, int(self.wall()))
+        """A new file; its id is OpenAI's style ("file-...") unless `file_id` is given."""
+        stored = StoredFile(file_id or new_id("file-"), provider, filename, purpose, data, int(self.wall()))
         self.files[stored.id] = stored
         return stored
 
@@ -107,6 +109,13 @@ def store_for(emu: Emulator) -> BatchStore:
     if emu not in _STORES:
         _STORES[emu] = BatchStore()
     return _STORES[emu]
+
+
+def rfc3339(t: float | None) -> str | None:
+    """A wall time as the RFC 3339 UTC string Anthropic's and Google's APIs send."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 def new_id(prefix: str, length: int = 24) -> str:
