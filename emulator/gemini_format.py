@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +36,10 @@ STATUS_NAMES = {
     504: "DEADLINE_EXCEEDED",
 }
 FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}
+# Other `models/{model}:{method}` methods of an app, served by other modules (the batch API's
+# batchGenerateContent): this module's route matches their paths first.
+ModelMethod = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+MODEL_METHODS = web.AppKey("gemini_model_methods", dict[str, ModelMethod])
 CONTEXT_WINDOW = 1048576
 
 
@@ -222,6 +227,8 @@ async def stream_answer(
 def add_routes(app: web.Application, emu: Emulator) -> None:
     async def handle(request: web.Request) -> web.StreamResponse:
         model, _, action = request.match_info["model_action"].partition(":")
+        if (method := request.app.get(MODEL_METHODS, {}).get(action)) is not None:
+            return await method(request, model)
         if action not in ("generateContent", "streamGenerateContent"):
             return web.json_response(error_body(404, f"unknown method {action!r}"), status=404)
         if not (request.headers.get("x-goog-api-key") or request.query.get("key")):
