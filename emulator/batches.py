@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from emulator import batch_anthropic, batch_gemini, batch_openai
+from emulator import batch_anthropic, batch_gemini, batch_mistral, batch_openai
 from emulator.batch_store import store_for
 from emulator.core import Emulator
 
@@ -24,6 +24,7 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
     batch_openai.add_routes(app, emu)
     batch_anthropic.add_routes(app, emu)
     batch_gemini.add_routes(app, emu)
+    batch_mistral.add_routes(app, emu)
     store = store_for(emu)
 
     async def listing(request: web.Request) -> web.Response:
