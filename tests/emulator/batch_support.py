@@ -15,6 +15,9 @@ from typing import Any, TypeVar
 import anthropic
 import httpx
 import openai
+from google import genai
+from google.genai import types
+from mistralai.client import Mistral
 
 from tests.conftest import EmulatorHandle
 from workers.providers.base import EMULATOR_KEY
@@ -45,6 +48,19 @@ def azure_client(emulator: EmulatorHandle) -> openai.AzureOpenAI:
 
 def anthropic_client(emulator: EmulatorHandle) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=f"{emulator.url}/anthropic", api_key=EMULATOR_KEY, max_retries=0)
+
+
+def gemini_client(emulator: EmulatorHandle) -> genai.Client:
+    options = types.HttpOptions(
+        base_url=f"{emulator.url}/gemini",
+        api_version="v1beta",
+        retry_options=types.HttpRetryOptions(attempts=1),
+    )
+    return genai.Client(api_key=EMULATOR_KEY, vertexai=False, http_options=options)
+
+
+def mistral_client(emulator: EmulatorHandle) -> Mistral:
+    return Mistral(api_key=EMULATOR_KEY, server_url=f"{emulator.url}/mistral")
 
 
 def chat_line(custom_id: str, model: str = "gpt-4o-mini", url: str = CHAT_URL, **body: Any) -> dict[str, Any]:
