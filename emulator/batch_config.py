@@ -3,7 +3,7 @@
 `BatchConfig` is reached from the emulator's configuration as `EmulatorConfig.batch` (so
 `POST /_emulator/config` with a `"batch"` object sets it). Its own fields apply to every
 provider; `providers` overrides some of them for one provider ("openai", "azure",
-"anthropic", ...), field by field. A batch keeps the settings in force when it was created,
+"anthropic", "gemini", "mistral"), field by field. A batch keeps the settings in force when it was created,
 so reconfiguring never rewrites the timeline of a batch already running.
 
 Timeline of a batch (seconds after it is created): validating for `validating_s`, then its
