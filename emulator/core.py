@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from emulator.batch_config import BatchConfig
 from emulator.limits import Limiter, RateState
 
 
@@ -61,6 +62,7 @@ class ScopeConfig(BaseModel):
 class EmulatorConfig(BaseModel):
     scopes: dict[str, ScopeConfig] = Field(default_factory=dict)
     seed: int = 0
+    batch: BatchConfig = Field(default_factory=BatchConfig)  # the batch APIs (emulator/batch_*.py)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from emulator import (
     anthropic_format,
+    batches,
     bedrock_embed,
     bedrock_format,
     cohere_embed,
@@ -55,6 +56,7 @@ FORMAT_MODULES: tuple[ModuleType, ...] = (
     gemini_embed,
     bedrock_format,
     bedrock_embed,
+    batches,
 )
 
 
