@@ -23,6 +23,8 @@ class ErrorKind(StrEnum):
     MISSING_CREDENTIALS = "missing_credentials"
     CONTENT_FILTERED = "content_filtered"
     QUOTA_EXHAUSTED = "quota_exhausted"
+    # Not the provider's: its answer came, but the job store refused to hold it.
+    UNSTORABLE_RESULT = "unstorable_result"
 
 
 FAILOVER_PREFIX = "failover:"
@@ -76,6 +78,8 @@ class JobError(StrEnum):
     QUALITY_BELOW_FLOOR = "quality_below_floor"
     COST_CEILING_EXCEEDED = "cost_ceiling_exceeded"
     BUDGET_EXCEEDED = "budget_exceeded"
+    # The provider answered, but the answer could not be stored (see the message).
+    UNSTORABLE_RESULT = "unstorable_result"
 
     @property
     def client_fault(self) -> bool:
@@ -97,5 +101,6 @@ _SERVER_SIDE = frozenset(
         JobError.ATTEMPTS_EXHAUSTED,
         JobError.ALL_DEPLOYMENTS_DOWN,
         JobError.PART_FAILED,
+        JobError.UNSTORABLE_RESULT,
     }
 )

@@ -30,6 +30,17 @@ class Settings(BaseSettings):
     emulator_mode: str = "auto"
     catalog: str | None = None
     provider_timeout_s: float = Field(default=120.0, gt=0)
+    # A claimed call's lease: renewed every third of it while the call runs, so a dead worker's
+    # calls are taken over this long (plus a sweep) after it stopped.
+    lease_s: float = Field(default=15.0, ge=3)
+    # A deployment is saturated when a call sent to it now would wait longer than this for a
+    # slot under its rate limits; a job whose strategy allows it goes to its next candidate.
+    capacity_spill_s: float = Field(default=5.0, ge=0)
+    # A batch's jobs in flight (dispatched, not ended) across all batches; the feeder releases
+    # more as they end, fairly between keys (workers/feeder.py).
+    batch_in_flight: int = Field(default=1000, ge=1)
+    # Provider calls in flight per worker process (`llmqueue worker -c`).
+    max_in_flight: int = Field(default=200, ge=1)
     # Longer than any call: a message unacked this long is handed to another worker.
     visibility_timeout_s: int = Field(default=3600, gt=0)
     retries_per_deployment: int = Field(default=4, ge=0)

@@ -34,7 +34,9 @@ from jobstore.batch_models import (
 from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus, new_id
 
 INSERT_CHUNK = 1000
-PARKED_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
+PARKED_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)  # a reduce waiting for its parts
+# A batch's job waiting for the feeder (workers/feeder.py) to release it to the dispatcher.
+HELD_UNTIL = datetime(9000, 1, 1, tzinfo=UTC)
 FINAL_STAGE = (Job.stage.is_(None)) | (Job.stage == "reduce")  # the job that answers a document
 
 
@@ -72,7 +74,7 @@ def job_row(
         "job_metadata": metadata or {},
         "stream": False,
         "deadline_at": deadline_at,
-        "not_before": PARKED_UNTIL if parked else None,
+        "not_before": PARKED_UNTIL if parked else (None if error else HELD_UNTIL),
         "batch_id": batch.id,
         "custom_id": custom_id,
         "line_number": line_number,
@@ -100,7 +102,7 @@ class BulkJobWriter:
     def add(self, row: dict[str, Any]) -> None:
         self._pending.append(row)
         if row["status"] == JobStatus.QUEUED and row["not_before"] is None:
-            self.to_dispatch.append(row["id"])
+            self.to_dispatch.append(row["id"])  # (a batch's jobs are held for the feeder instead)
         if len(self._pending) >= self.chunk:
             self.flush()
 

@@ -149,6 +149,8 @@ class Job(Base):
         Index("ix_jobs_status", "status"),
         Index("ix_jobs_batch_status", "batch_id", "status"),  # a batch's counts by status
         Index("ix_jobs_batch_line", "batch_id", "line_number"),  # its results, in input order
+        # A batch's jobs the feeder holds (not_before = HELD_UNTIL), in line order.
+        Index("ix_jobs_batch_held", "batch_id", "not_before", "line_number"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job"))
@@ -202,7 +204,11 @@ class Job(Base):
 
 class Attempt(Base):
     __tablename__ = "attempts"
-    __table_args__ = (UniqueConstraint("job_id", "number", name="uq_attempts_job_number"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "number", name="uq_attempts_job_number"),
+        # The sweeper's look for expired leases and overdue pending attempts.
+        Index("ix_attempts_status_lease", "status", "lease_until"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("att"))
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
@@ -227,6 +233,9 @@ class Attempt(Base):
     # What this call may still cost at most, held against the key's (and batch's) budget
     # until the call settles or is released.
     reserved_usd: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
+    # The output cap this call is made with when the job set none but a budget needs one (the
+    # reservation's upper bound); None: the job's own max_tokens, if any.
+    max_tokens: Mapped[int | None] = mapped_column(Integer)
     emulated: Mapped[bool] = mapped_column(default=False)  # sent to the built-in emulator
     provider_request_id: Mapped[str | None] = mapped_column(String(200))
     rate_limit_headers: Mapped[dict[str, Any] | None]

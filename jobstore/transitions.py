@@ -41,6 +41,7 @@ class CallOutcome:
     latency_ms: float
     provider_request_id: str | None
     rate_limit_headers: dict[str, str]
+    emulated: bool = False  # answered by the built-in emulator, not the provider
 
 
 # The hot path's statements (every job is dispatched, claimed and recorded) are Core statements on
@@ -97,6 +98,8 @@ def begin_dispatch(
     model: str,
     deployment: str,
     explanation: dict[str, Any] | None,
+    reserved_usd: Decimal = Decimal(0),
+    max_tokens: int | None = None,
 ) -> NewAttempt | None:
     """queued -> dispatched with a new pending attempt; None if the job was not queued."""
     connection = session.connection()
@@ -122,6 +125,8 @@ def begin_dispatch(
             "provider": provider,
             "model": model,
             "deployment": deployment,
+            "reserved_usd": reserved_usd,
+            "max_tokens": max_tokens,
         },
     )
     return attempt
@@ -246,6 +251,7 @@ _OUTCOME_COLUMNS = (
     "cost_usd",
     "latency_ms",
     "finish_reason",
+    "emulated",
 )
 _COUNTED_COLUMNS = ("cost_usd", "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
 _SUCCEED_ATTEMPT = (
@@ -289,6 +295,7 @@ _SUCCEED_JOB = (
         tool_calls=_if_open(_jobs.c.tool_calls, "p_tool_calls"),
         finish_reason=_if_open(_jobs.c.finish_reason, "p_finish_reason"),
         latency_ms=_if_open(_jobs.c.latency_ms, "p_latency_ms"),
+        emulated=_if_open(_jobs.c.emulated, "p_emulated"),
         error_type=_if_open(_jobs.c.error_type, "p_no_error_type"),
         error_message=_if_open(_jobs.c.error_message, "p_no_error_message"),
         finished_at=_if_open(_jobs.c.finished_at, "p_now"),
@@ -301,10 +308,20 @@ def record_success(
 ) -> bool:
     """Write a call's result and cost once. The job takes the result if it is still open;
     its cost and tokens count the call even if it was cancelled meanwhile (it was paid for)."""
+    attempt_row, job_row = _success_params(attempt, token, outcome, now)
     connection = session.connection()
+    if not _changed(connection.execute(_SUCCEED_ATTEMPT, attempt_row)):
+        return False
+    # One statement: the cost always counts; the result only lands on a job still open.
+    connection.execute(_SUCCEED_JOB, job_row)
+    return True
+
+
+def _success_params(
+    attempt: AttemptLike, token: str, outcome: CallOutcome, now: datetime
+) -> tuple[dict[str, Any], dict[str, Any]]:
     values = {f"p_{name}": getattr(outcome, name) for name in _OUTCOME_COLUMNS}
-    changed = connection.execute(
-        _SUCCEED_ATTEMPT,
+    return (
         {
             "p_attempt_id": attempt.id,
             "p_token": token,
@@ -313,12 +330,6 @@ def record_success(
             "p_now": now,
             **values,
         },
-    )
-    if not _changed(changed):
-        return False
-    # One statement: the cost always counts; the result only lands on a job still open.
-    connection.execute(
-        _SUCCEED_JOB,
         {
             **values,
             "p_job_id": attempt.job_id,
@@ -333,7 +344,20 @@ def record_success(
             "p_now": now,
         },
     )
-    return True
+
+
+def record_successes(
+    session: Session, results: list[tuple[AttemptLike, str, CallOutcome]], now: datetime
+) -> None:
+    """Write many calls' results at once (executemany: one round trip in psycopg's pipeline).
+    The caller has locked these attempts and checked each is still running under its token
+    (`jobstore.claims.still_held`), so every row is written."""
+    if not results:
+        return
+    attempt_rows, job_rows = zip(*(_success_params(a, t, o, now) for a, t, o in results), strict=True)
+    connection = session.connection()
+    connection.execute(_SUCCEED_ATTEMPT, list(attempt_rows))
+    connection.execute(_SUCCEED_JOB, list(job_rows))
 
 
 def record_failure(
@@ -365,8 +389,16 @@ def record_failure(
     return _changed(changed)
 
 
-def schedule_retry(session: Session, attempt: AttemptLike, not_before: datetime) -> Attempt | None:
-    """A new pending attempt on the same deployment, if the job is still open."""
+def schedule_retry(
+    session: Session,
+    attempt: AttemptLike,
+    not_before: datetime,
+    *,
+    reserved_usd: Decimal = Decimal(0),
+    max_tokens: int | None = None,
+) -> Attempt | None:
+    """A new pending attempt on the same deployment, if the job is still open. It takes over the
+    failed attempt's budget reservation and output cap (the same call, made again)."""
     changed = session.execute(
         update(Job)
         .where(Job.id == attempt.job_id, Job.status.in_(OPEN_JOB_STATUSES))
@@ -382,6 +414,8 @@ def schedule_retry(session: Session, attempt: AttemptLike, not_before: datetime)
         model=attempt.model,
         deployment=attempt.deployment,
         not_before=not_before,
+        reserved_usd=reserved_usd,
+        max_tokens=max_tokens,
     )
     session.add(retry)
     session.flush()

@@ -29,6 +29,7 @@ app.command()(cli_jobs.submit)
 app.command()(cli_jobs.jobs)
 app.command()(cli_jobs.costs)
 console = Console()
+POOL_THREADS = 8
 err = Console(stderr=True)
 
 
@@ -78,7 +79,13 @@ def worker(
         ),
     ] = "all",
     concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", help="Calls in flight per process (threads).")
+        int,
+        typer.Option(
+            "--concurrency",
+            "-c",
+            help="Provider calls in flight per process (on one event loop); "
+            "a dispatcher routes with up to this many threads (at most 8).",
+        ),
     ] = 200,
     name: Annotated[str | None, typer.Option(help="Celery node name.")] = None,
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "WARNING",
@@ -88,8 +95,12 @@ def worker(
     unknown = [q for q in chosen if q not in ALL_QUEUES]
     if unknown:
         _fail(f"unknown queue(s) {unknown}; choose from: {', '.join(ALL_QUEUES)} (or 'all')")
+    os.environ["LLMQUEUE_MAX_IN_FLIGHT"] = str(concurrency)  # the engine's room (workers/engine.py)
     from core.providers import UnknownProvider
+    from core.settings import get_settings
     from routing.catalog import CatalogError, get_catalog
+
+    get_settings.cache_clear()
     from workers.celery_app import app as celery_app
     from workers.providers import AdapterMissing, load_adapters
 
@@ -106,7 +117,8 @@ def worker(
         "-P",
         "threads",
         "-c",
-        str(concurrency),
+        # Threads that take messages: each waits while the engine is full, so a few suffice.
+        str(max(1, min(concurrency, POOL_THREADS))),
         "--loglevel",
         loglevel,
         "--without-gossip",

@@ -62,8 +62,11 @@ class DeploymentSpec(BaseModel):
     model: str
     base_url: str | None = None
     api_key_env: str | None = None
+    # Capacity (workers/capacity.py): requests and tokens per minute, calls in flight. Unset: no
+    # limit of our own, but what the provider's rate-limit headers announce is learned.
     rpm: int | None = Field(default=None, gt=0)
     tpm: int | None = Field(default=None, gt=0)
+    max_concurrency: int | None = Field(default=None, gt=0)
     weight: float = Field(default=1.0, gt=0)
     # Provider-specific: Azure's api_version and deployment, Bedrock's region, a model id
     # that differs from the catalog's (Bedrock ARNs, Azure deployment names).

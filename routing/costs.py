@@ -7,7 +7,7 @@ tokens are billed at the model's cached price where it has one. Money is quantiz
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 from core.types import Usage
 from routing.catalog import ModelSpec
@@ -39,3 +39,28 @@ def expected_output_tokens(model: ModelSpec, max_tokens: int | None, input_token
     if max_tokens is not None:
         return min(max_tokens, model.max_output_tokens)
     return min(model.max_output_tokens, max(64, min(1024, input_tokens // 4)))
+
+
+MIN_OUTPUT_TOKENS = 16  # a call a budget can only afford less output than this is not made
+
+
+def affordable_output(model: ModelSpec, input_tokens: int, headroom_usd: Decimal) -> int:
+    """The most output tokens a call may produce within `headroom_usd`, up to the model's cap:
+    the output bound a key with a budget always calls with, so its reservation is a true upper
+    bound. 0 when even the input does not fit."""
+    input_cost = estimate_cost(model, input_tokens, 0)
+    left = headroom_usd - input_cost
+    if left < 0:
+        return 0
+    if model.output_price == 0:
+        return model.max_output_tokens
+    per_token = model.output_price / MILLION
+    affordable = (left / per_token).to_integral_value(rounding=ROUND_FLOOR)
+    return int(min(Decimal(model.max_output_tokens), affordable))
+
+
+def max_cost(model: ModelSpec, input_tokens: int, output_tokens: int) -> Decimal:
+    """The most a call can cost: all its input, and every output token it may produce, at list
+    price (a cache discount only lowers it). Rounded up, so a reservation never falls short."""
+    cost = (Decimal(input_tokens) * model.input_price + Decimal(output_tokens) * model.output_price) / MILLION
+    return cost.quantize(QUANTUM, rounding=ROUND_CEILING)

@@ -19,6 +19,7 @@ from routing.tokens import calibrate, raw_request_tokens
 from routing.types import Exclusion, RoutingRequest, Scored
 
 BREAKER = "breaker"
+BUDGET_FILTER = "budget"
 
 
 def score_deployments(pool: Iterable[tuple[Deployment, int]], req: RoutingRequest) -> list[Scored]:
@@ -102,7 +103,7 @@ def cost_ceiling(s: Scored, req: RoutingRequest, health: DeploymentHealth | None
     return None
 
 
-@_filter("budget")
+@_filter(BUDGET_FILTER)
 def budget(s: Scored, req: RoutingRequest, health: DeploymentHealth | None, now: float) -> str | None:
     remaining = req.budget_remaining_usd
     if remaining is not None and s.estimated_cost_usd > remaining:

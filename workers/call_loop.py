@@ -12,6 +12,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from core.settings import Settings
+from core.types import ChatRequest, ChatResponse
 from routing.catalog import Deployment
 from workers.providers import adapter_class
 from workers.providers.base import Provider, resolve_target
@@ -23,6 +25,7 @@ class CallLoop:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self._adapters: dict[str, Provider] = {}
+        self.emulated: dict[str, bool] = {}  # deployment -> its calls go to the built-in emulator
         self._lock = asyncio.Lock()
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(ready,), name="llmqueue-calls", daemon=True)
@@ -33,6 +36,10 @@ class CallLoop:
         asyncio.set_event_loop(self.loop)
         self.loop.call_soon(ready.set)
         self.loop.run_forever()
+
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a coroutine on the loop without waiting for it (its errors are its own to handle)."""
+        asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run a coroutine on the loop and wait for it from the calling thread; on timeout the
@@ -63,6 +70,7 @@ class CallLoop:
                 )
                 found = cls(target)
                 self._adapters[deployment.name] = found
+                self.emulated[deployment.name] = target.emulated
         return found
 
 
@@ -93,3 +101,20 @@ def get_call_loop() -> CallLoop:
         if _loop is None:
             _loop = CallLoop()
         return _loop
+
+
+def call_once(deployment: Deployment, request: ChatRequest, settings: Settings) -> ChatResponse:
+    """One call through the deployment's adapter, waited for from this (non-loop) thread;
+    raises the adapter's ProviderError, or concurrent.futures.TimeoutError."""
+    loop = get_call_loop()
+
+    async def go() -> ChatResponse:
+        adapter = await loop.adapter(
+            deployment,
+            emulator_url=settings.emulator_url,
+            emulator_mode=settings.emulator_mode,
+            timeout_s=settings.provider_timeout_s,
+        )
+        return await adapter.complete(request)
+
+    return loop.run(go(), timeout=settings.provider_timeout_s + 5)

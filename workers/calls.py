@@ -1,54 +1,69 @@
-"""One provider call for one attempt: claim it, call, classify, record, decide what next.
+"""What follows a provider call: its outcome written to the job store, and what comes next.
 
-`run_attempt` is a plain function; the Celery task in `tasks.py` sends what it returns.
-The attempt is claimed with a lease a little longer than the provider timeout, so a
-redelivered message for a call still in flight waits instead of calling twice, and one
-for a worker that died (SIGKILL) takes the call over once the lease has run out.
-What each failure leads to is `workers/policy.py`'s decision, not this module's.
+The engine (`workers/engine.py`) makes the calls; this module records them. Successes are
+written many at a time, in one transaction with their cost settled in the ledger, and only
+the attempts still held under their claim token are written (a result and its cost are
+written once per attempt, whatever the broker redelivers). A failure is recorded and then
+does what `workers/policy.py` decides: retry the same deployment (the retry keeps the
+reservation), fail over (routed here, in the same transaction, with the dispatcher's own
+function), or fail the job. Attempts a claim did not take are looked into
+(`investigate`): finished ones are repaired, early ones sent again when due.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import time
-import uuid
-from collections.abc import Iterable
-from concurrent.futures import TimeoutError as FuturesTimeout
-from datetime import UTC, datetime, timedelta
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.clock import aware
-from core.errors import ErrorKind, failover_type
-from core.settings import Settings, get_settings
-from core.types import ChatRequest, ChatResponse
-from jobstore import ledger, transitions
+from core.clock import aware, utcnow
+from core.errors import failover_type
+from core.settings import Settings
+from jobstore import claims, ledger, transitions
+from jobstore.claims import Claimed
 from jobstore.db import transaction
+from jobstore.ledger import SoftAlert
 from jobstore.models import Attempt, AttemptStatus, Job, JobStatus
-from routing.catalog import Catalog, Deployment, get_catalog
-from routing.costs import settle_cost
-from workers import health, streams
-from workers.call_loop import get_call_loop
+from routing.catalog import Catalog
 from workers.dispatch import priority_of, route_queued_job
 from workers.next_step import NextStep, Nothing, SendAttempt, SendDispatch
 from workers.policy import Action, Fail, Failover, RetryPolicy, after_failure
-from workers.providers.errors import ProviderError, Transient
+from workers.providers.errors import ProviderError
 
 log = logging.getLogger(__name__)
 _rng = random.Random()
 BREAKER_OPEN = "circuit breaker open"
 
 
-def call_timeout(settings: Settings) -> float:
-    """The longest a task waits for its call: the SDK's own timeout plus room to build a client."""
-    return settings.provider_timeout_s + 5
+@dataclass(frozen=True)
+class Succeeded:
+    claim: Claimed
+    outcome: transitions.CallOutcome
 
 
-def lease_seconds(settings: Settings) -> float:
-    """How long a claim holds: past the call timeout, so a live call is never taken over."""
-    return call_timeout(settings) + 5
+@dataclass(frozen=True)
+class Failed:
+    claim: Claimed
+    error: ProviderError
+    latency_ms: float | None = None
+    action: Action | None = None  # overrides the error kind's own (a refusing breaker, an adapter bug)
+    breaker_open: bool = False  # the deployment's breaker is open after this failure
+
+
+@dataclass
+class Written:
+    """What a write committed, for the side effects that follow it."""
+
+    steps: list[NextStep]
+    succeeded: list[Succeeded]
+    alerts: list[SoftAlert]
 
 
 def consecutive_failures_on(attempts: Iterable[Attempt], deployment: str) -> int:
@@ -62,202 +77,100 @@ def consecutive_failures_on(attempts: Iterable[Attempt], deployment: str) -> int
     return count
 
 
-def run_attempt(
-    attempt_id: str,
-    *,
-    deployment_hint: str | None = None,
-    catalog: Catalog | None = None,
-    settings: Settings | None = None,
-) -> NextStep:
-    """`deployment_hint`, the attempt's deployment as its message names it, lets the breaker
-    be asked before the claim: an attempt queued for a deployment whose breaker has since
-    opened fails over in one transaction instead of two (after a provider goes down, every
-    attempt already queued for it comes this way)."""
-    catalog = catalog or get_catalog()
-    settings = settings or get_settings()
-    token = uuid.uuid4().hex
-    now = datetime.now(UTC)
-    admitted = _preview(deployment_hint, now.timestamp()) if deployment_hint else None
-    if admitted is False:
-        refused = _refuse_before_claim(attempt_id, catalog, now)
-        if refused is not None:
-            return refused
-    lease = now + timedelta(seconds=lease_seconds(settings))
+def write_successes(items: Sequence[Succeeded], now: datetime) -> Written:
+    """Write these calls' results and settle their costs, in one transaction. A call whose claim
+    was lost meanwhile (its lease ran out and another worker took it) is not written."""
     with transaction() as session:
-        # The common case first: claim, reading what the call needs in the same statements.
-        attempt = transitions.claim_for_call(session, attempt_id, token, now, lease)
-        if attempt is None:
-            return _not_claimed(session, attempt_id, now)
-    request = ChatRequest.model_validate(attempt.request)
-    stream = attempt.stream
-    job_id = attempt.job_id
-    deployment = catalog.deployment(attempt.deployment)
-    if deployment is None:
-        return _finish_failure(
-            attempt,
-            token,
-            ProviderError(f"deployment {attempt.deployment!r} left the catalog"),
-            Action.FAILOVER,
-            None,
-            settings,
-            catalog,
+        held = claims.still_held(session, ((i.claim.id, i.claim.token) for i in items))
+        written = [i for i in items if i.claim.id in held]
+        transitions.record_successes(session, [(i.claim, i.claim.token, i.outcome) for i in written], now)
+        alerts = settle(session, written, now)
+    lost = len(items) - len(written)
+    if lost:
+        log.warning("%d results not written: their claims were lost (the call was taken over)", lost)
+    steps: list[NextStep] = [Nothing("succeeded", ended_batch=i.claim.batch_id, ended=True) for i in written]
+    return Written(steps, written, alerts)
+
+
+def settle(session: Session, items: Sequence[Succeeded], now: datetime) -> list[SoftAlert]:
+    """Each call's real cost replaces its reservation, one statement per key (and batch)."""
+    groups: dict[tuple[str, str | None], list[Succeeded]] = defaultdict(list)
+    for item in items:
+        groups[(item.claim.owner_id, item.claim.batch_id)].append(item)
+    alerts: list[SoftAlert] = []
+    for (owner_id, batch_id), group in groups.items():
+        alerts += ledger.settle(
+            session,
+            owner_id,
+            batch_id,
+            reserved=sum((i.claim.reserved_usd for i in group), Decimal(0)),
+            cost=sum((i.outcome.cost_usd for i in group), Decimal(0)),
+            now=now,
         )
-    if not (admitted and deployment.name == deployment_hint) and not health.admit(
-        deployment.name, time.time()
-    ):
-        return _finish_failure(
-            attempt, token, Transient(BREAKER_OPEN), Action.FAILOVER, None, settings, catalog
-        )
-    started = time.perf_counter()
-    try:
-        response = call_deployment(deployment, request, job_id if stream else None, settings)
-    except FuturesTimeout:
-        exc = Transient(f"no answer within {call_timeout(settings):.0f} s")
-        latency = (time.perf_counter() - started) * 1000
-        return _after_failed_call(attempt, token, deployment, exc, latency, settings, catalog)
-    except ProviderError as exc:
-        latency = (time.perf_counter() - started) * 1000
-        return _after_failed_call(attempt, token, deployment, exc, latency, settings, catalog)
-    except Exception as exc:  # an adapter bug must not strand the job: retry, then fail over
-        log.exception("unexpected error calling %s", deployment.name)
-        unexpected = Transient(f"unexpected {type(exc).__name__} in the {deployment.provider} adapter")
-        return _finish_failure(attempt, token, unexpected, Action.RETRY, None, settings, catalog)
-    latency = (time.perf_counter() - started) * 1000
-    health.record_success(deployment.name, time.time(), latency)
-    outcome = transitions.CallOutcome(
-        text=response.text,
-        tool_calls=[c.model_dump(mode="json") for c in response.tool_calls] or None,
-        finish_reason=response.finish_reason.value,
-        input_tokens=response.usage.input_tokens,
-        output_tokens=response.usage.output_tokens,
-        cached_input_tokens=response.usage.cached_input_tokens,
-        reasoning_tokens=response.usage.reasoning_tokens,
-        cost_usd=settle_cost(deployment.model, response.usage),
-        latency_ms=round(latency, 2),
-        provider_request_id=response.provider_request_id,
-        rate_limit_headers=response.rate_limit_headers,
-    )
+    return alerts
+
+
+def write_failure(item: Failed, *, settings: Settings, catalog: Catalog, now: datetime) -> NextStep:
+    """Record a failed call and do what the policy decides, in one transaction."""
+    claim, error = item.claim, item.error
     with transaction() as session:
-        now = datetime.now(UTC)
-        written = transitions.record_success(session, attempt, token, outcome, now)
-        if written:  # the cost counts against the key's (and batch's) budget in this transaction
-            ledger.settle(
-                session,
-                attempt.owner_id,
-                attempt.batch_id,
-                reserved=Decimal(0),
-                cost=outcome.cost_usd,
-                now=now,
-            )
-    if stream:
-        streams.publish(job_id, "done", "succeeded")
-    if not written:
-        return Nothing("lost the claim; result discarded")
-    return Nothing("succeeded", ended_batch=attempt.batch_id)
-
-
-def call_deployment(
-    deployment: Deployment, request: ChatRequest, stream_job: str | None, settings: Settings
-) -> ChatResponse:
-    """One call through the deployment's adapter on the worker's call loop (streamed to the
-    job's stream when `stream_job` is set); raises the adapter's ProviderError."""
-    loop = get_call_loop()
-
-    async def go() -> ChatResponse:
-        adapter = await loop.adapter(
-            deployment,
-            emulator_url=settings.emulator_url,
-            emulator_mode=settings.emulator_mode,
-            timeout_s=settings.provider_timeout_s,
-        )
-        if stream_job is None:
-            return await adapter.complete(request)
-        return await adapter.complete(request, on_text=streams.delta_sink(stream_job))
-
-    return loop.run(go(), timeout=call_timeout(settings))
-
-
-def _after_failed_call(
-    attempt: transitions.ClaimedCall,
-    token: str,
-    deployment: Deployment,
-    error: ProviderError,
-    latency: float,
-    settings: Settings,
-    catalog: Catalog,
-) -> NextStep:
-    """Count the failure against the deployment, then finish the attempt as the policy says."""
-    after = health.record_failure(deployment.name, time.time(), error)
-    breaker_open = after is not None and after.breaker == "open"
-    return _finish_failure(attempt, token, error, None, latency, settings, catalog, breaker_open=breaker_open)
-
-
-def _finish_failure(
-    attempt: transitions.ClaimedCall,
-    token: str,
-    error: ProviderError,
-    action: Action | None,
-    latency: float | None,
-    settings: Settings,
-    catalog: Catalog,
-    *,
-    breaker_open: bool = False,
-) -> NextStep:
-    """Record the failed attempt and do what `policy.after_failure` decides: retry the same
-    deployment, fail over (routed here, in this transaction), or fail the job. `action`
-    overrides the error kind's own (a refusing breaker, an adapter bug)."""
-    now = datetime.now(UTC)
-    with transaction() as session:
-        job = session.get(Job, attempt.job_id)
-        assert job is not None
+        job = session.get(Job, claim.job_id)
+        if job is None:
+            return Nothing(f"job {claim.job_id} not found")
         decision = after_failure(
             error.kind,
             error.message,
-            failures_here=consecutive_failures_on(job.attempts, attempt.deployment) + 1,
-            breaker_open=breaker_open,
+            failures_here=consecutive_failures_on(job.attempts, claim.deployment) + 1,
+            breaker_open=item.breaker_open,
             retry_after=error.retry_after,
             deadline=aware(job.deadline_at) if job.deadline_at else None,
             now=now,
             policy=RetryPolicy.from_settings(settings),
             rng=_rng,
-            action=action,
+            action=item.action,
         )
         if not transitions.record_failure(
             session,
-            attempt,
-            token,
+            claim,
+            claim.token,
             error_type=failover_type(error.kind) if isinstance(decision, Failover) else error.kind.value,
             message=error.message,
             retry_after_s=error.retry_after,
-            latency_ms=latency,
+            latency_ms=item.latency_ms,
             now=now,
         ):
             return Nothing("lost the claim")
-        log.info("attempt %s on %s: %s -> %s", attempt.id, attempt.deployment, error.kind, decision)
+        log.info("attempt %s on %s: %s -> %s", claim.id, claim.deployment, error.kind, decision)
+        if not isinstance(decision, Fail | Failover):  # a retry: the same call again, same reservation
+            retry = transitions.schedule_retry(
+                session,
+                claim,
+                now + timedelta(seconds=decision.countdown),
+                reserved_usd=claim.reserved_usd,
+                max_tokens=claim.max_tokens,
+            )
+            if retry is None:
+                ledger.release(session, claim.owner_id, claim.batch_id, claim.reserved_usd)
+                return Nothing("job closed")
+            return SendAttempt(
+                retry.id,
+                retry.provider,
+                decision.countdown,
+                priority=priority_of(job),
+                deployment=retry.deployment,
+            )
+        ledger.release(session, claim.owner_id, claim.batch_id, claim.reserved_usd)
         if isinstance(decision, Fail):
             transitions.fail_job(
                 session, job.id, error_type=decision.error, message=decision.message, now=now
             )
-            if job.stream:
-                streams.publish(job.id, "done", "failed")
-            return Nothing(decision.error.value, ended_batch=attempt.batch_id)
-        if isinstance(decision, Failover):
-            if not transitions.requeue(session, job.id):
-                return Nothing("job closed")
-            return _route_on(session, job, catalog, now)
-        retry = transitions.schedule_retry(session, attempt, now + timedelta(seconds=decision.countdown))
-        if retry is None:
+            return Nothing(decision.error.value, ended_batch=claim.batch_id, ended=True)
+        if not transitions.requeue(session, job.id):
             return Nothing("job closed")
-        return SendAttempt(
-            retry.id,
-            retry.provider,
-            decision.countdown,
-            priority=priority_of(job),
-            deployment=retry.deployment,
-        )
+        return route_on(session, job, catalog, now)
 
 
-def _route_on(session: Session, job: Job, catalog: Catalog, now: datetime) -> NextStep:
+def route_on(session: Session, job: Job, catalog: Catalog, now: datetime) -> NextStep:
     """Route a failed-over job now, in the transaction that recorded the failure: one commit
     and no queue hop. Routing reads Redis; if that (or anything in it) fails, only the
     routing is undone (a savepoint) and the job goes to the dispatcher, the failure kept."""
@@ -269,61 +182,47 @@ def _route_on(session: Session, job: Job, catalog: Catalog, now: datetime) -> Ne
         return SendDispatch(job.id, priority=priority_of(job))
 
 
-def _preview(deployment: str, now: float) -> bool | None:
-    """The breaker's answer before the claim, or None (ask after it) if Redis cannot say."""
-    try:
-        return health.preview_admission(deployment, now)
-    except Exception:
-        log.warning("could not read the breaker of %s before the claim", deployment, exc_info=True)
-        return None
+def release_closed(session: Session, closed: Sequence[Claimed]) -> list[NextStep]:
+    """Attempts claimed for jobs that had ended (a cancel): their reservations go back."""
+    for claim in closed:
+        ledger.release(session, claim.owner_id, claim.batch_id, claim.reserved_usd)
+    return [Nothing("job ended before its call", ended_batch=c.batch_id) for c in closed]
 
 
-def _refuse_before_claim(attempt_id: str, catalog: Catalog, now: datetime) -> NextStep | None:
-    """Fail a still-pending attempt over without claiming it; None if it was not pending
-    (the claim path then decides what it is)."""
+def investigate(attempt_ids: Sequence[str], now: datetime) -> list[NextStep]:
+    """Why these attempts were not claimed, and what to send: nothing, a repair, or the same
+    message again when an attempt that arrived early is due."""
+    if not attempt_ids:
+        return []
+    steps: list[NextStep] = []
     with transaction() as session:
-        job_id = transitions.refuse_pending(
-            session, attempt_id, error_type=failover_type(ErrorKind.TRANSIENT), message=BREAKER_OPEN, now=now
-        )
-        if job_id is None:
-            return None
-        job = session.get(Job, job_id)
-        if job is None or not transitions.requeue(session, job_id):
-            return Nothing("job closed")
-        return _route_on(session, job, catalog, now)
+        attempts = session.scalars(select(Attempt).where(Attempt.id.in_(list(attempt_ids)))).all()
+        jobs = {j.id: j for j in session.scalars(select(Job).where(Job.id.in_([a.job_id for a in attempts])))}
+        for attempt in attempts:
+            job = jobs.get(attempt.job_id)
+            if job is None or job.status in (JobStatus.CANCELLED, JobStatus.SUCCEEDED, JobStatus.FAILED):
+                steps.append(Nothing("job ended"))
+            elif attempt.status in (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.CANCELLED):
+                steps.append(repair(job))
+            elif attempt.status == AttemptStatus.PENDING and attempt.not_before is not None:
+                wait = (aware(attempt.not_before) - now).total_seconds()
+                steps.append(
+                    SendAttempt(
+                        attempt.id, attempt.provider, max(0.0, wait), priority_of(job), attempt.deployment
+                    )
+                )
+            else:  # running under another claim: if its worker dies, the sweeper takes it over
+                steps.append(Nothing("running elsewhere"))
+    return steps
 
 
-def _not_claimed(session: Session, attempt_id: str, now: datetime) -> NextStep:
-    """Why the claim failed, and what to send: nothing, a repair, or a later look."""
-    attempt = session.get(Attempt, attempt_id)
-    if attempt is None:
-        return Nothing(f"attempt {attempt_id} not found")
-    job = session.get(Job, attempt.job_id)
-    assert job is not None
-    if job.status in (JobStatus.CANCELLED, JobStatus.SUCCEEDED, JobStatus.FAILED):
-        return Nothing(f"job is {job.status}")
-    if attempt.status in (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.CANCELLED):
-        return _repair(job)
-    held = attempt.lease_until
-    wait = (aware(held) - now).total_seconds() + 1 if held else 5.0
-    return SendAttempt(
-        attempt_id, attempt.provider, max(1.0, wait), priority=priority_of(job), deployment=attempt.deployment
-    )
-
-
-def _repair(job: Job) -> NextStep:
+def repair(job: Job) -> NextStep:
     """A redelivered message for a finished attempt: resend whatever its commit promised
     (a crash between commit and send would otherwise strand the job)."""
     if job.status == JobStatus.QUEUED:
         return SendDispatch(job.id, priority=priority_of(job))
     latest = max(job.attempts, key=lambda a: a.number, default=None)
     if latest is not None and latest.status == AttemptStatus.PENDING:
-        wait = (aware(latest.not_before) - datetime.now(UTC)).total_seconds() if latest.not_before else 0.0
-        return SendAttempt(
-            latest.id,
-            latest.provider,
-            max(0.0, wait),
-            priority=priority_of(job),
-            deployment=latest.deployment,
-        )
+        wait = (aware(latest.not_before) - utcnow()).total_seconds() if latest.not_before else 0.0
+        return SendAttempt(latest.id, latest.provider, max(0.0, wait), priority_of(job), latest.deployment)
     return Nothing("attempt already finished")

@@ -11,25 +11,28 @@ from __future__ import annotations
 
 import logging
 import random
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, lazyload
 
-from core.clock import aware
+from core.clock import aware, utcnow
 from core.errors import FAILOVER_PREFIX, JobError, kind_of
 from core.settings import get_settings
 from jobstore import ledger, transitions
+from jobstore.batches import HELD_UNTIL
 from jobstore.db import transaction
-from jobstore.jobs import remaining_budget
-from jobstore.models import Attempt, AttemptStatus, Job, JobStatus
+from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus
 from routing.catalog import Catalog, get_catalog
+from routing.filters import BUDGET_FILTER
 from routing.router import route
+from routing.spill import choose
 from routing.types import NoRoute, RoutingError, RoutingRequest
-from workers.health import health_snapshot, next_rotation
+from workers import capacity
+from workers.dispatch_context import DispatchContext, Held
+from workers.health import next_rotation
 from workers.next_step import NextStep, Nothing, SendAttempt, SendDispatch
 from workers.policy import LASTING_KINDS, RetryPolicy
 from workers.queues import Priority, priority_for
@@ -37,19 +40,7 @@ from workers.queues import Priority, priority_for
 log = logging.getLogger(__name__)
 
 _rng = random.Random()
-BUDGET_CACHE_S = 5.0
-_has_budget: dict[str, tuple[float, bool]] = {}
-
-
-def owner_budget(session: Session, owner_id: str) -> Decimal | None:
-    """What the owner may still spend, or None without a budget. Whether a key has a budget
-    is cached briefly (it is one query per job otherwise, and budgets change rarely)."""
-    now = time.monotonic()
-    cached = _has_budget.get(owner_id)
-    if cached is None or now - cached[0] > BUDGET_CACHE_S:
-        cached = (now, ledger.has_budget(session, owner_id, None))
-        _has_budget[owner_id] = cached
-    return remaining_budget(session, owner_id) if cached[1] else None
+BUDGET_BUSY_RETRY_S = 1.0
 
 
 def failed_over_deployments(attempts: Iterable[Attempt]) -> frozenset[str]:
@@ -134,32 +125,66 @@ def cooldown_wake(
     return wake
 
 
-def dispatch_job(job_id: str, *, catalog: Catalog | None = None, now: datetime | None = None) -> NextStep:
+def dispatch_jobs(job_ids: Sequence[str], *, catalog: Catalog | None = None) -> list[NextStep]:
+    """Route these jobs in one transaction (health, capacity and budgets read once for all)."""
     catalog = catalog or get_catalog()
-    now = now or datetime.now(UTC)
+    now = utcnow()
+    steps: list[NextStep] = []
     with transaction() as session:
-        job = session.get(Job, job_id, options=[lazyload(Job.attempts)])
-        if job is None:
-            return Nothing(f"job {job_id} not found")
-        if job.status == JobStatus.DISPATCHED:
-            pending = transitions.latest_attempt(session, job_id)
-            if pending is not None and pending.status == AttemptStatus.PENDING:
-                return SendAttempt(
-                    pending.id,
-                    pending.provider,
-                    priority=priority_of(job, attempts_before=pending.number - 1),
-                    deployment=pending.deployment,
-                )
-            return Nothing("already dispatched")
-        if job.status != JobStatus.QUEUED:
-            return Nothing(f"job is {job.status}")
-        return route_queued_job(session, job, catalog=catalog, now=now)
+        jobs = session.scalars(
+            select(Job).where(Job.id.in_(list(job_ids))).options(lazyload(Job.attempts))
+        ).all()
+        context = DispatchContext(session, catalog, now)
+        revoked = context.revoked(jobs)
+        for job in jobs:
+            if job.owner_id in revoked and job.status in OPEN_JOB_STATUSES:
+                steps.append(_cancel_revoked(session, job, now))
+            else:
+                steps.append(_dispatch_loaded(session, job, context))
+    capacity.store().queue(context.sent_counts)
+    return steps
 
 
-def route_queued_job(session: Session, job: Job, *, catalog: Catalog, now: datetime) -> NextStep:
+def dispatch_job(job_id: str, *, catalog: Catalog | None = None) -> NextStep:
+    steps = dispatch_jobs([job_id], catalog=catalog)
+    return steps[0] if steps else Nothing(f"job {job_id} not found")
+
+
+def _dispatch_loaded(session: Session, job: Job, context: DispatchContext) -> NextStep:
+    if job.status == JobStatus.DISPATCHED:
+        pending = transitions.latest_attempt(session, job.id)
+        if pending is not None and pending.status == AttemptStatus.PENDING:
+            return SendAttempt(
+                pending.id,
+                pending.provider,
+                priority=priority_of(job, attempts_before=pending.number - 1),
+                deployment=pending.deployment,
+            )
+        return Nothing("already dispatched")
+    if job.status != JobStatus.QUEUED:
+        return Nothing(f"job is {job.status}")
+    return route_queued_job(session, job, catalog=context.catalog, now=context.now, context=context)
+
+
+def _cancel_revoked(session: Session, job: Job, now: datetime) -> Nothing:
+    """A revoked key's job is cancelled, never called."""
+    transitions.cancel_job(session, job.id, now)
+    return Nothing("the key was revoked", ended_batch=job.batch_id, ended=True)
+
+
+def route_queued_job(
+    session: Session,
+    job: Job,
+    *,
+    catalog: Catalog,
+    now: datetime,
+    context: DispatchContext | None = None,
+) -> NextStep:
     """Route a job that is queued in `session`'s transaction and create its next attempt
-    there. The dispatcher calls it for new jobs; a provider worker calls it for a failover,
-    in the same transaction that recorded the failed attempt (one commit, not three)."""
+    there, with its budget reservation. The dispatcher calls it for new jobs; a provider
+    worker's writer calls it for a failover, in the transaction that recorded the failed
+    attempt (one commit, not three)."""
+    context = context or DispatchContext(session, catalog, now)
     held = gate(
         deadline=aware(job.deadline_at) if job.deadline_at else None,
         not_before=aware(job.not_before) if job.not_before else None,
@@ -172,23 +197,19 @@ def route_queued_job(session: Session, job: Job, *, catalog: Catalog, now: datet
     if isinstance(held, NotYet):
         return SendDispatch(job.id, held.wait_s, priority=priority_of(job))
     attempts = job.attempts if job.attempt_count else []  # a new job: do not load its (empty) attempts
+    headroom = context.budget_headroom(job.owner_id, job.batch_id)
     request = RoutingRequest.for_job(
         job,
-        budget_remaining_usd=owner_budget(session, job.owner_id),
+        budget_remaining_usd=headroom,
         exclude=failed_over_deployments(attempts),
         lasting=lastingly_failed_deployments(attempts),
     )
     rotation = next_rotation("round_robin") if job.strategy == "round_robin" else 0
     try:
-        decision = route(
-            request,
-            catalog,
-            lambda names: health_snapshot(names, now.timestamp()),
-            now=now.timestamp(),
-            rng=_rng,
-            rotation=rotation,
-        )
+        decision = route(request, catalog, context.health, now=now.timestamp(), rng=_rng, rotation=rotation)
     except NoRoute as exc:
+        if headroom is not None and {e.filter for e in exc.exclusions} == {BUDGET_FILTER}:
+            return _fail(session, job, Ended(JobError.BUDGET_EXCEEDED, f"{exc}"), now)
         return _fail(session, job, Ended(JobError.NO_ROUTE, f"{exc}{last_error(attempts)}"), now)
     except RoutingError as exc:
         return _fail(session, job, Ended(JobError.ROUTING_ERROR, str(exc)), now)
@@ -203,22 +224,57 @@ def route_queued_job(session: Session, job: Job, *, catalog: Catalog, now: datet
             return _fail(session, job, wake, now)
         transitions.requeue(session, job.id, not_before=wake)
         return SendDispatch(job.id, max(0.05, (wake - now).total_seconds()), priority=priority_of(job))
-    chosen = decision.candidates[0].deployment
+    choice = choose(
+        decision.candidates,
+        context.waits(decision.candidates),
+        strategy=decision.strategy,
+        spill_s=get_settings().capacity_spill_s,
+    )
+    chosen = decision.candidates[choice.index]
+    reservation = context.reserve(job, chosen.deployment, chosen.input_tokens, request.request.max_tokens)
+    if reservation is None:
+        why = (
+            f"the budget left cannot cover a call to {chosen.deployment.name} "
+            f"(its most it could cost: input and max output at list price)"
+        )
+        return _fail(session, job, Ended(JobError.BUDGET_EXCEEDED, why), now)
+    if isinstance(reservation, Held):
+        return _hold(session, job, now)
+    explanation = decision.explanation()
+    if choice.note:
+        explanation["capacity"] = choice.note
+    if reservation.amount:
+        explanation["reserved_usd"] = str(reservation.amount)
     priority = priority_of(job)  # before begin_dispatch counts the new attempt
     attempt = transitions.begin_dispatch(
         session,
         job.id,
-        provider=chosen.provider,
-        model=chosen.model.id,
-        deployment=chosen.name,
-        explanation=decision.explanation(),
+        provider=chosen.deployment.provider,
+        model=chosen.deployment.model.id,
+        deployment=chosen.deployment.name,
+        explanation=explanation,
+        reserved_usd=reservation.amount,
+        max_tokens=reservation.max_tokens,
     )
     if attempt is None:
+        ledger.release(session, job.owner_id, job.batch_id, reservation.amount)
         return Nothing("raced: job no longer queued")
+    context.sent(attempt.deployment)
     return SendAttempt(attempt.id, attempt.provider, priority=priority, deployment=attempt.deployment)
+
+
+def _hold(session: Session, job: Job, now: datetime) -> NextStep:
+    """The budget is full of calls in flight: a batch's job goes back to the feeder, any other
+    job is looked at again in a second."""
+    if job.batch_id is not None:
+        transitions.requeue(session, job.id, not_before=HELD_UNTIL)
+        return Nothing("waiting for the budget's calls in flight to settle")
+    wake = now + timedelta(seconds=BUDGET_BUSY_RETRY_S)
+    transitions.requeue(session, job.id, not_before=wake)
+    return SendDispatch(job.id, BUDGET_BUSY_RETRY_S, priority=priority_of(job))
 
 
 def _fail(session: Session, job: Job, ended: Ended, now: datetime) -> Nothing:
     """The job ends here, failed; a batch it belongs to has moved on."""
     transitions.fail_job(session, job.id, error_type=ended.error, message=ended.message, now=now)
-    return Nothing(ended.error.value, ended_batch=job.batch_id)
+    return Nothing(ended.error.value, ended_batch=job.batch_id, ended=True)

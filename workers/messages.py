@@ -9,7 +9,8 @@ module that defines the tasks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 
 from core.redis import shared_redis
 from core.settings import get_settings
@@ -18,26 +19,49 @@ from workers.next_step import NextStep, SendAttempt, SendDispatch
 from workers.queues import Priority, Queue, TaskName, provider_queue
 
 DISPATCH_WINDOW = 100  # job ids per dispatch message: one message each cost more than routing
+ATTEMPT_WINDOW = 100  # attempt ids per call message
 CHECK_DEBOUNCE_S = 1.0
 
 
 def send_step(step: NextStep) -> None:
     """Send what a committed state change asked for (nothing for `Nothing`)."""
     if isinstance(step, SendAttempt):
-        send_attempt(step)
+        send_attempts(step.provider, [step.attempt_id], countdown=step.countdown, priority=step.priority)
     elif isinstance(step, SendDispatch):
         send_dispatch([step.job_id], countdown=step.countdown, priority=step.priority)
 
 
-def send_attempt(step: SendAttempt) -> None:
-    app.send_task(
-        TaskName.CALL.value,
-        args=[step.attempt_id],
-        kwargs={"deployment": step.deployment} if step.deployment else None,
-        queue=provider_queue(step.provider),
-        countdown=step.countdown or None,
-        priority=step.priority,
-    )
+def send_steps(steps: Iterable[NextStep]) -> None:
+    """Send many steps, the attempts for one provider queue at one priority in one message."""
+    grouped: dict[tuple[str, Priority], list[str]] = defaultdict(list)
+    for step in steps:
+        if isinstance(step, SendAttempt) and not step.countdown:
+            grouped[(step.provider, step.priority)].append(step.attempt_id)
+        else:
+            send_step(step)
+    for (provider, priority), ids in grouped.items():
+        send_attempts(provider, ids, priority=priority)
+
+
+def countdown_cap() -> float:
+    """The longest a message may wait in the broker: under the visibility timeout, past which
+    the broker would hand it out a second time. A longer wait is sent in legs (a message that
+    arrives before its attempt is due is sent on for the rest)."""
+    return get_settings().visibility_timeout_s * 0.5
+
+
+def send_attempts(
+    provider: str, attempt_ids: Sequence[str], *, countdown: float = 0.0, priority: Priority
+) -> None:
+    """Provider calls for one provider's workers, up to ATTEMPT_WINDOW attempts per message."""
+    for start in range(0, len(attempt_ids), ATTEMPT_WINDOW):
+        app.send_task(
+            TaskName.CALL.value,
+            args=[list(attempt_ids[start : start + ATTEMPT_WINDOW])],
+            queue=provider_queue(provider),
+            countdown=min(countdown, countdown_cap()) or None,
+            priority=priority,
+        )
 
 
 def send_dispatch(
@@ -50,7 +74,7 @@ def send_dispatch(
             TaskName.DISPATCH.value,
             args=[list(job_ids[start : start + DISPATCH_WINDOW])],
             queue=Queue.DISPATCH.value,
-            countdown=countdown or None,
+            countdown=min(countdown, countdown_cap()) or None,
             priority=priority,
         )
         sent += 1

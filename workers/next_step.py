@@ -36,6 +36,7 @@ class SendDispatch:
 class Nothing:
     reason: str
     ended_batch: str | None = None  # the batch of a job this step ended: its progress moved
+    ended: bool = False  # the step ended its job (succeeded or failed)
 
 
 NextStep = SendAttempt | SendDispatch | Nothing

@@ -43,6 +43,7 @@ FOR_KIND: dict[ErrorKind, KindPolicy] = {
     ErrorKind.AUTH: KindPolicy(Action.FAILOVER, lasting=True),
     ErrorKind.MISSING_CREDENTIALS: KindPolicy(Action.FAILOVER, lasting=True),
     ErrorKind.QUOTA_EXHAUSTED: KindPolicy(Action.FAILOVER),
+    ErrorKind.UNSTORABLE_RESULT: KindPolicy(Action.FAIL),  # calling again would buy it again
 }
 
 LASTING_KINDS = frozenset(kind for kind, policy in FOR_KIND.items() if policy.lasting)

@@ -23,8 +23,7 @@ from core.types import ChatRequest, Message
 from routing.breaker import DeploymentHealth, breaker_blocks
 from routing.catalog import Catalog, get_catalog
 from workers import health
-from workers.call_loop import get_call_loop
-from workers.calls import call_deployment
+from workers.call_loop import call_once, get_call_loop
 from workers.messages import send_probe
 from workers.providers.errors import MissingCredentials, ProviderError, Transient
 from workers.queues import provider_queue
@@ -79,7 +78,7 @@ def probe_deployment(name: str, catalog: Catalog | None = None, settings: Settin
     if not health.admit(name, time.time()):
         return "breaker refused"
     try:
-        call_deployment(deployment, PROBE_REQUEST, None, settings)
+        call_once(deployment, PROBE_REQUEST, settings)
     except ProviderError as exc:
         health.record_failure(name, time.time(), exc)
         return f"failed: {exc.kind}"

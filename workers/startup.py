@@ -20,10 +20,12 @@ from routing.tokens import count_text
 from workers import periodic
 from workers.batch_progress import check_open_batches
 from workers.call_loop import get_call_loop, prewarm
+from workers.engine import get_engine
+from workers.feeder import FEED_EVERY_S, feed_once
 from workers.probes import send_probe_round
 from workers.providers import load_adapters
 from workers.queues import Queue
-from workers.sweeper import SWEEP_EVERY_S, sweep_once
+from workers.sweeper import LEASE_SWEEP_S, SWEEP_EVERY_S, sweep_leases, sweep_once
 
 BATCH_SWEEP_S = 30.0
 
@@ -38,6 +40,7 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     if providers:
         load_adapters(providers)
         warm_provider_clients(providers)
+        get_engine()  # its writer renews leases from the start
 
 
 def start_dispatcher_loops() -> None:
@@ -46,6 +49,8 @@ def start_dispatcher_loops() -> None:
     # tokenizer's ~150 MB only if a job without one fails over.
     count_text("warm up the tokenizer")
     periodic.every("sweeper", SWEEP_EVERY_S, sweep_once)
+    periodic.every("lease-sweep", LEASE_SWEEP_S, sweep_leases)
+    periodic.every("feeder", FEED_EVERY_S, feed_once)
     periodic.every("batch-sweep", BATCH_SWEEP_S, check_open_batches)
     probe_s = get_settings().active_probe_s
     if probe_s > 0:

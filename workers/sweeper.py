@@ -14,17 +14,18 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
 from jobstore.db import transaction
 from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus
 from workers.celery_app import app
-from workers.messages import send_step
+from workers.messages import send_steps
 from workers.next_step import NextStep, SendAttempt, SendDispatch
 from workers.queues import ALL_QUEUES, Queue, priority_for, provider_queue
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY_S = 30.0
+LEASE_SWEEP_S = 5.0  # a dead worker's calls are taken over within a lease and this
 GRACE_S = 60.0
 BATCH = 1000
 
@@ -36,7 +37,7 @@ def find_stranded(
 
     Queued jobs and pending attempts are resent only while their queue is empty: in a big
     backlog they are still waiting in the broker, and resending them would only add
-    duplicates. An expired claim is resent whatever the queue holds.
+    duplicates. An expired claim is resent whatever the queue holds (`expired_claims`).
     """
     cutoff = now - timedelta(seconds=grace_s)
     idle = idle_queues() if idle_queues is not None else None
@@ -63,21 +64,43 @@ def find_stranded(
             & or_(Attempt.not_before.is_(None), Attempt.not_before < cutoff)
             & (Attempt.created_at < cutoff)
         )
-        expired = (Attempt.status == AttemptStatus.RUNNING) & (Attempt.lease_until < now)
         attempts = session.execute(
-            select(
-                Attempt.id, Attempt.provider, Attempt.deployment, Attempt.status, Attempt.number, Job.batch_id
-            )
+            select(Attempt.id, Attempt.provider, Attempt.deployment, Attempt.number, Job.batch_id)
             .join(Job, Job.id == Attempt.job_id)
-            .where(Job.status.in_(OPEN_JOB_STATUSES), or_(pending, expired))
+            .where(Job.status.in_(OPEN_JOB_STATUSES), pending)
             .limit(BATCH)
         )
-        for attempt_id, provider, deployment, status, number, batch in attempts:
-            if status == AttemptStatus.RUNNING or idle is None or provider_queue(provider) in idle:
-                tried = status == AttemptStatus.RUNNING or number > 1  # a claim expired, or a retry
-                priority = priority_for(tried_before=tried, in_batch=batch is not None)
+        for attempt_id, provider, deployment, number, batch in attempts:
+            if idle is None or provider_queue(provider) in idle:
+                priority = priority_for(tried_before=number > 1, in_batch=batch is not None)
                 steps.append(SendAttempt(attempt_id, provider, priority=priority, deployment=deployment))
-    return steps
+    return steps + expired_claims(now)
+
+
+def expired_claims(now: datetime) -> list[NextStep]:
+    """Calls whose worker stopped renewing their lease (it died): sent again whatever the queue
+    holds, ahead of new work. Leases are judged by the database's clock where it has one."""
+    with transaction() as session:
+        clock = func.now() if session.get_bind().dialect.name == "postgresql" else now
+        rows = session.execute(
+            select(Attempt.id, Attempt.provider, Attempt.deployment, Job.batch_id)
+            .join(Job, Job.id == Attempt.job_id)
+            .where(
+                Attempt.status == AttemptStatus.RUNNING,
+                Attempt.lease_until < clock,
+                Job.status.in_(OPEN_JOB_STATUSES),
+            )
+            .limit(BATCH)
+        ).all()
+    return [
+        SendAttempt(
+            attempt_id,
+            provider,
+            priority=priority_for(tried_before=True, in_batch=batch is not None),
+            deployment=deployment,
+        )
+        for attempt_id, provider, deployment, batch in rows
+    ]
 
 
 def idle_broker_queues() -> set[str]:
@@ -95,11 +118,18 @@ def idle_broker_queues() -> set[str]:
 
 
 def sweep_once() -> int:
-    """One sweep: resend every stranded step; returns how many. (`workers/periodic.py` runs it
-    every SWEEP_EVERY_S seconds in one dispatcher process at a time.)"""
-    steps = find_stranded(datetime.now(UTC), idle_queues=idle_broker_queues)
-    for step in steps:
-        send_step(step)
+    """One full sweep: resend every stranded step; returns how many. (`workers/periodic.py` runs
+    it every SWEEP_EVERY_S seconds in one dispatcher process at a time.)"""
+    return _resend(find_stranded(datetime.now(UTC), idle_queues=idle_broker_queues))
+
+
+def sweep_leases() -> int:
+    """The quick sweep, every LEASE_SWEEP_S: only the calls of workers that died."""
+    return _resend(expired_claims(datetime.now(UTC)))
+
+
+def _resend(steps: list[NextStep]) -> int:
+    send_steps(steps)
     if steps:
         log.warning("sweeper resent %d stranded messages", len(steps))
     return len(steps)

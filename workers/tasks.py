@@ -20,10 +20,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
 
 from workers.batch_progress import after_step, check_batch, deliver_webhook
-from workers.calls import run_attempt
 from workers.celery_app import app
-from workers.dispatch import dispatch_job
-from workers.messages import send_step
+from workers.dispatch import dispatch_job, dispatch_jobs
+from workers.engine import get_engine
+from workers.messages import send_step, send_steps
 from workers.next_step import SendDispatch
 from workers.probes import probe_deployment
 from workers.queues import TaskName
@@ -72,24 +72,25 @@ def house_task(name: TaskName, retry: TaskRetry | None = INFRA_RETRY) -> Callabl
 
 @house_task(TaskName.DISPATCH)
 def dispatch(self: Task, job_ids: list[str]) -> None:
-    """Route each job and send it to its provider's queue. Takes several ids per message."""
-    for job_id in job_ids:
-        step = dispatch_job(job_id)
-        send_step(step)
+    """Route these jobs (in one transaction) and send them to their providers' queues."""
+    steps = dispatch_jobs(job_ids)
+    send_steps(steps)
+    for step in steps:
         after_step(step)
 
 
 @house_task(TaskName.CALL)
-def call_provider(self: Task, attempt_id: str, deployment: str | None = None) -> None:
-    """Make one attempt's provider call, then send whatever comes next. `deployment` (the
-    attempt's, when the sender knew it) lets an open breaker refuse it before the claim. A
-    failover comes back already routed (see calls.py); a repair is routed here, not via the
-    dispatch queue."""
-    step = run_attempt(attempt_id, deployment_hint=deployment)
-    if isinstance(step, SendDispatch) and not step.countdown:
-        step = dispatch_job(step.job_id)
-    send_step(step)
-    after_step(step)
+def call_provider(self: Task, attempt_ids: list[str] | str, deployment: str | None = None) -> None:
+    """Claim these attempts and start their provider calls on this process's engine (it waits
+    for room first); the calls' outcomes are written by the engine. Sends whatever the
+    attempts that could not be claimed need (a repair is routed here, not via the dispatch
+    queue). `deployment` is the sender's hint, kept for messages sent before it was unused."""
+    ids = [attempt_ids] if isinstance(attempt_ids, str) else attempt_ids
+    for step in get_engine().accept(ids):
+        if isinstance(step, SendDispatch) and not step.countdown:
+            step = dispatch_job(step.job_id)
+        send_step(step)
+        after_step(step)
 
 
 @house_task(TaskName.PROBE, retry=None)  # a probe lost is replaced by the next round's

@@ -1,6 +1,6 @@
 """Attempts already queued for a deployment whose breaker then opens: the provider worker
-asks the breaker before claiming them, and each fails over without a call (and without
-being claimed) to the job's next candidate."""
+asks the breaker once for the message's attempts, and each fails over without a call to the
+job's next candidate."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from workers.health import HealthStore
 FALLBACK = "mistral/mistral-small"
 
 
-def test_queued_attempts_fail_over_unclaimed_when_the_breaker_has_opened(stack: Stack) -> None:
+def test_queued_attempts_fail_over_without_a_call_when_the_breaker_has_opened(stack: Stack) -> None:
     ids = [
         stack.submit(body(f"queued {i}", model=AZURE, fallbacks=[FALLBACK])).json()["id"] for i in range(3)
     ]
@@ -42,8 +42,8 @@ def test_queued_attempts_fail_over_unclaimed_when_the_breaker_has_opened(stack: 
         refused = job["attempts"][0]
         assert refused["error"] == {"type": "failover:transient", "message": "circuit breaker open"}, refused
     with transaction() as session:
-        started = session.scalars(
-            select(Attempt.started_at).where(Attempt.job_id.in_(ids), Attempt.deployment == AZURE)
+        latencies = session.scalars(
+            select(Attempt.latency_ms).where(Attempt.job_id.in_(ids), Attempt.deployment == AZURE)
         ).all()
-    assert started == [None, None, None]  # refused before any worker claimed them
+    assert latencies == [None, None, None]  # refused before any call was made
     assert stack.emulator.calls(provider="azure") == []

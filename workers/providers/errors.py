@@ -71,6 +71,12 @@ class QuotaExhausted(ProviderError):
     kind: ErrorKind = ErrorKind.QUOTA_EXHAUSTED
 
 
+class UnstorableResult(ProviderError):
+    """The provider answered but the job store refused the answer (never raised by adapters)."""
+
+    kind: ErrorKind = ErrorKind.UNSTORABLE_RESULT
+
+
 class MissingCredentials(AuthError):
     """No key in the environment variable the deployment names. Raised before any call."""
 

@@ -1,0 +1,129 @@
+"""The batch feeder: releases batches' jobs to the dispatcher as capacity allows, fairly.
+
+A batch's jobs are stored held (`not_before = HELD_UNTIL`) rather than sent to the
+dispatcher at intake. Twice a second one dispatcher process (`workers/periodic.py`) counts
+the batch jobs in flight (released, dispatched or running) and releases as many more as the
+window allows: split evenly between the keys that have held jobs, and within a key between
+its batches, each in line order. So one key's 100,000-document batch does not starve another
+key's batch submitted after it: both progress at comparable rates from the next round on.
+
+The window is `LLMQUEUE_BATCH_IN_FLIGHT` jobs, or, when every deployment's rate limit is
+known, about 15 seconds of their combined capacity (never less than 50): rate-limited work
+then waits here, in Postgres, instead of in the broker, where it could not be reordered.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from datetime import datetime
+from itertools import zip_longest
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from core.clock import utcnow
+from core.settings import get_settings
+from jobstore.batch_models import Batch, BatchStatus
+from jobstore.batches import HELD_UNTIL
+from jobstore.db import transaction
+from jobstore.models import Job, JobStatus
+from routing.catalog import get_catalog
+from workers import capacity
+from workers.messages import send_dispatch
+from workers.queues import Priority
+
+log = logging.getLogger(__name__)
+FEED_EVERY_S = 0.5
+CAPACITY_HORIZON_S = 15.0
+MIN_WINDOW = 50
+_round = 0  # which key goes first this round: turns rotate, so no key is always last
+
+
+def window(now: float) -> int:
+    """How many batch jobs may be in flight at once (see the module docstring)."""
+    limit = get_settings().batch_in_flight
+    deployments = get_catalog().deployments
+    views = capacity.store().views({n: capacity.deployment_limits(d) for n, d in deployments.items()}, now)
+    if not deployments or any(views.get(n) is None or not views[n].rpm for n in deployments):
+        return limit
+    per_second = sum((views[n].rpm or 0) / 60 for n in deployments)
+    return max(MIN_WINDOW, min(limit, math.ceil(per_second * CAPACITY_HORIZON_S)))
+
+
+def feed_once(now: datetime | None = None) -> int:
+    """One round: release held batch jobs up to the window; returns how many."""
+    global _round
+    now = now or utcnow()
+    room_total = window(now.timestamp())
+    with transaction() as session:
+        active = session.execute(
+            select(Batch.id, Batch.owner_id)
+            .where(Batch.status == BatchStatus.IN_PROGRESS)
+            .order_by(Batch.created_at)
+        ).all()
+        if not active:
+            return 0
+        batch_ids = [b for b, _ in active]
+        in_flight = (
+            session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.batch_id.in_(batch_ids), Job.status.in_((JobStatus.DISPATCHED, JobStatus.RUNNING)))
+            )
+            or 0
+        )
+        released = (
+            session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.batch_id.in_(batch_ids), Job.not_before.is_(None), Job.status == JobStatus.QUEUED)
+            )
+            or 0
+        )
+        room = room_total - in_flight - released
+        if room <= 0:
+            return 0
+        by_owner: dict[str, list[str]] = defaultdict(list)
+        for batch_id, owner_id in active:
+            by_owner[owner_id].append(batch_id)
+        owners = sorted(by_owner)
+        _round += 1
+        start = _round % len(owners)
+        owners = owners[start:] + owners[:start]
+        ids = _fair_share(session, owners, by_owner, room)
+        if not ids:
+            return 0
+        session.execute(
+            update(Job).where(Job.id.in_(ids), Job.not_before == HELD_UNTIL).values(not_before=None)
+        )
+    send_dispatch(ids, priority=Priority.BATCH)
+    return len(ids)
+
+
+def _fair_share(session: Session, owners: list[str], batches: dict[str, list[str]], room: int) -> list[str]:
+    """Up to `room` held job ids, taken in turn from each owner and, within an owner, from each
+    of its batches in turn (each batch in line order); what one cannot use goes to the others."""
+    per_owner = []
+    for owner in owners:
+        per_batch = [
+            list(
+                session.scalars(
+                    select(Job.id)
+                    .where(
+                        Job.batch_id == batch_id, Job.not_before == HELD_UNTIL, Job.status == JobStatus.QUEUED
+                    )
+                    .order_by(Job.line_number)
+                    .limit(room)
+                )
+            )
+            for batch_id in batches[owner]
+        ]
+        per_owner.append(interleave(per_batch))
+    return interleave(per_owner)[:room]
+
+
+def interleave(lists: list[list[str]]) -> list[str]:
+    """One from each list in turn: [[a1, a2], [b1]] -> [a1, b1, a2]."""
+    return [item for row in zip_longest(*lists) for item in row if item is not None]

@@ -1,0 +1,252 @@
+"""The engine's writer: outcomes of provider calls written to the job store many at a time,
+side effects only after the commit, and the leases of calls in flight kept alive.
+
+One thread per worker process. It gathers outcomes for a few milliseconds (or until it has a
+couple of hundred) and writes all the successes in one transaction (`calls.write_successes`),
+then each failure in its own (a failure decides what comes next and may route a failover).
+Only after a commit does it do what may fail without harm: stream `done` events, batch
+checks, budget alerts, the messages a failure asked for. So a Redis fault never throws away
+a paid answer. When Postgres is away the outcomes wait here (the engine takes no more work
+meanwhile) and are written when it is back; every few seconds, the leases of the calls still
+in flight are renewed.
+
+A result the database refuses for a reason other than being away (a value it cannot store)
+is written again alone, with its text scrubbed; if even that fails, the attempt fails with
+the reason, so the call is never bought again and again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from decimal import Decimal
+from typing import Protocol
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from core.clock import utcnow
+from core.settings import Settings
+from core.types import ChatResponse
+from jobstore import claims, transitions
+from jobstore.claims import Claimed
+from jobstore.db import transaction
+from routing.catalog import Catalog
+from workers import health, streams
+from workers.batch_progress import after_step
+from workers.calls import Failed, Succeeded, Written, write_failure, write_successes
+from workers.messages import send_step
+from workers.next_step import NextStep, Nothing
+from workers.policy import Action
+from workers.providers.errors import UnstorableResult
+
+log = logging.getLogger(__name__)
+FLUSH_S = 0.01  # how long the first outcome waits for company
+MAX_ITEMS = 200
+RETRY_MAX_S = 5.0
+MAX_ID_CHARS = 200  # attempts.provider_request_id
+
+
+def _clean(text: str) -> str:
+    """Text as Postgres can store it: no NUL characters (psycopg refuses them)."""
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
+def sanitized(
+    response: ChatResponse, *, cost: Decimal, latency_ms: float, emulated: bool
+) -> transitions.CallOutcome:
+    """A provider's answer as the store records it, scrubbed of what Postgres cannot hold."""
+    calls = [c.model_dump(mode="json") for c in response.tool_calls] or None
+    if calls:
+        for call in calls:
+            call["function"]["arguments"] = _clean(call["function"]["arguments"])
+            call["function"]["name"] = _clean(call["function"]["name"])
+    request_id = response.provider_request_id
+    return transitions.CallOutcome(
+        text=_clean(response.text),
+        tool_calls=calls,
+        finish_reason=response.finish_reason.value,
+        input_tokens=response.usage.input_tokens,
+        output_tokens=response.usage.output_tokens,
+        cached_input_tokens=response.usage.cached_input_tokens,
+        reasoning_tokens=response.usage.reasoning_tokens,
+        cost_usd=cost,
+        latency_ms=latency_ms,
+        provider_request_id=_clean(request_id)[:MAX_ID_CHARS] if request_id else None,
+        rate_limit_headers={_clean(k): _clean(v) for k, v in response.rate_limit_headers.items()},
+        emulated=emulated,
+    )
+
+
+TRANSIENT = (OperationalError, InterfaceError)
+
+
+class Engine(Protocol):
+    """What the writer needs of the engine it serves (`workers/engine.py`)."""
+
+    def held_tokens(self) -> list[str]: ...
+    def done(self, claims_done: Sequence[Claimed]) -> None: ...
+
+
+class OutcomeWriter:
+    def __init__(self, engine: Engine, settings: Settings, catalog: Catalog) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.catalog = catalog
+        self._queue: queue.SimpleQueue[Succeeded | Failed] = queue.SimpleQueue()
+        self._waiting: list[Succeeded | Failed] = []  # outcomes whose write must be tried again
+        self._renewed_at = time.monotonic()
+        self._outage = False  # the last write found the job store away
+        self._thread = threading.Thread(target=self._run, name="llmqueue-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, item: Succeeded | Failed) -> None:
+        self._queue.put(item)
+
+    # ------------------------------------------------------------ the loop
+
+    def _take(self, timeout: float) -> list[Succeeded | Failed]:
+        items = self._waiting
+        self._waiting = []
+        try:
+            if not items:
+                items.append(self._queue.get(timeout=timeout))
+            deadline = time.monotonic() + FLUSH_S
+            while len(items) < MAX_ITEMS:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                items.append(self._queue.get(timeout=left))
+        except queue.Empty:
+            pass
+        return items
+
+    def _run(self) -> None:
+        backoff = 0.0
+        renew_every = self.settings.lease_s / 3
+        while True:
+            items = self._take(timeout=renew_every)
+            if items:
+                try:
+                    self._write(items)
+                    backoff = 0.0
+                except TRANSIENT:
+                    self._outage = True
+                    backoff = min(RETRY_MAX_S, max(0.2, backoff * 2))
+                    log.warning("the job store is away; %d outcomes wait %.1f s", len(self._waiting), backoff)
+                    time.sleep(backoff)
+                except Exception:  # never let the writer die: the outcomes wait and are tried again
+                    log.exception("writing outcomes failed")
+                    time.sleep(1.0)
+            if time.monotonic() - self._renewed_at >= renew_every:
+                self._renew()
+
+    def _renew(self) -> None:
+        tokens = self.engine.held_tokens()
+        if not tokens:
+            self._renewed_at = time.monotonic()
+            return
+        try:
+            with transaction() as session:
+                claims.renew(session, tokens, now=utcnow(), lease_s=self.settings.lease_s)
+            self._renewed_at = time.monotonic()
+        except Exception:  # the database is away: try again next round; the lease has slack
+            log.warning("could not renew %d leases", len(tokens), exc_info=True)
+
+    # ------------------------------------------------------------ writing
+
+    def _write(self, items: list[Succeeded | Failed]) -> None:
+        successes = [i for i in items if isinstance(i, Succeeded)]
+        failures = [i for i in items if isinstance(i, Failed)]
+        if self._outage:
+            self._renew()  # back from an outage: hold on to our calls before anything else
+            self._outage = False
+        if successes:
+            try:
+                written = write_successes(successes, utcnow())
+            except TRANSIENT:
+                self._waiting = items
+                raise
+            except DBAPIError:
+                written, refused = self._one_by_one(successes)
+                failures += refused
+            self.engine.done([s.claim for s in successes])
+            self._after_successes(written)
+        for index, failure in enumerate(failures):
+            try:
+                step = self._write_failure(failure)
+            except TRANSIENT:
+                self._waiting = list(failures[index:])
+                raise
+            self.engine.done([failure.claim])
+            self._after(step)
+
+    def _one_by_one(self, items: Sequence[Succeeded]) -> tuple[Written, list[Failed]]:
+        """Write each result alone; one the database refuses outright becomes a failed attempt."""
+        written = Written([], [], [])
+        refused: list[Failed] = []
+        for item in items:
+            try:
+                one = write_successes([item], utcnow())
+            except TRANSIENT:
+                raise
+            except DBAPIError as exc:
+                reason = (
+                    f"the answer could not be stored ({type(exc.orig).__name__ if exc.orig else 'database'})"
+                )
+                log.error("attempt %s: %s: %s", item.claim.id, reason, exc)
+                refused.append(Failed(item.claim, UnstorableResult(reason), action=Action.FAIL))
+                continue
+            written.steps += one.steps
+            written.succeeded += one.succeeded
+            written.alerts += one.alerts
+        return written, refused
+
+    def _write_failure(self, failure: Failed) -> NextStep:
+        if failure.action is None:  # counts against the deployment (not a refusal or our bug)
+            try:
+                after = health.record_failure(failure.claim.deployment, time.time(), failure.error)
+                failure = replace(failure, breaker_open=after is not None and after.breaker == "open")
+            except Exception:  # Redis away: the breaker misses one failure, the job goes on
+                log.warning("could not record a failure of %s", failure.claim.deployment, exc_info=True)
+        step = write_failure(failure, settings=self.settings, catalog=self.catalog, now=utcnow())
+        if failure.claim.stream and isinstance(step, Nothing) and step.ended:
+            self._publish(failure.claim.job_id, "failed")
+        return step
+
+    # ------------------------------------------------------------ after the commit (best effort)
+
+    def _after_successes(self, written: Written) -> None:
+        for item in written.succeeded:
+            if item.claim.stream:
+                self._publish(item.claim.job_id, "succeeded")
+        checked: set[str] = set()
+        for step in written.steps:
+            if isinstance(step, Nothing) and step.ended_batch and step.ended_batch not in checked:
+                checked.add(step.ended_batch)
+                self._after(step)
+        for alert in written.alerts:
+            log.warning(
+                "budget %s of key %s passed its soft limit: $%s spent of $%s (limit $%s)",
+                alert.budget_id,
+                alert.owner_id,
+                alert.spent_usd,
+                alert.soft_limit_usd,
+                alert.limit_usd,
+            )
+
+    def _after(self, step: NextStep) -> None:
+        try:
+            send_step(step)
+            after_step(step)
+        except Exception:  # the broker is away: the sweeper finds what this would have sent
+            log.warning("could not send %s", step, exc_info=True)
+
+    def _publish(self, job_id: str, status: str) -> None:
+        try:
+            streams.publish(job_id, "done", status)
+        except Exception:
+            log.warning("could not publish the end of job %s's stream", job_id, exc_info=True)
