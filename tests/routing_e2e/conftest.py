@@ -103,7 +103,9 @@ class RoutingStack(Stack):
 
 
 def _run(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "llmqueue.cli", *args], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "llmqueue.cli", *args], env=env, capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise RuntimeError(f"llmqueue {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
     return done.stdout.strip()
