@@ -1,7 +1,8 @@
 """Shared helpers for the provider adapter tests (tests/providers/test_*.py).
 
 This module owns the scaffolding every adapter test repeats, so each test file keeps only what is
-specific to its provider (its deployment, assertions, error-case table and SDK-level unit checks):
+specific to its provider (its deployment, assertions, error-case table and SDK-level unit checks);
+what every adapter must do is checked once for all of them, in `test_conformance.py`:
 
 - building an adapter aimed at the emulator: `deployment` (a shipped catalog deployment, or
   `compatible_deployment`, since the shipped catalog has no OpenAI-compatible endpoint),

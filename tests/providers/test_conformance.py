@@ -27,16 +27,15 @@ import pytest
 
 from core.providers import PROVIDERS, ProviderName
 from core.types import ChatRequest, ChatResponse, FinishReason
-from routing.catalog import Deployment
+from routing.catalog import Deployment, get_catalog
 from tests.conftest import EmulatorHandle
 from tests.providers.support import (
+    COMPATIBLE_CATALOG,
     PROMPT,
     REFUSED_URL,
     TOOLS,
     Collector,
-    compatible_deployment,
     complete_fresh,
-    deployment,
     discard,
     emulated,
     no_text_expected,
@@ -79,9 +78,11 @@ class Case:
 
     @property
     def deployment(self) -> Deployment:
-        if self.provider is ProviderName.COMPATIBLE:
-            return compatible_deployment()
-        return deployment(self.deployment_name)
+        # the shipped catalog has no OpenAI-compatible endpoint: that one is support's
+        catalog = COMPATIBLE_CATALOG if self.provider is ProviderName.COMPATIBLE else get_catalog()
+        dep = catalog.deployment(self.deployment_name)
+        assert dep is not None, self.deployment_name
+        return dep
 
 
 CASES: dict[ProviderName, Case] = {
