@@ -1,9 +1,12 @@
 """Shared helpers for the provider adapter tests (tests/providers/test_*.py).
 
 This module owns the scaffolding every adapter test repeats, so each test file keeps only what is
-specific to its provider (its deployment, assertions, error-case table and SDK-level unit checks):
+specific to its provider (its deployment, assertions, error-case table and SDK-level unit checks);
+what every adapter must do is checked once for all of them, in `test_conformance.py`:
 
-- building an adapter aimed at the emulator: `deployment`, `emulated_target`, `emulated`;
+- building an adapter aimed at the emulator: `deployment` (a shipped catalog deployment, or
+  `compatible_deployment`, since the shipped catalog has no OpenAI-compatible endpoint),
+  `emulated_target`, `emulated`;
 - running one call to its end and closing the adapter: `run` + async `complete`, or the
   synchronous `complete_fresh` that builds the adapter inside the event loop;
 - the default request builder `req` (prompt `PROMPT`) and the shared `TOOLS` definition;
@@ -22,7 +25,7 @@ from typing import Any, TypeVar
 import pytest
 
 from core.types import ChatRequest, ChatResponse, FinishReason, ToolCall
-from routing.catalog import Deployment, get_catalog
+from routing.catalog import Deployment, catalog_from_dict, get_catalog
 from workers.providers import errors
 from workers.providers.base import Provider, Target, TextSink, resolve_target
 
@@ -49,6 +52,33 @@ TOOLS: list[dict[str, Any]] = [
 def deployment(name: str) -> Deployment:
     """The catalog deployment called `name`; it must exist."""
     dep = get_catalog().deployment(name)
+    assert dep is not None
+    return dep
+
+
+# An OpenAI-compatible endpoint (vLLM here): its adapter requires a base_url.
+COMPATIBLE_CATALOG = catalog_from_dict(
+    {
+        "models": [
+            {
+                "id": "qwen2.5-7b",
+                "provider": "compatible",
+                "context_window": 32768,
+                "max_output_tokens": 4096,
+                "input_price": 0,
+                "output_price": 0,
+                "quality": 40,
+                "capabilities": ["tools", "json_mode"],
+            }
+        ],
+        "deployments": [{"name": "vllm/qwen", "model": "qwen2.5-7b", "base_url": "http://localhost:8000/v1"}],
+    }
+)
+
+
+def compatible_deployment() -> Deployment:
+    """The OpenAI-compatible deployment of COMPATIBLE_CATALOG."""
+    dep = COMPATIBLE_CATALOG.deployment("vllm/qwen")
     assert dep is not None
     return dep
 

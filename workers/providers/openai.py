@@ -83,8 +83,26 @@ def usage_from_openai(usage: Any) -> Usage:
     )
 
 
+def _connect_failure(exc: BaseException) -> OSError | None:
+    """The OS error behind a connection that could not be made (refused, unresolvable), or None
+    when a timeout lies behind `exc`. The SDK's aiohttp transport reports every failed connect
+    as a ConnectTimeout (openai-python#3594), so APITimeoutError alone cannot tell them apart."""
+    found: OSError | None = None
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, TimeoutError):
+            return None
+        if isinstance(cause, OSError) and found is None:
+            found = cause
+        cause = cause.__cause__
+    return found
+
+
 def map_openai_error(exc: Exception) -> ProviderError:
     """Any exception the openai SDK raises, as one of our error classes."""
+    if isinstance(exc, openai.APIConnectionError) and (failure := _connect_failure(exc)):
+        said = "refused" if isinstance(failure.__cause__, ConnectionRefusedError) else "failed"
+        return Transient(f"connection {said}: {failure}")
     if isinstance(exc, openai.APITimeoutError):
         return Transient(f"timed out: {exc}")
     if isinstance(exc, openai.APIConnectionError):
