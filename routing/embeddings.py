@@ -106,11 +106,9 @@ def plan_calls(inputs: Sequence[EmbeddingInput], model: ModelSpec) -> list[Plann
     """The inputs packed, in order, into the fewest calls `model`'s per-call limits allow."""
     _require_embedding(model)
     assert model.max_inputs_per_call is not None and model.max_input_tokens is not None  # the catalog's
-    max_inputs, per_input, per_call = (
-        model.max_inputs_per_call,
-        model.max_input_tokens,
-        model.max_tokens_per_call,
-    )
+    max_inputs, per_call = model.max_inputs_per_call, model.max_tokens_per_call
+    # An input must fit a call on its own, too.
+    limit = min(model.max_input_tokens, per_call) if per_call is not None else model.max_input_tokens
     calls: list[PlannedCall] = []
     current: list[EmbeddingInput] = []
     current_tokens = 0
@@ -124,7 +122,6 @@ def plan_calls(inputs: Sequence[EmbeddingInput], model: ModelSpec) -> list[Plann
         if not item.text:
             raise EmbeddingPlanError(f"input {item.id!r} is empty: every input needs some text", item.id)
         tokens = calibrate(item.raw_tokens, model.provider)
-        limit = min(per_input, per_call) if per_call is not None else per_input
         if tokens > limit:
             raise EmbeddingPlanError(
                 f"input {item.id!r} has about {tokens} tokens, over {model.id}'s limit of {limit} per "

@@ -129,6 +129,17 @@ def test_more_inputs_than_the_call_limit_are_refused_before_a_call(
     assert emulator.calls(kind="embed") == []
 
 
+def test_a_length_the_catalog_does_not_offer_is_refused_before_a_call(emulator: EmulatorHandle) -> None:
+    for name, dimensions, words in [
+        ("bedrock-titan", 300, r"cannot make vectors 300 long: its length is 1024 \(shorter: 256, 512\)"),
+        ("mistral", 512, r"cannot make vectors 512 long: its length is 1024 \(shorter: none\)"),
+        ("openai", 2048, r"its length is 1536 \(shorter: any length up to it\)"),
+    ]:
+        with pytest.raises(errors.InvalidRequest, match=words):
+            embed_all(CASES[name], emulator.url, [QUERY], dimensions=dimensions)
+    assert emulator.calls(kind="embed") == []
+
+
 def test_the_catalogs_limit_applies_below_the_providers(emulator: EmulatorHandle) -> None:
     model = {
         "id": "text-embedding-3-small",

@@ -8,10 +8,11 @@ retries: the SDK's own retries are off and the worker owns retry and failover.
 
 Its `embed` does the same for one `EmbeddingRequest` (core/embeddings.py) on an embedding
 deployment: one provider call, vectors back in input order. It first checks the call locally
-(`check_embedding_call`): a chat deployment, or more inputs than the model's
-`max_inputs_per_call` or the provider's own per-call limit, is an InvalidRequest before anything
-is sent, since planning the calls is the caller's job (`routing.embeddings.plan_calls`). A
-provider with no embeddings API raises InvalidRequest saying so (`no_embeddings`).
+(`check_embedding_call`): a chat deployment, a `dimensions` the catalog does not offer, or more
+inputs than the model's `max_inputs_per_call` or the provider's own per-call limit, is an
+InvalidRequest before anything is sent, since planning the calls is the caller's job
+(`routing.embeddings.plan_calls`). A provider with no embeddings API raises InvalidRequest
+saying so (`no_embeddings`).
 
 `resolve_target` decides where a deployment's calls go: the real provider when its key is in
 the environment, the built-in emulator when it is not and the emulator is enabled, or a
@@ -74,12 +75,20 @@ class Provider(Protocol):
 
 def check_embedding_call(target: Target, request: EmbeddingRequest, provider_limit: int) -> None:
     """Refuse, before any call, what the deployment's model or the provider cannot take in one
-    call: a chat model, or more inputs than `max_inputs_per_call` or `provider_limit`."""
+    call: a chat model, a vector length the catalog does not offer, or more inputs than
+    `max_inputs_per_call` or `provider_limit`."""
     deployment = target.deployment
     model = deployment.model
     if model.kind is not ModelKind.EMBEDDING:
         raise InvalidRequest(
             f"deployment {deployment.name!r} serves {model.id!r}, a {model.kind.value} model: it cannot embed"
+        )
+    if request.dimensions is not None and not model.supports_dimensions(request.dimensions):
+        options = model.dimension_options
+        shorter = "any length up to it" if options == "any" else ", ".join(map(str, options)) or "none"
+        raise InvalidRequest(
+            f"{model.id} cannot make vectors {request.dimensions} long: its length is {model.dimensions} "
+            f"(shorter: {shorter})"
         )
     limit = min(provider_limit, model.max_inputs_per_call or provider_limit)
     if len(request.inputs) > limit:

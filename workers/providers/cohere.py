@@ -1,4 +1,4 @@
-"""Cohere's v2 Chat API through the official `cohere` SDK (`AsyncClientV2`).
+"""Cohere's v2 Chat and Embed APIs through the official `cohere` SDK (`AsyncClientV2`).
 
 `CohereProvider` owns the translation between our OpenAI-shaped request and Cohere's v2
 chat: the message roles carry over (developer becomes system), tool calls and tool results
