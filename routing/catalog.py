@@ -4,6 +4,13 @@ Loaded from TOML (the shipped `default_catalog.toml`, or the file `LLMQUEUE_CATA
 and validated whole at start: an unknown price, an unknown model in a deployment, a
 duplicate name or a malformed file raises `CatalogError` naming the file and the field.
 Nothing here is ever defaulted silently; a free model says `input_price = 0` itself.
+
+A model is of one `kind`: `chat` (the default) or `embedding`. An embedding model declares its
+vectors' `dimensions` (and the other lengths it can be asked for, `dimension_options`), its
+limits (`max_input_tokens` per input, `max_inputs_per_call`, optionally `max_tokens_per_call`)
+and an `input_price` (its output price is 0), and none of a chat model's generation fields; a
+chat model declares none of the embedding fields. Its `context_window` is then its
+`max_input_tokens` and its `max_output_tokens` 0, so code reading those of any model stays true.
 """
 
 from __future__ import annotations
@@ -12,9 +19,10 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -29,6 +37,26 @@ class CatalogError(ValueError):
     """The catalog file cannot be used; the message names the file and what is wrong."""
 
 
+class ModelKind(StrEnum):
+    """What a model does; routing never sends a job to a model of the other kind."""
+
+    CHAT = "chat"
+    EMBEDDING = "embedding"
+
+
+# Fields only a chat model declares (an embedding model's are derived), and the embedding
+# fields, of which a chat model declares none.
+CHAT_ONLY_FIELDS = ("context_window", "max_output_tokens", "cached_input_price", "capabilities")
+EMBEDDING_FIELDS = (
+    "dimensions",
+    "dimension_options",
+    "max_input_tokens",
+    "max_inputs_per_call",
+    "max_tokens_per_call",
+)
+EMBEDDING_REQUIRED = ("dimensions", "max_input_tokens", "max_inputs_per_call", "input_price")
+
+
 class ModelSpec(BaseModel):
     """One model as the catalog declares it. Prices are USD per million tokens."""
 
@@ -36,7 +64,7 @@ class ModelSpec(BaseModel):
     id: str
     provider: str
     context_window: int = Field(gt=0)
-    max_output_tokens: int = Field(gt=0)
+    max_output_tokens: int = Field(ge=0)  # 0 for an embedding model only (checked below)
     input_price: Decimal = Field(ge=0)
     output_price: Decimal = Field(ge=0)
     cached_input_price: Decimal | None = Field(default=None, ge=0)
@@ -44,6 +72,47 @@ class ModelSpec(BaseModel):
     quality: float = Field(ge=0, le=100)
     latency_ms: float = Field(default=1000, gt=0)  # a typical latency, until health observes one
     tags: tuple[str, ...] = ()
+    # --- embedding models (kind = "embedding"); see the module docstring ---
+    kind: ModelKind = ModelKind.CHAT
+    dimensions: int | None = Field(default=None, gt=0)  # the native vector length
+    # Other lengths a request may ask for: a list, or "any" (any length up to `dimensions`, as
+    # OpenAI's text-embedding-3 and Gemini shorten theirs); none: the native length only.
+    dimension_options: tuple[int, ...] | Literal["any"] = ()
+    max_input_tokens: int | None = Field(default=None, gt=0)  # per input text
+    max_inputs_per_call: int | None = Field(default=None, gt=0)
+    max_tokens_per_call: int | None = Field(default=None, gt=0)  # summed over a call's inputs
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fields_of_its_kind(cls, data: Any) -> Any:
+        """Each kind declares its own fields only; an embedding model's chat fields are derived."""
+        if not isinstance(data, dict):
+            return data
+        kind = data.get("kind", ModelKind.CHAT)
+        if kind not in set(ModelKind):
+            raise ValueError(f"kind: {kind!r} is not one of {', '.join(ModelKind)}")
+        if kind != ModelKind.EMBEDDING:
+            declared = [name for name in EMBEDDING_FIELDS if name in data]
+            if declared:
+                raise ValueError(f"{declared[0]}: an embedding model's field; this is a chat model")
+            return data
+        declared = [name for name in CHAT_ONLY_FIELDS if name in data]
+        if declared:
+            raise ValueError(
+                f"{declared[0]}: a chat model's field; an embedding model declares max_input_tokens "
+                "(per input) instead"
+            )
+        missing = [name for name in EMBEDDING_REQUIRED if data.get(name) is None]
+        if missing:
+            raise ValueError(f"{missing[0]}: required for an embedding model")
+        if Decimal(str(data.get("output_price", 0))) != 0:
+            raise ValueError("output_price: an embedding model is billed for its input only; leave it out")
+        return {
+            **data,
+            "output_price": 0,
+            "context_window": data["max_input_tokens"],
+            "max_output_tokens": 0,
+        }
 
     @model_validator(mode="after")
     def _known_names(self) -> ModelSpec:
@@ -51,7 +120,21 @@ class ModelSpec(BaseModel):
         unknown = set(self.capabilities) - set(CAPABILITIES)
         if unknown:
             raise ValueError(f"unknown capabilities {sorted(unknown)}; expected some of {CAPABILITIES}")
+        if self.kind is ModelKind.CHAT and self.max_output_tokens < 1:
+            raise ValueError("max_output_tokens: must be greater than 0")
+        if self.dimensions is not None and isinstance(self.dimension_options, tuple):
+            too_long = [n for n in self.dimension_options if not 0 < n <= self.dimensions]
+            if too_long:
+                raise ValueError(f"dimension_options: {too_long[0]} is not between 1 and {self.dimensions}")
         return self
+
+    def supports_dimensions(self, wanted: int) -> bool:
+        """Whether an embedding request may ask this model for vectors `wanted` long."""
+        if self.dimensions is None:
+            return False
+        if self.dimension_options == "any":
+            return 0 < wanted <= self.dimensions
+        return wanted == self.dimensions or wanted in self.dimension_options
 
 
 class DeploymentSpec(BaseModel):
@@ -120,6 +203,10 @@ class Catalog:
     def providers(self) -> list[str]:
         return sorted({m.provider for m in self.models.values()})
 
+    def deployments_of_kind(self, kind: ModelKind) -> list[Deployment]:
+        """Every deployment whose model is of `kind`, in catalog order."""
+        return [d for d in self.deployments.values() if d.model.kind is kind]
+
 
 def catalog_from_dict(data: dict[str, Any], source: str = "<memory>") -> Catalog:
     """Validate a parsed catalog. Every model must have at least one deployment."""
@@ -162,7 +249,9 @@ def catalog_from_dict(data: dict[str, Any], source: str = "<memory>") -> Catalog
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "value"
+    where = ".".join(str(p) for p in err["loc"])
+    if not where:  # a model-level check: its message names the field itself
+        return str(err["msg"]).removeprefix("Value error, ")
     return f"{where}: {err['msg']}"
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.providers import provider_spec
-from routing.catalog import Catalog
+from routing.catalog import Catalog, ModelKind
 from routing.tokens import PER_MESSAGE_OVERHEAD, count_text, decode, encode
 
 PLACEHOLDER = "{document}"
@@ -62,7 +62,8 @@ def window_for(catalog: Catalog, model: str | None, max_tokens: int | None) -> W
         deployment = catalog.deployment(model)
         spec = deployment.model if deployment is not None else catalog.model(model)
     if spec is None:
-        spec = max(catalog.models.values(), key=lambda m: m.context_window)
+        chat = (m for m in catalog.models.values() if m.kind is ModelKind.CHAT)
+        spec = max(chat, key=lambda m: m.context_window)
     reserve = max_tokens if max_tokens is not None else min(DEFAULT_OUTPUT_RESERVE, spec.max_output_tokens)
     return Window(spec.id, spec.provider, spec.context_window, reserve)
 

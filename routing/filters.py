@@ -5,6 +5,8 @@
 filter is one small function returning a human-readable exclusion reason or None;
 `first_exclusion` runs them in `FILTERS` order. The breaker filter runs last, so a
 deployment it excludes is one that is *only* waiting for its cooldown.
+
+The `kind` filter runs first: a chat job never goes to an embedding model.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 
 from routing.breaker import DeploymentHealth, breaker_blocks
-from routing.catalog import Deployment
+from routing.catalog import Deployment, ModelKind
 from routing.costs import estimate_cost, expected_output_tokens
 from routing.tokens import calibrate, raw_request_tokens
 from routing.types import Exclusion, RoutingRequest, Scored
@@ -50,6 +52,15 @@ def _filter(name: str) -> Callable[[Filter], Filter]:
 
 def _usd(value: Decimal) -> str:
     return f"${value:f}"
+
+
+@_filter("kind")
+def model_kind(s: Scored, req: RoutingRequest, health: DeploymentHealth | None, now: float) -> str | None:
+    # Chat jobs only: embedding jobs are routed by `routing.embeddings.route_embedding`.
+    kind = s.deployment.model.kind
+    if kind is ModelKind.CHAT:
+        return None
+    return f"kind: {s.model_id} is an {kind.value} model; a chat job needs a chat model"
 
 
 @_filter("failover")

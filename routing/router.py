@@ -9,6 +9,9 @@ asks the lookup for the health of that pool only, drops what the hard filters in
 When every candidate is excluded only because the job already failed over from it, routing
 goes round again, skipping only the failures a second round cannot cure. The dispatcher
 tries the candidates in order.
+
+Chat jobs only: an automatic pool holds the chat models, and the `kind` filter refuses a named
+embedding model. Embedding jobs are routed by `route_embedding` in `routing/embeddings.py`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import replace
 from typing import Literal
 
 from routing.breaker import DeploymentHealth
-from routing.catalog import Catalog, Deployment
+from routing.catalog import Catalog, Deployment, ModelKind
 from routing.filters import BREAKER, first_exclusion, score_deployments
 from routing.strategies import STRATEGIES
 from routing.types import (
@@ -61,7 +64,9 @@ def _pool(req: RoutingRequest, catalog: Catalog, strategy: str) -> list[tuple[De
     if strategy == "manual" and not req.model:
         raise RoutingError("the manual strategy needs a model or deployment name")
     if not req.model and not req.fallbacks:
-        return [(dep, 0) for dep in catalog.deployments.values()]
+        # A chat job's automatic pool is the chat models; one naming an embedding model is
+        # refused by the `kind` filter, with the reason.
+        return [(dep, 0) for dep in catalog.deployments_of_kind(ModelKind.CHAT)]
     names = (req.model, *req.fallbacks) if req.model else req.fallbacks
     seen: set[str] = set()
     pool: list[tuple[Deployment, int]] = []

@@ -51,6 +51,15 @@ def decode(tokens: list[int]) -> str:
     return str(_encoding().decode(tokens))
 
 
+def cut_points(tokens: list[int]) -> list[tuple[int, int]]:
+    """(token index, character offset) of every place the decoded text may be cut between two
+    tokens without splitting a character (a token whose first byte continues a multi-byte
+    character is no such place), from (0, 0); the end of the text is not included."""
+    _, offsets = _encoding().decode_with_offsets(tokens)
+    pieces = _encoding().decode_tokens_bytes(tokens)
+    return [(i, offsets[i]) for i, piece in enumerate(pieces) if piece and piece[0] & 0xC0 != 0x80]
+
+
 def count_text(text: str) -> int:
     if len(text) <= PIECE_CHARS:  # the common case, without the list `encode` builds
         return len(_encoding().encode(text)) if text else 0

@@ -5,6 +5,8 @@ ranked (`Candidate`), what is left out and why (`Exclusion`), what is decided
     RoutingError            the request cannot be routed; the message says why
     ├── UnknownStrategy     no strategy of that name
     ├── UnknownModel        no model or deployment of that name in the catalog
+    ├── WrongModelKind      an embedding job naming a chat model (chat jobs: the `kind` filter)
+    ├── MixedModels         one corpus naming more than one embedding model
     └── NoRoute             every candidate was excluded by a hard filter
 
 Every other routing module imports these from here, and nothing in here imports them.
@@ -175,6 +177,14 @@ class UnknownStrategy(RoutingError):
 
 class UnknownModel(RoutingError):
     pass
+
+
+class WrongModelKind(RoutingError):
+    pass
+
+
+class MixedModels(RoutingError):
+    """A corpus must stay in one vector space: its inputs named more than one embedding model."""
 
 
 class NoRoute(RoutingError):

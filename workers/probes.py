@@ -6,7 +6,8 @@ the provider worker asks the breaker, makes one tiny call (max_tokens 1) and rec
 outcome for the breaker and the error window as it would a job's (not its latency: a
 one-token answer says little about a job's). So a provider that goes down trips its breaker
 before users' jobs find out, and one that recovers is probed by the probe rather than by a
-user's job. Probes cost a token or two per deployment per round. Skipped: deployments whose
+user's job. Probes cost a token or two per deployment per round (an embedding deployment's is
+one embedding of "ping"). Skipped: deployments whose
 breaker is cooling down (it would refuse), without credentials (nothing to call, nothing to
 count), or whose queue has messages waiting (calls are flowing, or no worker serves it).
 """
@@ -18,10 +19,11 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import TimeoutError as FuturesTimeout
 
+from core.embeddings import EmbeddingRequest
 from core.settings import Settings, get_settings
 from core.types import ChatRequest, Message
 from routing.breaker import DeploymentHealth, breaker_blocks
-from routing.catalog import Catalog, get_catalog
+from routing.catalog import Catalog, Deployment, ModelKind, get_catalog
 from workers import health
 from workers.call_loop import call_once, get_call_loop
 from workers.messages import send_probe
@@ -31,6 +33,7 @@ from workers.sweeper import idle_broker_queues
 
 log = logging.getLogger(__name__)
 PROBE_REQUEST = ChatRequest(messages=[Message(role="user", content="ping")], max_tokens=1)
+PROBE_EMBEDDING = EmbeddingRequest(inputs=["ping"])
 
 
 def deployments_to_probe(
@@ -78,7 +81,7 @@ def probe_deployment(name: str, catalog: Catalog | None = None, settings: Settin
     if not health.admit(name, time.time()):
         return "breaker refused"
     try:
-        call_once(deployment, PROBE_REQUEST, settings)
+        probe_call(deployment, settings)
     except ProviderError as exc:
         health.record_failure(name, time.time(), exc)
         return f"failed: {exc.kind}"
@@ -90,3 +93,22 @@ def probe_deployment(name: str, catalog: Catalog | None = None, settings: Settin
         return "probe error"
     health.record_probe_success(name, time.time())
     return "ok"
+
+
+def probe_call(deployment: Deployment, settings: Settings) -> None:
+    """The probe's one call: a one-token answer, or for an embedding deployment one embedding."""
+    if deployment.model.kind is not ModelKind.EMBEDDING:
+        call_once(deployment, PROBE_REQUEST, settings)
+        return
+    loop = get_call_loop()
+
+    async def go() -> None:
+        adapter = await loop.adapter(
+            deployment,
+            emulator_url=settings.emulator_url,
+            emulator_mode=settings.emulator_mode,
+            timeout_s=settings.provider_timeout_s,
+        )
+        await adapter.embed(PROBE_EMBEDDING)
+
+    loop.run(go(), timeout=settings.provider_timeout_s + 5)

@@ -3,7 +3,8 @@
 The list is in OpenAI's shape (`{"object": "list", "data": [{"id", "object": "model",
 "created", "owned_by"}]}`) so `openai.OpenAI(base_url=.../v1).models.list()` works, and
 each entry adds what routing knows about the model: prices per million tokens (Decimal,
-as strings), context window, output limit, capabilities, quality, tags and deployments.
+as strings), context window, output limit, capabilities, quality, tags and deployments, and
+its `kind`; an embedding model also shows its vectors' dimensions and its per-call limits.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import OwnerDep
 from api.errors import ApiError
-from routing.catalog import CAPABILITIES, Catalog, ModelSpec, get_catalog
+from routing.catalog import CAPABILITIES, Catalog, ModelKind, ModelSpec, get_catalog
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -45,6 +46,15 @@ class ModelPublic(BaseModel):
     typical_latency_ms: float
     tags: list[str]
     deployments: list[DeploymentPublic]
+    kind: ModelKind = Field(description="chat, or embedding (vectors; served by /v1/embeddings).")
+    # Embedding models only (null for chat models):
+    dimensions: int | None = Field(description="The vectors' native length.")
+    dimension_options: list[int] | Literal["any"] | None = Field(
+        description='Shorter lengths a request may ask for; "any": any length up to `dimensions`.'
+    )
+    max_input_tokens: int | None = Field(description="Tokens one input may have.")
+    max_inputs_per_call: int | None
+    max_tokens_per_call: int | None = Field(description="Tokens one provider call may carry, summed.")
 
 
 class ModelList(BaseModel):
@@ -87,7 +97,19 @@ def model_public(catalog: Catalog, model: ModelSpec) -> ModelPublic:
             DeploymentPublic(name=d.name, rpm=d.spec.rpm, tpm=d.spec.tpm, weight=d.spec.weight)
             for d in catalog.deployments_of(model.id)
         ],
+        kind=model.kind,
+        dimensions=model.dimensions,
+        dimension_options=_options(model),
+        max_input_tokens=model.max_input_tokens,
+        max_inputs_per_call=model.max_inputs_per_call,
+        max_tokens_per_call=model.max_tokens_per_call,
     )
+
+
+def _options(model: ModelSpec) -> list[int] | Literal["any"] | None:
+    if model.kind is not ModelKind.EMBEDDING:
+        return None
+    return "any" if model.dimension_options == "any" else list(model.dimension_options)
 
 
 def _check_choice(value: str | None, known: tuple[str, ...] | list[str], param: str) -> None:
@@ -100,11 +122,18 @@ def _check_choice(value: str | None, known: tuple[str, ...] | list[str], param: 
         )
 
 
-def matches(model: ModelSpec, capability: str | None, provider: str | None, tag: str | None) -> bool:
+def matches(
+    model: ModelSpec,
+    capability: str | None,
+    provider: str | None,
+    tag: str | None,
+    kind: ModelKind | None = None,
+) -> bool:
     return (
         (capability is None or capability in model.capabilities)
         and (provider is None or model.provider == provider)
         and (tag is None or tag in model.tags)
+        and (kind is None or model.kind is kind)
     )
 
 
@@ -114,12 +143,15 @@ def list_models(
     capability: Annotated[str | None, Query(description="Only models with this capability.")] = None,
     provider: Annotated[str | None, Query(description="Only this provider's models.")] = None,
     tag: Annotated[str | None, Query(description="Only models with this tag, e.g. cheap.")] = None,
+    kind: Annotated[str | None, Query(description="Only chat models, or only embedding models.")] = None,
 ) -> ModelList:
     """The catalog: every model with its prices, window, capabilities, quality and deployments."""
     catalog = get_catalog()
     _check_choice(capability, CAPABILITIES, "capability")
     _check_choice(provider, catalog.providers(), "provider")
-    chosen = [m for m in catalog.models.values() if matches(m, capability, provider, tag)]
+    _check_choice(kind, [k.value for k in ModelKind], "kind")
+    wanted = ModelKind(kind) if kind is not None else None
+    chosen = [m for m in catalog.models.values() if matches(m, capability, provider, tag, wanted)]
     return ModelList(data=[model_public(catalog, m) for m in sorted(chosen, key=lambda m: m.id)])
 
 

@@ -1,7 +1,8 @@
 """POST /v1/providers/{name}/test: one small real call to a provider, reported, never queued.
 
-`name` is a provider (its cheapest deployment is used, or the body's `deployment`) or a
-deployment name. The adapter is built for this request on the API's event loop, exactly
+`name` is a provider (its cheapest chat deployment is used, or the body's `deployment`) or a
+deployment name; an embedding deployment is tested by embedding the prompt (the answer says
+the vector's length). The adapter is built for this request on the API's event loop, exactly
 as a worker builds it (same key resolution, same emulator rules), called once and closed.
 The report carries the latency, the model's answer and usage, or the error class of the
 taxonomy (`workers/providers/errors.py`) and its message. A key never appears in it: the
@@ -21,10 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import OwnerDep
 from api.errors import ApiError
+from core.embeddings import EmbeddingRequest
 from core.providers import PROVIDERS
 from core.settings import get_settings
 from core.types import ChatRequest, ChatResponse, Message, Usage
-from routing.catalog import Catalog, Deployment, get_catalog
+from routing.catalog import Catalog, Deployment, ModelKind, get_catalog
 from workers.providers import adapter_class
 from workers.providers.base import Target, resolve_target
 from workers.providers.errors import ProviderError
@@ -98,7 +100,8 @@ def choose_deployment(name: str, wanted: str | None, catalog: Catalog) -> Deploy
             param="name",
             code="provider_not_found",
         )
-    return min(own, key=lambda d: (d.model.input_price + d.model.output_price, d.name))
+    chat = [d for d in own if d.model.kind is ModelKind.CHAT] or own
+    return min(chat, key=lambda d: (d.model.input_price + d.model.output_price, d.name))
 
 
 def scrub(text: str, target: Target | None) -> str:
@@ -127,7 +130,14 @@ async def call_once(
     adapter: Any = None
     try:
         adapter = cls(target)
-        response = await adapter.complete(request)
+        if deployment.model.kind is ModelKind.EMBEDDING:
+            embedded = await adapter.embed(EmbeddingRequest(inputs=[prompt]))
+            text = f"a vector of {len(embedded.vectors[0])} dimensions"
+            response = ChatResponse(
+                text=text, usage=embedded.usage, provider_request_id=embedded.provider_request_id
+            )
+        else:
+            response = await adapter.complete(request)
         return response, None, target, (time.perf_counter() - started) * 1000
     except ProviderError as exc:
         return None, exc, target, (time.perf_counter() - started) * 1000

@@ -17,6 +17,7 @@ from workers.probes import deployments_to_probe, send_probe_round
 MISTRAL = "mistral/mistral-small"
 OPENAI = "openai/gpt-4o-mini"
 SONNET = "anthropic/claude-sonnet-4-6"
+MISTRAL_EMBED = "mistral/mistral-embed"
 
 
 def health_store() -> HealthStore:
@@ -60,9 +61,12 @@ def test_a_probe_round_records_health_learned_from_tiny_calls(stack: Stack) -> N
         lambda: (
             probed_ok(store, MISTRAL)
             and probed_ok(store, SONNET)
+            and probed_ok(store, MISTRAL_EMBED)
             and store.state(OPENAI).consecutive_failures >= 1
         )
     )
+    # an embedding deployment is probed with one embedding, not a chat call its model cannot take
+    assert [c["kind"] for c in stack.emulator.calls(model="mistral-embed")] == ["embed"]
     # A one-token answer's latency is not a job's: the probe leaves the latency stats alone.
     assert store.state(MISTRAL).latency_ewma_ms is None and store.state(MISTRAL).samples == 0
     assert stack.emulator.calls(provider="anthropic", model="claude-sonnet-4-6")

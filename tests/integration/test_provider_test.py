@@ -32,6 +32,18 @@ def test_a_deployment_name_and_no_body_work(stack: Stack) -> None:
     assert stack.emulator.calls(model="claude-sonnet-4-6")
 
 
+def test_an_embedding_deployment_is_tested_with_one_embedding(stack: Stack) -> None:
+    r = stack.client.post("/v1/providers/openai/text-embedding-3-small/test", json={"prompt": "pong"})
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["ok"] is True and report["model"] == "text-embedding-3-small"
+    assert report["answer"] == "a vector of 1536 dimensions"
+    assert report["usage"]["input_tokens"] > 0 and report["usage"]["output_tokens"] == 0
+    assert [(c["kind"], c["inputs"]) for c in stack.emulator.calls(provider="openai")] == [("embed", 1)]
+    # a provider's own test still picks a chat deployment, though embedding models cost less
+    assert stack.client.post("/v1/providers/openai/test").json()["model"] == "gpt-4o-mini"
+
+
 def test_the_body_can_choose_the_providers_deployment(stack: Stack) -> None:
     r = stack.client.post("/v1/providers/openai/test", json={"deployment": "openai/gpt-4.1"})
     assert r.status_code == 200 and r.json()["model"] == "gpt-4.1"

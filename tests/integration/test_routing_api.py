@@ -12,13 +12,17 @@ import openai
 import redis
 
 from routing.breaker import HealthState
-from routing.catalog import get_catalog
+from routing.catalog import ModelKind, get_catalog
 from tests.integration.conftest import Stack, make_key
 from workers.health import HealthStore
 
 
 def body(text: str, **routing: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": text}], **routing}
+
+
+def chat_deployments() -> set[str]:
+    return {d.name for d in get_catalog().deployments_of_kind(ModelKind.CHAT)}
 
 
 def test_models_list_works_through_the_openai_sdk(stack: Stack) -> None:
@@ -31,6 +35,29 @@ def test_models_list_works_through_the_openai_sdk(stack: Stack) -> None:
     assert extra["input_price_per_million"] == "0.15" and extra["output_price_per_million"] == "0.60"
     assert extra["context_window"] == 128000 and "tools" in extra["capabilities"]
     assert extra["deployments"][0]["name"] == "openai/gpt-4o-mini"
+
+
+def test_embedding_models_are_listed_with_their_fields(stack: Stack) -> None:
+    r = stack.client.get("/v1/models", params={"kind": "embedding", "provider": "openai"})
+    assert r.status_code == 200, r.text
+    listed = {m["id"]: m for m in r.json()["data"]}
+    assert set(listed) == {"text-embedding-3-small", "text-embedding-3-large"}
+    small = listed["text-embedding-3-small"]
+    assert (
+        small["kind"] == "embedding" and small["dimensions"] == 1536 and small["dimension_options"] == "any"
+    )
+    assert small["max_input_tokens"] == 8191 and small["max_inputs_per_call"] == 2048
+    assert small["max_tokens_per_call"] == 300000
+    assert small["input_price_per_million"] == "0.02" and small["output_price_per_million"] == "0"
+    assert small["deployments"][0]["name"] == "openai/text-embedding-3-small"
+    titan = stack.client.get("/v1/models/amazon.titan-embed-text-v2:0").json()
+    assert titan["dimension_options"] == [256, 512] and titan["max_inputs_per_call"] == 1
+    assert len(titan["deployments"]) == 2
+    chat = stack.client.get("/v1/models", params={"kind": "chat"}).json()["data"]
+    assert {m["kind"] for m in chat} == {"chat"} and "gpt-4o-mini" in {m["id"] for m in chat}
+    assert all(m["dimensions"] is None and m["max_inputs_per_call"] is None for m in chat)
+    bad = stack.client.get("/v1/models", params={"kind": "rerank"})
+    assert bad.status_code == 422 and bad.json()["error"]["param"] == "kind"
 
 
 def test_models_filters_and_errors(stack: Stack) -> None:
@@ -109,7 +136,7 @@ def test_route_preview_ranks_without_enqueuing(stack: Stack) -> None:
     costs = [Decimal(c["estimated_cost_usd"]) for c in data["candidates"]]
     assert costs == sorted(costs) and data["chosen"] == data["candidates"][0]
     assert all(e["filter"] == "quality" and "min_quality 85" in e["reason"] for e in data["excluded"])
-    assert len(data["excluded"]) == len(get_catalog().deployments) - 2
+    assert len(data["excluded"]) == len(chat_deployments()) - 2  # embedding models are not candidates
     assert stack.client.get("/v1/jobs").json()["data"] == []  # nothing was enqueued
 
 
@@ -141,7 +168,7 @@ def test_every_job_stores_its_explanation(stack: Stack) -> None:
     assert reasons["openai/gpt-4o-mini"] == "quality: 62 < min_quality 70"
     assert reasons["ollama/llama3.2"].startswith("quality: 40")
     listed = {c["deployment"] for c in explanation["candidates"]} | set(reasons)
-    assert listed == set(get_catalog().deployments)
+    assert listed == chat_deployments()
 
 
 def test_unservable_request_is_422_naming_each_exclusion(stack: Stack) -> None:
@@ -151,7 +178,7 @@ def test_unservable_request_is_422_naming_each_exclusion(stack: Stack) -> None:
     error = r.json()["error"]
     assert error["code"] == "no_route" and error["message"].startswith("no deployment can serve this request")
     by_deployment = {d["deployment"]: d for d in error["details"]}
-    assert set(by_deployment) == set(get_catalog().deployments)
+    assert set(by_deployment) == chat_deployments()
     sonnet = by_deployment["anthropic/claude-sonnet-4-6"]  # quality 90, but no json_schema
     assert sonnet["filter"] == "capabilities" and sonnet["reason"].endswith("model lacks json_schema")
     assert (

@@ -204,3 +204,42 @@ def test_every_candidate_failed_over_goes_round_again_but_not_past_lasting_failu
 def lookup(snapshot: Mapping[str, DeploymentHealth]) -> HealthLookup:
     """A health lookup answering from a fixed snapshot."""
     return lambda names: {n: snapshot[n] for n in names if n in snapshot}
+
+
+EMBEDDER = {
+    "id": "embedder",
+    "provider": "openai",
+    "kind": "embedding",
+    "dimensions": 1536,
+    "max_input_tokens": 8191,
+    "max_inputs_per_call": 2048,
+    "input_price": "0.00",  # the cheapest of all: a cost ranking would pick it if it could
+    "quality": 99,
+}
+MIXED = make_catalog(model("chat"), EMBEDDER)
+
+
+def test_a_chat_job_never_routes_to_an_embedding_model() -> None:
+    assert next(iter(FILTERS)) == "kind"
+    for strategy in ("cost", "quality", "balanced", "performance", "round_robin"):
+        decision = route(
+            RoutingRequest(ask(), strategy=strategy), MIXED, lookup({}), now=NOW, rng=random.Random(0)
+        )
+        assert [c.deployment.name for c in decision.candidates] == ["chat"]
+        assert decision.excluded == ()  # not in an automatic pool at all
+    with pytest.raises(NoRoute) as info:
+        route(RoutingRequest(ask(), model="embedder"), MIXED, lookup({}), now=NOW, rng=random.Random(0))
+    assert [(e.filter, e.reason) for e in info.value.exclusions] == [
+        ("kind", "kind: embedder is an embedding model; a chat job needs a chat model")
+    ]
+    fallback = route(
+        RoutingRequest(ask(), model="chat", fallbacks=("embedder",)),
+        MIXED,
+        lookup({}),
+        now=NOW,
+        rng=random.Random(0),
+    )
+    assert [c.deployment.name for c in fallback.candidates] == ["chat"]
+    assert excluded(fallback) == {
+        "embedder": "kind: embedder is an embedding model; a chat job needs a chat model"
+    }

@@ -8,7 +8,8 @@ so `json_object` is asked for in the system prompt; `json_schema` uses the API's
 output (`output_config.format`). `max_tokens` is required by the API and defaults to the
 model's output limit from the catalog. `seed` has no Anthropic equivalent and is dropped;
 `top_p` is sent only without `temperature` (current Claude models reject both together), and
-`temperature` is capped at Anthropic's maximum of 1.
+`temperature` is capped at Anthropic's maximum of 1. Anthropic has no embeddings API: `embed`
+raises InvalidRequest saying so.
 
 The SDK's retries are off (`max_retries=0`): the worker owns retries. The client uses the
 SDK's aiohttp transport, as the OpenAI adapter does, and is built once per deployment.
@@ -22,6 +23,7 @@ from typing import Any
 
 import anthropic
 
+from core.embeddings import EmbeddingRequest, EmbeddingResponse
 from core.types import (
     ChatRequest,
     ChatResponse,
@@ -32,7 +34,7 @@ from core.types import (
     Usage,
     pick_rate_limit_headers,
 )
-from workers.providers.base import Target, TextSink
+from workers.providers.base import Target, TextSink, no_embeddings
 from workers.providers.errors import (
     AuthError,
     ContentFiltered,
@@ -292,6 +294,9 @@ class AnthropicProvider:
             rate_limit_headers=pick_rate_limit_headers(raw.headers),
             model=model,
         )
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        raise no_embeddings(self.target)
 
     async def aclose(self) -> None:
         await self.client.close()

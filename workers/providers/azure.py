@@ -1,4 +1,5 @@
-"""Azure OpenAI chat completions through the `openai` SDK's `AsyncAzureOpenAI` client.
+"""Azure OpenAI chat completions and embeddings through the `openai` SDK's `AsyncAzureOpenAI`
+client.
 
 Owns only how the client is built: the resource endpoint (`base_url` of the deployment, or
 the emulator's `/azure`), the `api-version` the deployment pins, and the `api-key` header.

@@ -6,6 +6,14 @@ caches them), and its `complete` translates one `ChatRequest` into its SDK's cal
 answer back into a `ChatResponse`, raising only the errors in `errors.py`. The adapter never
 retries: the SDK's own retries are off and the worker owns retry and failover.
 
+Its `embed` does the same for one `EmbeddingRequest` (core/embeddings.py) on an embedding
+deployment: one provider call, vectors back in input order. It first checks the call locally
+(`check_embedding_call`): a chat deployment, a `dimensions` the catalog does not offer, or more
+inputs than the model's `max_inputs_per_call` or the provider's own per-call limit, is an
+InvalidRequest before anything is sent, since planning the calls is the caller's job
+(`routing.embeddings.plan_calls`). A provider with no embeddings API raises InvalidRequest
+saying so (`no_embeddings`).
+
 `resolve_target` decides where a deployment's calls go: the real provider when its key is in
 the environment, the built-in emulator when it is not and the emulator is enabled, or a
 `MissingCredentials` error naming the variable to set. A variable may have conventional
@@ -16,14 +24,16 @@ GOOGLE_API_KEY).
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from core.embeddings import EmbeddingRequest, EmbeddingResponse
 from core.providers import provider_spec
-from core.types import ChatRequest, ChatResponse, Message
-from routing.catalog import Deployment
-from workers.providers.errors import MissingCredentials
+from core.types import ChatRequest, ChatResponse, Message, Usage
+from routing.catalog import Deployment, ModelKind
+from routing.tokens import calibrate, count_text
+from workers.providers.errors import InvalidRequest, MissingCredentials, ProviderError
 
 TextSink = Callable[[str], Awaitable[None]]
 
@@ -56,7 +66,64 @@ class Provider(Protocol):
         """Make one call. With `on_text`, stream and hand each text delta to it as it arrives."""
         ...
 
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        """Embed the request's inputs in one call: `vectors[i]` for `inputs[i]`."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+def check_embedding_call(target: Target, request: EmbeddingRequest, provider_limit: int) -> None:
+    """Refuse, before any call, what the deployment's model or the provider cannot take in one
+    call: a chat model, a vector length the catalog does not offer, or more inputs than
+    `max_inputs_per_call` or `provider_limit`."""
+    deployment = target.deployment
+    model = deployment.model
+    if model.kind is not ModelKind.EMBEDDING:
+        raise InvalidRequest(
+            f"deployment {deployment.name!r} serves {model.id!r}, a {model.kind.value} model: it cannot embed"
+        )
+    if request.dimensions is not None and not model.supports_dimensions(request.dimensions):
+        options = model.dimension_options
+        shorter = "any length up to it" if options == "any" else ", ".join(map(str, options)) or "none"
+        raise InvalidRequest(
+            f"{model.id} cannot make vectors {request.dimensions} long: its length is {model.dimensions} "
+            f"(shorter: {shorter})"
+        )
+    limit = min(provider_limit, model.max_inputs_per_call or provider_limit)
+    if len(request.inputs) > limit:
+        raise InvalidRequest(
+            f"{len(request.inputs)} inputs in one call to {deployment.name!r}; {model.id} takes at most "
+            f"{limit} per call: plan the calls first (routing.embeddings.plan_calls)"
+        )
+
+
+def no_embeddings(target: Target) -> InvalidRequest:
+    """The error of a provider that has no embeddings API."""
+    provider = target.deployment.provider
+    return InvalidRequest(f"{provider} has no embeddings API: embed with another provider's embedding model")
+
+
+def vectors_in_order(indexed: Iterable[tuple[int, list[float]]], expected: int) -> list[list[float]]:
+    """The vectors of an answer that numbers them, in input order; an answer that does not hold
+    exactly one vector per input is a ProviderError (retried: it is the provider's fault)."""
+    vectors: list[list[float] | None] = [None] * expected
+    for index, vector in indexed:
+        if not 0 <= index < expected or vectors[index] is not None:
+            raise ProviderError(f"the provider answered with a vector numbered {index} for {expected} inputs")
+        vectors[index] = vector
+    missing = [i for i, v in enumerate(vectors) if v is None]
+    if missing:
+        raise ProviderError(f"the provider answered no vector for input {missing[0]} of {expected}")
+    return [v for v in vectors if v is not None]
+
+
+def estimated_usage(request: EmbeddingRequest, provider: str) -> Usage:
+    """The usage of a call whose provider reported none: its inputs' tokens, calibrated."""
+    raw = request.counted_tokens
+    if raw is None:
+        raw = sum(count_text(text) for text in request.inputs)
+    return Usage(input_tokens=calibrate(raw, provider))
 
 
 def resolve_target(

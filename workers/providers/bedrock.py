@@ -9,7 +9,8 @@ synchronous, so every call runs on this adapter's own thread pool, and a stream 
 event per hop so each text delta reaches `on_text` as it arrives. The client is built once,
 with botocore's retries off (`total_max_attempts=1`) and its timeouts set. Against the
 emulator it gets dummy credentials and `endpoint_url`; otherwise the default AWS credential
-chain and the deployment's region.
+chain and the deployment's region. Embeddings (`embed`) go through InvokeModel with each
+embedding model's own body; their translation is in `bedrock_embed.py`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
+from core.embeddings import EmbeddingRequest, EmbeddingResponse
 from core.types import (
     ChatRequest,
     ChatResponse,
@@ -39,7 +41,14 @@ from core.types import (
     Usage,
     pick_rate_limit_headers,
 )
-from workers.providers.base import Target, TextSink
+from workers.providers.base import Target, TextSink, check_embedding_call
+from workers.providers.bedrock_embed import (
+    BEDROCK_MAX_INPUTS,
+    embedding_body,
+    embedding_family,
+    from_bedrock_embedding,
+    invoke_and_read,
+)
 from workers.providers.errors import (
     AuthError,
     ContentFiltered,
@@ -353,6 +362,18 @@ class BedrockProvider:
         ]
         response["output"] = {"message": {"role": "assistant", "content": blocks}}
         return from_bedrock_response(response, self.model_id)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        family = embedding_family(self.model_id)
+        check_embedding_call(self.target, request, BEDROCK_MAX_INPUTS[family])
+        try:
+            body = embedding_body(family, request)
+            payload, meta = await self._run(invoke_and_read, self.client, self.model_id, body)
+            return from_bedrock_embedding(family, payload, meta, request, self.model_id)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise map_bedrock_error(exc) from exc
 
     async def aclose(self) -> None:
         await self._run(self.client.close)

@@ -1,4 +1,4 @@
-"""Cohere's v2 Chat API through the official `cohere` SDK (`AsyncClientV2`).
+"""Cohere's v2 Chat and Embed APIs through the official `cohere` SDK (`AsyncClientV2`).
 
 `CohereProvider` owns the translation between our OpenAI-shaped request and Cohere's v2
 chat: the message roles carry over (developer becomes system), tool calls and tool results
@@ -9,6 +9,7 @@ only that tool with `REQUIRED`. Image parts are passed as Cohere's `image_url` c
 command models in the catalog have no vision and the API refuses them (InvalidRequest).
 
 Usage is read from `billed_units` (what Cohere charges for), falling back to `tokens`.
+Embeddings (`embed`) are Cohere's v2 Embed API; their translation is in `cohere_embed.py`.
 The SDK's retries are off (`max_retries=0`): the worker owns retries. The SDK has no
 aiohttp transport without an extra package, so it runs on its own httpx client, which this
 adapter builds once per deployment and closes in `aclose`.
@@ -22,6 +23,7 @@ import cohere
 import httpx
 from cohere.core.api_error import ApiError
 
+from core.embeddings import EmbeddingRequest, EmbeddingResponse
 from core.types import (
     ChatRequest,
     ChatResponse,
@@ -32,7 +34,8 @@ from core.types import (
     Usage,
     pick_rate_limit_headers,
 )
-from workers.providers.base import Target, TextSink, openai_style_content
+from workers.providers.base import Target, TextSink, check_embedding_call, openai_style_content
+from workers.providers.cohere_embed import COHERE_MAX_INPUTS, from_cohere_embed, to_cohere_embed_params
 from workers.providers.errors import (
     AuthError,
     ContentFiltered,
@@ -263,6 +266,17 @@ class CohereProvider:
             rate_limit_headers=pick_cohere_headers(headers),
             model=params["model"],
         )
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        check_embedding_call(self.target, request, COHERE_MAX_INPUTS)
+        model = self.target.deployment.provider_model
+        try:
+            raw: Any = await self.client.with_raw_response.embed(**to_cohere_embed_params(request, model))
+            return from_cohere_embed(raw.data, pick_cohere_headers(raw.headers), request, model)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise map_cohere_error(exc) from exc
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -10,6 +10,8 @@ as OpenAI counts reasoning tokens). A blocked prompt or a safety stop with nothi
 raises `ContentFiltered`. The SDK's retries are off (`HttpRetryOptions(attempts=1)`) and its
 timeout set; the worker owns retries.
 
+Embeddings (`embed`) are `models.embed_content`; their translation is in `gemini_embed.py`.
+
 Not carried: Gemini's thought signatures on function calls (our `ToolCall` has no slot for
 them; Gemini 2.5 does not require them back).
 """
@@ -32,6 +34,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from core.embeddings import EmbeddingRequest, EmbeddingResponse
 from core.types import (
     ChatRequest,
     ChatResponse,
@@ -43,7 +46,7 @@ from core.types import (
     Usage,
     pick_rate_limit_headers,
 )
-from workers.providers.base import Target, TextSink
+from workers.providers.base import Target, TextSink, check_embedding_call
 from workers.providers.errors import (
     AuthError,
     ContentFiltered,
@@ -55,6 +58,7 @@ from workers.providers.errors import (
     Transient,
     status_error,
 )
+from workers.providers.gemini_embed import GEMINI_MAX_INPUTS, from_gemini_embeddings, to_gemini_embed_config
 
 GENERATED_ID_PREFIX = "call_llmq_"  # ids we made up because Gemini sent none: never sent back
 FILTER_REASONS = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
@@ -344,6 +348,20 @@ class GeminiProvider:
                 for delta in collected.add(chunk):
                     await on_text(delta)
             return collected.result()
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise map_gemini_error(exc) from exc
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        check_embedding_call(self.target, request, GEMINI_MAX_INPUTS)
+        try:
+            response = await self.client.aio.models.embed_content(
+                model=self.target.deployment.provider_model,
+                contents=list(request.inputs),
+                config=to_gemini_embed_config(request),
+            )
+            return from_gemini_embeddings(response, request)
         except ProviderError:
             raise
         except Exception as exc:

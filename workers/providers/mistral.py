@@ -9,7 +9,8 @@ to a stable nine-character hash, the same on the assistant's call and on the too
 The SDK's retries are off (a `none` retry strategy, no connection retries): the worker owns
 retries. The SDK does not hand back response headers from `complete`, so the adapter's own
 httpx client notes each response's headers (per asyncio task, in a context variable) for
-the request id and rate-limit headers. The client is built once per deployment.
+the request id and rate-limit headers. The client is built once per deployment. Embeddings
+(`embed`) are Mistral's embeddings API; their translation is in `mistral_embed.py`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import httpx2
 from mistralai.client import Mistral, errors
 from mistralai.client.utils.retries import BackoffStrategy, RetryConfig
 
+from core.embeddings import EmbeddingRequest, EmbeddingResponse
 from core.types import (
     ChatRequest,
     ChatResponse,
@@ -33,7 +35,7 @@ from core.types import (
     Usage,
     pick_rate_limit_headers,
 )
-from workers.providers.base import Target, TextSink, openai_style_content
+from workers.providers.base import Target, TextSink, check_embedding_call, openai_style_content
 from workers.providers.errors import (
     ContentFiltered,
     ContextTooLong,
@@ -44,6 +46,11 @@ from workers.providers.errors import (
     Transient,
     parse_retry_after,
     status_error,
+)
+from workers.providers.mistral_embed import (
+    MISTRAL_MAX_INPUTS,
+    from_mistral_embeddings,
+    to_mistral_embed_params,
 )
 
 FINISH_REASONS = {
@@ -277,6 +284,18 @@ class MistralProvider:
             rate_limit_headers=pick_rate_limit_headers(stream.response.headers),
             model=model,
         )
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        check_embedding_call(self.target, request, MISTRAL_MAX_INPUTS)
+        params = to_mistral_embed_params(request, self.target.deployment.provider_model)
+        try:
+            _response_headers.set(None)
+            response = await self.client.embeddings.create_async(**params)
+            return from_mistral_embeddings(response, _response_headers.get(), request)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise map_mistral_error(exc) from exc
 
     async def aclose(self) -> None:
         await self.http.aclose()

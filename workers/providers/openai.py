@@ -1,18 +1,21 @@
-"""OpenAI chat completions through the official `openai` SDK, and every endpoint speaking it.
+"""OpenAI chat completions and embeddings through the official `openai` SDK, and every
+endpoint speaking them.
 
-`OpenAIProvider` owns the translation for the OpenAI wire format; Azure OpenAI, Ollama and
-custom OpenAI-compatible endpoints (`azure.py`, `ollama.py`) differ only in how the client
-is built. The SDK's retries are off (`max_retries=0`): the worker owns retries. The client
-uses the SDK's aiohttp transport, measured here at less than half the CPU per call of the
-default one, and is built once per deployment by the worker's client cache.
+`OpenAIProvider` owns the translation for the OpenAI wire format, chat and embeddings; Azure
+OpenAI, Ollama and custom OpenAI-compatible endpoints (`azure.py`, `ollama.py`) differ only in
+how the client is built (and in asking compatible servers for float vectors). The SDK's
+retries are off (`max_retries=0`): the worker owns retries. The client uses the SDK's aiohttp
+transport, measured here at less than half the CPU per call of the default one, and is built
+once per deployment by the worker's client cache.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import openai
 
+from core.embeddings import EmbeddingRequest, EmbeddingResponse
 from core.types import (
     ChatRequest,
     ChatResponse,
@@ -22,7 +25,13 @@ from core.types import (
     Usage,
     pick_rate_limit_headers,
 )
-from workers.providers.base import Target, TextSink
+from workers.providers.base import (
+    Target,
+    TextSink,
+    check_embedding_call,
+    estimated_usage,
+    vectors_in_order,
+)
 from workers.providers.errors import (
     ContentFiltered,
     ContextTooLong,
@@ -98,6 +107,25 @@ def _connect_failure(exc: BaseException) -> OSError | None:
     return found
 
 
+# "any array must be 2048 dimensions or less" (OpenAI, Azure OpenAI, and the compatible servers).
+OPENAI_MAX_INPUTS = 2048
+
+
+def from_openai_embeddings(
+    response: Any, headers: Any, request: EmbeddingRequest, provider: str
+) -> EmbeddingResponse:
+    usage = getattr(response, "usage", None)
+    reported = getattr(usage, "prompt_tokens", None) if usage is not None else None
+    return EmbeddingResponse(
+        vectors=vectors_in_order(((d.index, d.embedding) for d in response.data), len(request.inputs)),
+        usage=Usage(input_tokens=reported) if reported is not None else estimated_usage(request, provider),
+        usage_estimated=reported is None,
+        provider_request_id=(headers or {}).get("x-request-id"),
+        rate_limit_headers=pick_rate_limit_headers(headers),
+        model=getattr(response, "model", None),
+    )
+
+
 def map_openai_error(exc: Exception) -> ProviderError:
     """Any exception the openai SDK raises, as one of our error classes."""
     if isinstance(exc, openai.APIConnectionError) and (failure := _connect_failure(exc)):
@@ -135,7 +163,11 @@ def map_openai_error(exc: Exception) -> ProviderError:
 
 
 class OpenAIProvider:
-    """OpenAI's chat completions API."""
+    """OpenAI's chat completions and embeddings APIs."""
+
+    # None: the SDK asks for base64 vectors (a third of the bytes of JSON floats) and decodes
+    # them itself; compatible servers may not speak base64, so they are asked for floats.
+    embedding_encoding: Literal["float"] | None = None
 
     def __init__(self, target: Target) -> None:
         self.target = target
@@ -204,6 +236,21 @@ class OpenAIProvider:
             rate_limit_headers=pick_rate_limit_headers(raw.headers),
             model=model,
         )
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        check_embedding_call(self.target, request, OPENAI_MAX_INPUTS)
+        params: dict[str, Any] = {"model": self.target.deployment.provider_model, "input": request.inputs}
+        if request.dimensions is not None:
+            params["dimensions"] = request.dimensions
+        if self.embedding_encoding is not None:
+            params["encoding_format"] = self.embedding_encoding
+        try:
+            raw = await self.client.embeddings.with_raw_response.create(**params)
+            return from_openai_embeddings(raw.parse(), raw.headers, request, self.target.deployment.provider)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise map_openai_error(exc) from exc
 
     async def aclose(self) -> None:
         await self.client.close()
