@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from functools import cache
 
 from workers.messages import DISPATCH_WINDOW, send_dispatch
 
 log = logging.getLogger(__name__)
 
-MAX_WAIT_S = 0.005  # how long the first id of a message may wait for company
+# How long the first id of a message may wait for company: not at all when the API is idle
+# (a lone job goes at once), up to BUSY_WAIT_S when messages went out moments ago.
+BUSY_WAIT_S = 0.05
+BUSY_WITHIN_S = 0.1
 
 
 class DispatchBuffer:
-    def __init__(self, max_ids: int = DISPATCH_WINDOW, max_wait_s: float = MAX_WAIT_S) -> None:
+    def __init__(self, max_ids: int = DISPATCH_WINDOW, busy_wait_s: float = BUSY_WAIT_S) -> None:
         self.max_ids = max_ids
-        self.max_wait_s = max_wait_s
+        self.busy_wait_s = busy_wait_s
+        self._last_send = 0.0
         self._ids: list[str] = []
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="llmqueue-dispatch-buffer", daemon=True)
@@ -38,8 +43,10 @@ class DispatchBuffer:
         with self._cond:
             while not self._ids:
                 self._cond.wait()
-            if len(self._ids) < self.max_ids:
-                self._cond.wait_for(lambda: len(self._ids) >= self.max_ids, timeout=self.max_wait_s)
+            busy = time.monotonic() - self._last_send < BUSY_WITHIN_S
+            if busy and len(self._ids) < self.max_ids:
+                self._cond.wait_for(lambda: len(self._ids) >= self.max_ids, timeout=self.busy_wait_s)
+            self._last_send = time.monotonic()
             taken, self._ids = self._ids[: self.max_ids], self._ids[self.max_ids :]
             return taken
 

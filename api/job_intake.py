@@ -8,6 +8,7 @@ created it.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -17,15 +18,25 @@ from api.schemas.jobs import JobCreate
 from api.validation import check_routable
 from core.clock import utcnow
 from core.types import ChatRequest
+from jobstore import ledger
 from jobstore.jobs import insert_job, new_job, remaining_budget
 from jobstore.models import ApiKey, Job
 from routing.catalog import get_catalog
 from routing.tokens import raw_request_tokens
 
+BUDGET_PRESENCE_S = 2.0
+_has_budget: dict[str, tuple[float, bool]] = {}
+
 
 def owner_budget(session: Session, owner: ApiKey) -> Decimal | None:
-    """What the key may still spend, or None when it has no budget."""
-    return remaining_budget(session, owner.id)
+    """What the key may still spend, or None when it has no budget. Whether a key has one is
+    cached for a moment: most keys have none, and asking costs more than the rest of intake."""
+    clock = time.monotonic()
+    seen = _has_budget.get(owner.id)
+    if seen is None or clock - seen[0] > BUDGET_PRESENCE_S:
+        seen = (clock, ledger.has_budget(session, owner.id, None))
+        _has_budget[owner.id] = seen
+    return remaining_budget(session, owner.id) if seen[1] else None
 
 
 def draft_job(

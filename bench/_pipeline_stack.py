@@ -200,9 +200,10 @@ class Emulator:
 
     def configure(self, latency_ms: float) -> None:
         httpx.post(f"{self.url}/_emulator/reset", timeout=10).raise_for_status()
-        r = httpx.post(
-            f"{self.url}/_emulator/config", json={"scopes": {"*": {"latency_ms": latency_ms}}}, timeout=10
-        )
+        # Unlimited, and saying nothing of limits: with its default headers (10,000 requests a
+        # minute) llmqueue would pace to them, while the bare client ignores them.
+        scope = {"latency_ms": latency_ms, "rate_limit_headers": False}
+        r = httpx.post(f"{self.url}/_emulator/config", json={"scopes": {"*": scope}}, timeout=10)
         r.raise_for_status()
 
     def stop(self) -> None:

@@ -170,6 +170,16 @@ async def run_pipeline(stack: PipelineStack, emulator: Emulator, args: argparse.
         rows = conn.execute(
             "SELECT status, created_at, finished_at FROM jobs WHERE owner_id = %s", (stack.owner_id,)
         ).fetchall()
+        # Where the time went, per job's succeeded attempt: routed (attempt created), claimed
+        # by a provider worker (started), answered and written (finished).
+        phases = conn.execute(
+            "SELECT EXTRACT(EPOCH FROM a.created_at - j.created_at) * 1000,"
+            " EXTRACT(EPOCH FROM a.started_at - a.created_at) * 1000,"
+            " EXTRACT(EPOCH FROM j.finished_at - a.started_at) * 1000, a.latency_ms"
+            " FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.status = 'succeeded'"
+            " WHERE j.owner_id = %s",
+            (stack.owner_id,),
+        ).fetchall()
     succeeded = sum(1 for r in rows if r[0] == "succeeded")
     lat = [(r[2] - r[1]).total_seconds() * 1000 for r in rows if r[2] is not None]
     last = max(aware(r[2]) for r in rows if r[2] is not None)
@@ -191,6 +201,10 @@ async def run_pipeline(stack: PipelineStack, emulator: Emulator, args: argparse.
         "submitter_cpu_ms_per_job": self_cpu * 1000 / n,
         "postgres_cpu_ms_per_job": pg_used * 1000 / n,
         "p50_ms": statistics.median(lat),
+        "phase_p50_ms": {
+            name: statistics.median(float(row[i]) for row in phases) if phases else None
+            for i, name in enumerate(("to_dispatch", "to_claim", "to_done", "call"))
+        },
         "p99_ms": percentile(lat, 0.99),
         "provider_peak_rss_mb": max(peak_rss_mb(c.pid) for c in stack.providers),
         "loadavg_before": load_before,
@@ -294,6 +308,13 @@ def print_table(repeats: list[dict[str, Any]], args: argparse.Namespace) -> dict
             f"{parts}; emulator {p['emulator_cpu_ms_per_job']:.2f}, "
             f"postgres {p['postgres_cpu_ms_per_job']:.2f}, submitter {p['submitter_cpu_ms_per_job']:.2f}"
         )
+        phase = p.get("phase_p50_ms") or {}
+        if phase.get("to_done") is not None:
+            print(
+                f"{'':<15}p50 submit->routed {phase['to_dispatch']:.0f} ms, routed->claimed "
+                f"{phase['to_claim']:.0f} ms, claimed->done {phase['to_done']:.0f} ms "
+                f"(the provider call itself {phase['call']:.0f} ms)"
+            )
     summary: dict[str, Any] = {
         "pipeline_wall_s": med(pipes, "wall_s"),
         "pipeline_jobs_per_s": med(pipes, "jobs_per_s"),

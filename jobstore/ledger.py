@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, case, or_, select, update
@@ -57,10 +58,10 @@ def _spent_now() -> Any:
     return case((_budgets.c.period_start < _current_start(), ZERO), else_=_budgets.c.spent_usd)
 
 
-def _scope(owner_id: str, batch_id: str | None) -> Any:
+def _scope(owner_id: Any, batch_id: Any) -> Any:
     """The budgets a call of this key (and batch) counts against."""
     key_budget = and_(_budgets.c.owner_id == owner_id, _budgets.c.batch_id.is_(None))
-    return or_(key_budget, _budgets.c.batch_id == batch_id) if batch_id else key_budget
+    return or_(key_budget, _budgets.c.batch_id == batch_id) if batch_id is not None else key_budget
 
 
 @dataclass(frozen=True)
@@ -72,16 +73,22 @@ class Remaining:
     budget_id: str
 
 
+@cache
+def _remaining_statement(with_batch: bool) -> Any:
+    scope = _scope(bindparam("p_owner"), bindparam("p_batch") if with_batch else None)
+    return select(
+        _budgets.c.id,
+        _budgets.c.limit_usd,
+        (_budgets.c.limit_usd - _spent_now() - _budgets.c.reserved_usd).label("left"),
+    ).where(scope)
+
+
 def remaining(session: Session, owner_id: str, batch_id: str | None, now: datetime) -> Remaining | None:
     """limit - spent - reserved under the tightest budget of the key (and batch); None when
     neither has a budget."""
     rows = session.execute(
-        select(
-            _budgets.c.id,
-            _budgets.c.limit_usd,
-            (_budgets.c.limit_usd - _spent_now() - _budgets.c.reserved_usd).label("left"),
-        ).where(_scope(owner_id, batch_id)),
-        period_starts(now),
+        _remaining_statement(batch_id is not None),
+        {"p_owner": owner_id, "p_batch": batch_id, **period_starts(now)},
     ).all()
     if not rows:
         return None

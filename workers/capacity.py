@@ -409,6 +409,15 @@ def key_scope(owner_id: str) -> str:
 
 # ---------------------------------------------------------------- what a call does
 
+# What this process knows of each deployment's limits beyond the catalog: learned from the
+# headers it has seen, or that it was rate limited. A deployment with no limit of any kind is
+# called without a booking (the common case costs no Redis round trip); one with a limit, even
+# one learned by another process, is booked. Another process's learning reaches this one
+# through its own calls' headers, or its first 429.
+_learned: dict[str, LearnedLimits] = {}
+_limited: set[str] = set()
+_unbooked: dict[str, dict[int, int]] = {}  # calls made without a booking, per deployment and second
+
 
 @dataclass
 class Admission:
@@ -419,17 +428,37 @@ class Admission:
     scopes: list[tuple[str, Limits]]
     call_id: str = ""
     concurrency_scope: str | None = None
+    booked: bool = True
+
+
+def paced(deployment: Deployment, key: tuple[str, Limits] | None) -> bool:
+    """Whether a call to this deployment (for this key) must book a slot."""
+    name = deployment.name
+    return (
+        deployment_limits(deployment).any
+        or name in _limited
+        or bool(_learned.get(name, LearnedLimits()).rpm or _learned.get(name, LearnedLimits()).tpm)
+        or (key is not None and key[1].any)
+    )
 
 
 async def admit(
     deployment: Deployment, tokens: int, *, key: tuple[str, Limits] | None = None, now: float | None = None
 ) -> Admission:
     """Book the earliest slot where a call of `tokens` fits the deployment's limits (and the
-    key's). Every call is booked, limited or not, so a limit learned later finds its history."""
+    key's); a deployment with no limit known is not booked (its slot is now)."""
     scopes = [(deployment.name, deployment_limits(deployment))]
     if key is not None and key[1].any:
         scopes.append((key_scope(key[0]), key[1]))
     now = time.time() if now is None else now
+    if not paced(deployment, key):
+        seconds = _unbooked.setdefault(deployment.name, {})
+        second = math.floor(now)
+        seconds[second] = seconds.get(second, 0) + 1
+        if len(seconds) > 120:  # keep about the last two minutes
+            for old in [t for t in seconds if t < second - 120]:
+                del seconds[old]
+        return Admission(now, tokens, scopes, booked=False)
     slot = await store().admit(scopes, tokens, now)
     return Admission(slot, tokens, scopes)
 
@@ -461,19 +490,27 @@ async def after_call(
     if admission.concurrency_scope:
         await st.release(admission.concurrency_scope, admission.call_id)
     scope, limits = admission.scopes[0]
-    if used_tokens is not None:
+    if used_tokens is not None and admission.booked:
         for name, scope_limits in admission.scopes:
             await st.give_back(name, scope_limits, admission.tokens, used_tokens)
     now = time.time()
     learned = parse_limits(headers or {}, now)
-    if learned.rpm or learned.tpm:
+    if (learned.rpm or learned.tpm) and (learned.rpm, learned.tpm) != _known_limits(scope):
+        _learned[scope] = LearnedLimits(learned.rpm, learned.tpm)
         await st.learn(scope, learned)
     if learned.paused_until:
         await st.pause(scope, learned.paused_until)
     if rate_limited:
+        _limited.add(scope)
         await st.pause(scope, now + (retry_after or 1.0))
-        if not (limits.rpm or learned.rpm):
+        if not (limits.rpm or learned.rpm or _known_limits(scope)[0]):
             # No known limit: pace at 90% of what went through in the last minute.
-            admitted = await st.admitted_last_minute(scope, now)
+            local = sum(n for t, n in _unbooked.get(scope, {}).items() if t > now - 60)
+            admitted = max(local, await st.admitted_last_minute(scope, now))
             if admitted > 1:
                 await st.learn(scope, LearnedLimits(rpm=max(1.0, admitted * 0.9)))
+
+
+def _known_limits(scope: str) -> tuple[float | None, float | None]:
+    known = _learned.get(scope)
+    return (known.rpm, known.tpm) if known is not None else (None, None)

@@ -28,7 +28,7 @@ from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobS
 from routing.catalog import Catalog, get_catalog
 from routing.filters import BUDGET_FILTER
 from routing.router import route
-from routing.spill import choose
+from routing.spill import PINNED_STRATEGIES, choose
 from routing.types import NoRoute, RoutingError, RoutingRequest
 from workers import capacity
 from workers.dispatch_context import DispatchContext, Held
@@ -224,9 +224,10 @@ def route_queued_job(
             return _fail(session, job, wake, now)
         transitions.requeue(session, job.id, not_before=wake)
         return SendDispatch(job.id, max(0.05, (wake - now).total_seconds()), priority=priority_of(job))
+    may_spill = len(decision.candidates) > 1 and decision.strategy not in PINNED_STRATEGIES
     choice = choose(
         decision.candidates,
-        context.waits(decision.candidates),
+        context.waits(decision.candidates) if may_spill else {},
         strategy=decision.strategy,
         spill_s=get_settings().capacity_spill_s,
     )

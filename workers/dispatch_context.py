@@ -31,6 +31,8 @@ from workers import capacity, health
 
 KEYS_CACHE_S = 2.0  # a revoked key's jobs stop being dispatched within this (plus a message)
 _revoked: dict[str, tuple[float, bool]] = {}
+BUDGETS_CACHE_S = 1.0
+_budget_scopes: tuple[float, set[tuple[str, str | None]]] = (-1e9, set())
 
 
 class Held(StrEnum):
@@ -98,10 +100,15 @@ class DispatchContext:
         return {o for o in owners if _revoked.get(o, (0.0, False))[1]}
 
     def has_budget(self, owner_id: str, batch_id: str | None) -> bool:
-        """Whether a budget applies (the key's, or its batch's); one read per message."""
+        """Whether a budget applies (the key's, or its batch's). Which keys and batches have one is
+        read at most every BUDGETS_CACHE_S per process; a budget's amounts are always read fresh."""
         if self._budgets is None:
-            rows = self.session.execute(select(Budget.owner_id, Budget.batch_id))
-            self._budgets = {(owner, batch) for owner, batch in rows}
+            global _budget_scopes
+            clock = time.monotonic()
+            if clock - _budget_scopes[0] > BUDGETS_CACHE_S:
+                rows = self.session.execute(select(Budget.owner_id, Budget.batch_id))
+                _budget_scopes = (clock, {(owner, batch) for owner, batch in rows})
+            self._budgets = _budget_scopes[1]
         return (owner_id, None) in self._budgets or (
             batch_id is not None and (owner_id, batch_id) in self._budgets
         )
