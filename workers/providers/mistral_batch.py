@@ -161,10 +161,13 @@ def _status(job: Any) -> ProviderBatchStatus:
         error = InvalidRequest(
             described or "the provider refused the batch without saying why", status_code=400
         )
+    failed = job.failed_requests
+    if state in NOT_RUN:  # Mistral counts the lines that ran; the others never will
+        failed = job.total_requests - job.succeeded_requests
     return ProviderBatchStatus(
         state=state,
         provider_status=str(job.status),
-        counts=RequestCounts(job.total_requests, job.succeeded_requests, job.failed_requests),
+        counts=RequestCounts(job.total_requests, job.succeeded_requests, failed),
         error=error,
     )
 
