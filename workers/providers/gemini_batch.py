@@ -72,6 +72,10 @@ def inlined_request(line: BatchLine) -> types.InlinedRequest:
     return types.InlinedRequest(contents=contents, config=config, metadata={"key": line.custom_id})
 
 
+def _encoded(request: types.InlinedRequest) -> bytes:
+    return json_bytes(request.model_dump(mode="json", exclude_none=True), widest=True)
+
+
 class GeminiBatchClient:
     """Gemini's Batch API for one deployment."""
 
@@ -85,12 +89,13 @@ class GeminiBatchClient:
 
     def encode_line(self, line: BatchLine) -> bytes:
         """The request as the create call carries it (as wide as the SDK may make it)."""
-        return json_bytes(inlined_request(line).model_dump(mode="json", exclude_none=True), widest=True)
+        return _encoded(inlined_request(line))
 
     async def submit(self, lines: Sequence[BatchLine], *, label: str | None = None) -> ProviderBatchRef:
         try:
-            checked_lines(lines, self.target, self.limits, self.encode_line, separator_bytes=2)
             src: Any = [inlined_request(line) for line in lines]
+            built = iter(src)  # checked_lines encodes each line once, in order: no second translation
+            checked_lines(lines, self.target, self.limits, lambda _: _encoded(next(built)), separator_bytes=2)
             config = types.CreateBatchJobConfig(display_name=label) if label else None
             job = await self.client.aio.batches.create(
                 model=self.target.deployment.batch_provider_model, src=src, config=config
