@@ -70,9 +70,16 @@ class AnthropicBatchClient:
         return json_bytes({"custom_id": line.custom_id, "params": batch_params(line)}, widest=True)
 
     async def submit(self, lines: Sequence[BatchLine], *, label: str | None = None) -> ProviderBatchRef:
-        checked_lines(lines, self.target, self.limits, self.encode_line, separator_bytes=2)
         try:
             requests: Any = [{"custom_id": line.custom_id, "params": batch_params(line)} for line in lines]
+            built = iter(requests)  # checked_lines encodes each line once, in order: no second translation
+            checked_lines(
+                lines,
+                self.target,
+                self.limits,
+                lambda _: json_bytes(next(built), widest=True),
+                separator_bytes=2,
+            )
             batch = await self.client.messages.batches.create(requests=requests)
         except ProviderError:
             raise

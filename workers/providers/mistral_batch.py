@@ -13,6 +13,7 @@ cancelled never ran. `label` goes in the job's metadata.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
@@ -85,6 +86,9 @@ class MistralBatchClient:
             uploaded = await self.client.files.upload_async(
                 file={"file_name": "batch_input.jsonl", "content": data}, purpose="batch"
             )
+        except Exception as exc:
+            raise map_mistral_error(exc) from exc
+        try:
             job = await self.client.batch.jobs.create_async(
                 input_files=[uploaded.id],
                 model=self.target.deployment.batch_provider_model,
@@ -93,6 +97,8 @@ class MistralBatchClient:
                 timeout_hours=TIMEOUT_HOURS,
             )
         except Exception as exc:
+            with contextlib.suppress(errors.MistralError, httpx2.HTTPError):  # of no use without its job
+                await self.client.files.delete_async(file_id=uploaded.id)
             raise map_mistral_error(exc) from exc
         return ProviderBatchRef("mistral", self.target.deployment.name, job.id, uploaded.id, len(lines))
 

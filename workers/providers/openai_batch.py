@@ -55,6 +55,7 @@ from workers.providers.openai import (
 )
 
 WINDOW: Final = "24h"  # the only completion window OpenAI (and Azure) accept
+STATES = {state.value: state for state in ProviderBatchState}  # OpenAI's words are ours
 NOT_RUN_CODES = {"batch_expired": NotRunReason.EXPIRED, "batch_cancelled": NotRunReason.CANCELLED}
 # Validation error codes (`errors.data[].code`) that are a quota, not a bad file.
 QUOTA_CODES = {"token_limit_exceeded": RateLimited, "insufficient_quota": QuotaExhausted}
@@ -112,7 +113,7 @@ class OpenAIBatchClient:
         return self._status(batch)
 
     def _status(self, batch: Any) -> ProviderBatchStatus:
-        state = ProviderBatchState(batch.status)
+        state = STATES.get(batch.status, ProviderBatchState.IN_PROGRESS)  # a status new to us: running
         counts = batch.request_counts
         return ProviderBatchStatus(
             state=state,
@@ -126,7 +127,7 @@ class OpenAIBatchClient:
             batch = await self.client.batches.retrieve(ref.batch_id)
         except Exception as exc:
             raise map_openai_error(exc) from exc
-        if not ProviderBatchState(batch.status).terminal:
+        if not self._status(batch).terminal:
             raise BatchNotEnded(f"batch {ref.batch_id} is {batch.status}; its results come once it has ended")
         seen: set[str] = set()
         for file_id in (batch.output_file_id, batch.error_file_id):
