@@ -114,6 +114,27 @@ class ModelSpec(BaseModel):
             "max_output_tokens": 0,
         }
 
+    # --- provider batch (routing/economy.py): the provider's batch API prices, USD per million
+    # tokens, about half the online ones; a model without them never goes by provider batch.
+    batch_input_price: Decimal | None = Field(default=None, ge=0)
+    batch_output_price: Decimal | None = Field(default=None, ge=0)
+    batch_cached_input_price: Decimal | None = Field(default=None, ge=0)  # else batch_input_price
+
+    @property
+    def has_batch_prices(self) -> bool:
+        return self.batch_input_price is not None and self.batch_output_price is not None
+
+    @model_validator(mode="after")
+    def _batch_prices_complete(self) -> ModelSpec:
+        given = [self.batch_input_price is not None, self.batch_output_price is not None]
+        if any(given) and not all(given):
+            raise ValueError("batch prices need both batch_input_price and batch_output_price")
+        if self.batch_cached_input_price is not None and not all(given):
+            raise ValueError("batch_cached_input_price needs batch_input_price and batch_output_price")
+        return self
+
+    # --- end of provider batch fields
+
     @model_validator(mode="after")
     def _known_names(self) -> ModelSpec:
         provider_spec(self.provider)  # an unknown provider stops the start, naming it and the table
@@ -156,6 +177,11 @@ class DeploymentSpec(BaseModel):
     api_version: str | None = None
     region: str | None = None
     provider_model: str | None = None
+    # --- provider batch: the model or deployment a provider batch names when it is not the
+    # online one (Azure's batches go to a deployment of type Global Batch), and this
+    # deployment's enqueued-token quota for batches (set by the provider per account tier).
+    batch_provider_model: str | None = None
+    batch_enqueued_tokens: int | None = Field(default=None, gt=0)
 
 
 @dataclass(frozen=True)
@@ -176,6 +202,11 @@ class Deployment:
     @property
     def provider_model(self) -> str:
         return self.spec.provider_model or self.model.id
+
+    @property
+    def batch_provider_model(self) -> str:
+        """The model (or Azure deployment) a provider batch of this deployment names."""
+        return self.spec.batch_provider_model or self.provider_model
 
     @property
     def api_key_env(self) -> str | None:

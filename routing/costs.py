@@ -1,8 +1,9 @@
 """Cost estimation before a call and settlement after it, in Decimal USD.
 
 Settlement uses the usage the provider reported and the catalog's prices; cached input
-tokens are billed at the model's cached price where it has one. Money is quantized to
-1e-8 USD once, at the end, so sums over millions of jobs do not drift.
+tokens are billed at the model's cached price where it has one. A line answered by a
+provider batch is settled at the model's batch prices instead (`settle_batch_cost`). Money
+is quantized to 1e-8 USD once, at the end, so sums over millions of jobs do not drift.
 """
 
 from __future__ import annotations
@@ -16,21 +17,44 @@ MILLION = Decimal(1_000_000)
 QUANTUM = Decimal("0.00000001")
 
 
-def settle_cost(model: ModelSpec, usage: Usage) -> Decimal:
-    """What a call with this usage cost, at the catalog's prices."""
+class NoBatchPrices(ValueError):
+    """The model has no batch prices in the catalog, so it cannot go by provider batch."""
+
+
+def _priced(
+    usage: Usage, input_price: Decimal, cached_price: Decimal | None, output_price: Decimal
+) -> Decimal:
     cached = min(usage.cached_input_tokens, usage.input_tokens)
-    cached_price = model.cached_input_price if model.cached_input_price is not None else model.input_price
     cost = (
-        Decimal(usage.input_tokens - cached) * model.input_price
-        + Decimal(cached) * cached_price
-        + Decimal(usage.output_tokens) * model.output_price
+        Decimal(usage.input_tokens - cached) * input_price
+        + Decimal(cached) * (cached_price if cached_price is not None else input_price)
+        + Decimal(usage.output_tokens) * output_price
     ) / MILLION
     return cost.quantize(QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def settle_cost(model: ModelSpec, usage: Usage) -> Decimal:
+    """What a call with this usage cost, at the catalog's prices."""
+    return _priced(usage, model.input_price, model.cached_input_price, model.output_price)
+
+
+def settle_batch_cost(model: ModelSpec, usage: Usage) -> Decimal:
+    """What a line a provider batch answered with this usage cost, at the model's batch prices."""
+    if model.batch_input_price is None or model.batch_output_price is None:
+        raise NoBatchPrices(
+            f"model {model.id!r} has no batch prices (batch_input_price, batch_output_price) in the catalog"
+        )
+    return _priced(usage, model.batch_input_price, model.batch_cached_input_price, model.batch_output_price)
 
 
 def estimate_cost(model: ModelSpec, input_tokens: int, expected_output_tokens: int) -> Decimal:
     """What a call is expected to cost before it is made (no cache discount assumed)."""
     return settle_cost(model, Usage(input_tokens=input_tokens, output_tokens=expected_output_tokens))
+
+
+def estimate_batch_cost(model: ModelSpec, input_tokens: int, expected_output_tokens: int) -> Decimal:
+    """What a line of a provider batch is expected to cost (NoBatchPrices when it cannot go)."""
+    return settle_batch_cost(model, Usage(input_tokens=input_tokens, output_tokens=expected_output_tokens))
 
 
 def expected_output_tokens(model: ModelSpec, max_tokens: int | None, input_tokens: int) -> int:

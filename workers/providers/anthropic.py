@@ -197,6 +197,50 @@ def _counts(usage: Any) -> dict[str, int]:
     return {k: v for k, v in usage.model_dump().items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
+# The HTTP status of each error type Anthropic documents (docs.anthropic.com, api/errors): a
+# batch's errored request carries the type but no status.
+ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+def classify_anthropic_error(
+    kind: str,
+    message: str,
+    status: int | None = None,
+    *,
+    retry_after: float | None = None,
+    request_id: str | None = None,
+) -> ProviderError:
+    """An Anthropic error (its `type` and message, and the HTTP status when there was one) as one
+    of our error classes: the failure of a call, or of one request of a message batch."""
+    status = status if status is not None else ERROR_STATUS.get(kind, 500)
+    lowered = message.lower()
+    args: dict[str, Any] = {"status_code": status, "provider_request_id": request_id}
+    if kind == "billing_error" or "credit balance" in lowered:
+        return QuotaExhausted(message, **args)
+    if "prompt is too long" in lowered:
+        return ContextTooLong(message, **args)
+    if "content filtering" in lowered:
+        return ContentFiltered(message, **args)
+    if kind in ("authentication_error", "permission_error"):
+        return AuthError(message, **args)
+    if kind == "rate_limit_error" or status == 429:
+        return RateLimited(message, retry_after=retry_after, **args)
+    if kind in ("overloaded_error", "api_error", "timeout_error") or status >= 500:
+        return Transient(message, retry_after=retry_after, **args)
+    return status_error(status, message, retry_after=retry_after, request_id=request_id)
+
+
 def map_anthropic_error(exc: Exception) -> ProviderError:
     """Any exception the anthropic SDK raises, as one of our error classes."""
     if isinstance(exc, anthropic.APITimeoutError):
@@ -207,24 +251,10 @@ def map_anthropic_error(exc: Exception) -> ProviderError:
         headers = exc.response.headers
         request_id = exc.request_id
         retry_after = parse_retry_after(headers.get("retry-after"))
-        kind = str(exc.type or "")
         message = str(exc.api_message or exc.message)
-        status = exc.status_code
-        lowered = message.lower()
-        args: dict[str, Any] = {"status_code": status, "provider_request_id": request_id}
-        if kind == "billing_error" or "credit balance" in lowered:
-            return QuotaExhausted(message, **args)
-        if "prompt is too long" in lowered:
-            return ContextTooLong(message, **args)
-        if "content filtering" in lowered:
-            return ContentFiltered(message, **args)
-        if kind in ("authentication_error", "permission_error"):
-            return AuthError(message, **args)
-        if kind == "rate_limit_error" or status == 429:
-            return RateLimited(message, retry_after=retry_after, **args)
-        if kind in ("overloaded_error", "api_error", "timeout_error") or status >= 500:
-            return Transient(message, retry_after=retry_after, **args)
-        return status_error(status, message, retry_after=retry_after, request_id=request_id)
+        return classify_anthropic_error(
+            str(exc.type or ""), message, exc.status_code, retry_after=retry_after, request_id=request_id
+        )
     if isinstance(exc, ValueError):  # the SDK's own argument checks
         return InvalidRequest(str(exc))
     if isinstance(exc, anthropic.AnthropicError):

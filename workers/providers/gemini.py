@@ -280,29 +280,36 @@ def _is_daily_quota(message: str, details: list[dict[str, Any]]) -> bool:
     return "billing" in message.lower() or any("PerDay" in q for q in quota_ids)
 
 
+def classify_gemini_error(
+    code: int, status: str, message: str, details: list[dict[str, Any]] | None = None
+) -> ProviderError:
+    """A Google error (HTTP code, status name, message, `details`) as one of our error classes:
+    the failure of a call, or of one request of a batch."""
+    lowered = message.lower()
+    details = details or []
+    if code == 429 or status == "RESOURCE_EXHAUSTED":
+        if _is_daily_quota(message, details):
+            return QuotaExhausted(message, status_code=code)
+        return RateLimited(message, status_code=code, retry_after=_retry_delay(details))
+    if (
+        status in ("UNAUTHENTICATED", "PERMISSION_DENIED")
+        or "api key not valid" in lowered
+        or any(d.get("reason") == "API_KEY_INVALID" for d in details)
+    ):
+        return AuthError(message, status_code=code)
+    if code == 400 and any(hint in lowered for hint in CONTEXT_HINTS):
+        return ContextTooLong(message, status_code=code)
+    if status == "FAILED_PRECONDITION" and "billing" in lowered:
+        return QuotaExhausted(message, status_code=code)
+    return status_error(code or 500, message)
+
+
 def map_gemini_error(exc: Exception) -> ProviderError:
     """Any exception the google-genai SDK (or its HTTP transport) raises, as one of our errors."""
     if isinstance(exc, genai_errors.APIError):
-        code = int(exc.code or 0)
-        status = str(exc.status or "")
-        message = str(exc.message or exc)
-        lowered = message.lower()
-        details = _details(exc.details)
-        if code == 429 or status == "RESOURCE_EXHAUSTED":
-            if _is_daily_quota(message, details):
-                return QuotaExhausted(message, status_code=code)
-            return RateLimited(message, status_code=code, retry_after=_retry_delay(details))
-        if (
-            status in ("UNAUTHENTICATED", "PERMISSION_DENIED")
-            or "api key not valid" in lowered
-            or any(d.get("reason") == "API_KEY_INVALID" for d in details)
-        ):
-            return AuthError(message, status_code=code)
-        if code == 400 and any(hint in lowered for hint in CONTEXT_HINTS):
-            return ContextTooLong(message, status_code=code)
-        if status == "FAILED_PRECONDITION" and "billing" in lowered:
-            return QuotaExhausted(message, status_code=code)
-        return status_error(code or 500, message)
+        return classify_gemini_error(
+            int(exc.code or 0), str(exc.status or ""), str(exc.message or exc), _details(exc.details)
+        )
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return Transient(f"timed out: {exc!r}")
     if isinstance(exc, (aiohttp.ClientError, httpx.TransportError, ConnectionError)):

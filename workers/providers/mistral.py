@@ -180,6 +180,38 @@ def from_mistral_completion(completion: Any, headers: Any = None) -> ChatRespons
     )
 
 
+def classify_mistral_error(
+    status: int,
+    body: dict[str, Any],
+    fallback_message: str = "",
+    *,
+    retry_after: float | None = None,
+    request_id: str | None = None,
+    validation: bool = False,
+) -> ProviderError:
+    """A Mistral error body (`message` or `detail`, `type`) with its HTTP status, as one of our
+    error classes: the failure of a call, or of one line of a batch job. `validation`: the
+    body is a request validation error (HTTP 422 with `detail`)."""
+    raw_message = body.get("message") or body.get("detail") or fallback_message or f"HTTP {status}"
+    message = raw_message if isinstance(raw_message, str) else json.dumps(raw_message)
+    kind = str(body.get("type") or "")
+    lowered = f"{kind} {message}".lower()
+    args: dict[str, Any] = {"status_code": status, "provider_request_id": request_id}
+    if status < 400:  # a 200 whose body could not be read
+        return Transient(message, **args)
+    if "quota" in lowered or "billing" in lowered or status == 402:
+        return QuotaExhausted(message, **args)
+    if status == 429:
+        return RateLimited(message, retry_after=retry_after, **args)
+    if "context length" in lowered or "too large for model" in lowered:
+        return ContextTooLong(message, **args)
+    if "moderation" in lowered and status < 500:
+        return ContentFiltered(message, **args)
+    if validation:
+        return InvalidRequest(message, **args)
+    return status_error(status, message, retry_after=retry_after, request_id=request_id)
+
+
 def map_mistral_error(exc: Exception) -> ProviderError:
     """Any exception the mistralai SDK (or its httpx2 transport) raises, as one of our error classes."""
     if isinstance(exc, httpx2.TimeoutException):
@@ -195,24 +227,16 @@ def map_mistral_error(exc: Exception) -> ProviderError:
         except (TypeError, ValueError):
             body = None
         body = body if isinstance(body, dict) else {}
-        raw_message = body.get("message") or body.get("detail") or exc.body or exc.message
-        message = raw_message if isinstance(raw_message, str) else json.dumps(raw_message)
-        kind = str(body.get("type") or "")
-        lowered = f"{kind} {message}".lower()
-        args: dict[str, Any] = {"status_code": status, "provider_request_id": request_id}
-        if status < 400:  # a 200 whose body the SDK could not read
-            return Transient(message, **args)
-        if "quota" in lowered or "billing" in lowered or status == 402:
-            return QuotaExhausted(message, **args)
-        if status == 429:
-            return RateLimited(message, retry_after=retry_after, **args)
-        if "context length" in lowered or "too large for model" in lowered:
-            return ContextTooLong(message, **args)
-        if "moderation" in lowered and status < 500:
-            return ContentFiltered(message, **args)
-        if isinstance(exc, errors.HTTPValidationError):
-            return InvalidRequest(message, **args)
-        return status_error(status, message, retry_after=retry_after, request_id=request_id)
+        if not (body.get("message") or body.get("detail")) and exc.body:
+            body = {**body, "message": exc.body}
+        return classify_mistral_error(
+            status,
+            body,
+            exc.message,
+            retry_after=retry_after,
+            request_id=request_id,
+            validation=isinstance(exc, errors.HTTPValidationError),
+        )
     if isinstance(exc, httpx2.HTTPError):
         return Transient(str(exc))
     raise exc

@@ -126,6 +126,29 @@ def from_openai_embeddings(
     )
 
 
+def classify_openai_error(
+    status: int,
+    error: dict[str, Any],
+    fallback_message: str = "",
+    *,
+    retry_after: float | None = None,
+    request_id: str | None = None,
+) -> ProviderError:
+    """An OpenAI error body's `error` object (`code`, `message`) with its HTTP status, as one of
+    our error classes: the failure of a call, or of one line of a batch."""
+    code = str(error.get("code") or "")
+    message = str(error.get("message") or fallback_message or f"HTTP {status}")
+    if code == "insufficient_quota":
+        return QuotaExhausted(message, status_code=status, provider_request_id=request_id)
+    if code == "context_length_exceeded":
+        return ContextTooLong(message, status_code=status, provider_request_id=request_id)
+    if code == "content_filter" or code == "content_policy_violation":
+        return ContentFiltered(message, status_code=status, provider_request_id=request_id)
+    if status == 429:
+        return RateLimited(message, status_code=429, retry_after=retry_after, provider_request_id=request_id)
+    return status_error(status, message, retry_after=retry_after, request_id=request_id)
+
+
 def map_openai_error(exc: Exception) -> ProviderError:
     """Any exception the openai SDK raises, as one of our error classes."""
     if isinstance(exc, openai.APIConnectionError) and (failure := _connect_failure(exc)):
@@ -143,20 +166,9 @@ def map_openai_error(exc: Exception) -> ProviderError:
             ms = parse_retry_after(headers.get("retry-after-ms"))
             retry_after = ms / 1000 if ms is not None else None
         body = exc.body if isinstance(exc.body, dict) else {}
-        code = str(body.get("code") or "")
-        message = str(body.get("message") or exc.message)
-        status = exc.status_code
-        if code == "insufficient_quota":
-            return QuotaExhausted(message, status_code=status, provider_request_id=request_id)
-        if code == "context_length_exceeded":
-            return ContextTooLong(message, status_code=status, provider_request_id=request_id)
-        if code == "content_filter" or code == "content_policy_violation":
-            return ContentFiltered(message, status_code=status, provider_request_id=request_id)
-        if status == 429:
-            return RateLimited(
-                message, status_code=429, retry_after=retry_after, provider_request_id=request_id
-            )
-        return status_error(status, message, retry_after=retry_after, request_id=request_id)
+        return classify_openai_error(
+            exc.status_code, body, exc.message, retry_after=retry_after, request_id=request_id
+        )
     if isinstance(exc, openai.OpenAIError):
         return Transient(str(exc))
     raise exc
