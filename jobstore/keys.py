@@ -22,10 +22,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.clock import aware
-from jobstore import ledger
+from jobstore import batch_models, ledger
 from jobstore.models import ApiKey, Attempt, Budget, BudgetPeriod, Job, KeyRole
 
 KEY_PREFIX = "lq_"
+# budgets.batch_id refers to batches: its table must be in the metadata to flush a budget row
+# (a process that imported only jobstore.models could not).
+_BATCHES_TABLE = batch_models.Batch.__table__
 
 
 class LastAdmin(Exception):

@@ -54,6 +54,11 @@ def _usd(value: str | None, option: str) -> Decimal | None:
     return amount
 
 
+def _money(text: str) -> str:
+    """A stored amount without its trailing zeros: 10.00000000 -> 10, 0.00012000 -> 0.00012."""
+    return f"{Decimal(text).normalize():f}"
+
+
 def _budget(limit: str | None, period: BudgetPeriod, soft_limit: str | None) -> BudgetSpec | None:
     from jobstore.keys import BudgetSpec
 
@@ -156,9 +161,9 @@ def list_keys(
             r.prefix + "...",
             r.role.value,
             "active" if r.active else f"revoked {r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "revoked",
-            f"${b.spent_usd} of ${b.limit_usd} {b.period.value}" if b else "-",
-            f"${b.remaining_usd}" if b else "-",
-            f"${r.spent_usd}",
+            f"${_money(b.spent_usd)} of ${_money(b.limit_usd)} {b.period.value}" if b else "-",
+            f"${_money(b.remaining_usd)}" if b else "-",
+            f"${_money(r.spent_usd)}",
             f"{r.rpm or '-'}/{r.tpm or '-'}",
         )
     Console(width=None if sys.stdout.isatty() else 200).print(table)
@@ -207,7 +212,8 @@ def set_budget(
         public = _public(session, key_id)
     b = public.budget
     err.print(
-        f"{key_id}: budget ${b.limit_usd} {b.period.value}, ${b.spent_usd} spent, ${b.remaining_usd} left"
+        f"{key_id}: budget ${_money(b.limit_usd)} {b.period.value}, ${_money(b.spent_usd)} spent, "
+        f"${_money(b.remaining_usd)} left"
         if b
         else f"{key_id}: no budget"
     )
