@@ -130,7 +130,8 @@ def create(
         key_id = key.id
     limit = f", budget ${spec.limit_usd} {spec.period.value}" if spec else ""
     err.print(
-        f"created {role.value} key {key_id} ({name}{limit}); store the secret now, it is not shown again:"
+        f"created {role.value} key {key_id} ({name}{limit}); store the secret now, it is not shown again:",
+        soft_wrap=True,  # one line: a wrapped message would read as two around the secret
     )
     print(secret, flush=True)
 

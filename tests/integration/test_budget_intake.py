@@ -63,7 +63,10 @@ def test_a_spent_budget_is_refused_on_every_creating_route(
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert isinstance(refused.value.body, dict) and refused.value.body["code"] == "budget_exceeded"
 
-    for r in (document_batch(stack), stack.submit({"messages": [{"role": "user", "content": "hi"}], "model": MODEL})):
+    for r in (
+        document_batch(stack),
+        stack.submit({"messages": [{"role": "user", "content": "hi"}], "model": MODEL}),
+    ):
         assert r.status_code == 422 and r.json()["error"]["code"] == "budget_exceeded", r.text
     assert client.files.create(file=("more.jsonl", io.BytesIO(b"{}\n")), purpose="batch").id
     assert stack.emulator.calls() == []
