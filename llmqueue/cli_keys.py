@@ -84,7 +84,12 @@ def _store() -> Iterator[Session]:
             yield session
     except (OperationalError, ProgrammingError) as exc:
         first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        _fail(f"the job store is not ready ({first}); run 'llmqueue migrate' with the same DATABASE_URL")
+        if "no such table" in first or "does not exist" in first:
+            _fail(
+                f"the job store has no schema yet ({first}); "
+                "run 'llmqueue migrate' with the same DATABASE_URL"
+            )
+        _fail(f"cannot use the job store at DATABASE_URL: {first}")
 
 
 def _public(session: Session, key_id: str) -> KeyPublic:

@@ -104,8 +104,9 @@ class RoutingStack(Stack):
 
 def _run(env: dict[str, str], *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "llmqueue.cli", *args], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "llmqueue.cli", *args], env=env, capture_output=True, text=True
     )
+    assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
