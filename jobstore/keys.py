@@ -102,12 +102,9 @@ def get_key(session: Session, key_id: str) -> ApiKey | None:
     return session.get(ApiKey, key_id)
 
 
-def list_keys(session: Session, *, include_revoked: bool = True) -> list[ApiKey]:
-    """Every key, oldest first."""
-    query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
-    if not include_revoked:
-        query = query.where(ApiKey.revoked_at.is_(None))
-    return list(session.scalars(query))
+def named(session: Session, key_ids: Sequence[str]) -> list[ApiKey]:
+    """These keys, for their names."""
+    return list(session.scalars(select(ApiKey).where(ApiKey.id.in_(list(key_ids)))))
 
 
 def _other_active_admins(session: Session, key_id: str) -> int:
@@ -216,3 +213,35 @@ def _next_reset(period: BudgetPeriod, starts: dict[str, datetime]) -> datetime |
             else month.replace(month=month.month + 1)
         )
     return None
+
+
+@dataclass(frozen=True)
+class KeyView:
+    """A key with its budget as it stands and everything it has spent: what listings show."""
+
+    key: ApiKey
+    budget: BudgetState | None
+    spent_usd: Decimal
+
+
+def key_views(
+    session: Session, key_ids: Sequence[str] | None = None, *, include_revoked: bool = True, now: datetime
+) -> list[KeyView]:
+    """These keys (all when None), oldest first, in three queries whatever their number."""
+    query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+    if key_ids is not None:
+        query = query.where(ApiKey.id.in_(list(key_ids)))
+    if not include_revoked:
+        query = query.where(ApiKey.revoked_at.is_(None))
+    rows = list(session.scalars(query))
+    ids = [k.id for k in rows]
+    budgets = {b.owner_id: b for b in ledger.budgets_of(session, ids)}
+    spent = total_spend(session, ids)
+    return [
+        KeyView(
+            k,
+            budget_state(budgets[k.id], now) if k.id in budgets else None,
+            spent.get(k.id, Decimal(0)),
+        )
+        for k in rows
+    ]

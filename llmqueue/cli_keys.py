@@ -92,18 +92,16 @@ def _store() -> Iterator[Session]:
         _fail(f"cannot use the job store at DATABASE_URL: {first}")
 
 
-def _public(session: Session, key_id: str) -> KeyPublic:
+def _public(
+    session: Session, key_ids: list[str] | None = None, *, active_only: bool = False
+) -> list[KeyPublic]:
+    """The keys as the API shows them (all when `key_ids` is None)."""
     from api.schemas.keys import KeyPublic
     from core.clock import utcnow
-    from jobstore import keys, ledger
+    from jobstore import keys
 
-    key = keys.get_key(session, key_id)
-    if key is None:
-        _fail(f"no API key {key_id!r}; 'llmqueue keys list' shows them")
-        raise AssertionError  # unreachable: _fail exits
-    budget = next(iter(ledger.budgets_of(session, [key.id])), None)
-    state = keys.budget_state(budget, utcnow()) if budget is not None else None
-    return KeyPublic.of(key, state, keys.total_spend(session, [key.id]).get(key.id, Decimal(0)))
+    views = keys.key_views(session, key_ids, include_revoked=not active_only, now=utcnow())
+    return [KeyPublic.of(v) for v in views]
 
 
 @keys_app.command("create")
@@ -149,10 +147,8 @@ def list_keys(
     active: Annotated[bool, typer.Option("--active", help="Only keys not revoked.")] = False,
 ) -> None:
     """Every key with its role, budget, spend and limits (never a secret)."""
-    from jobstore import keys
-
     with _store() as session:
-        rows = [_public(session, k.id) for k in keys.list_keys(session, include_revoked=not active)]
+        rows = _public(session, active_only=active)
     if as_json:
         print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
         return
@@ -215,7 +211,7 @@ def set_budget(
         if keys.get_key(session, key_id) is None:
             _fail(f"no API key {key_id!r}; 'llmqueue keys list' shows them")
         keys.set_key_budget(session, key_id, spec, now=utcnow())
-        public = _public(session, key_id)
+        [public] = _public(session, [key_id])
     b = public.budget
     err.print(
         f"{key_id}: budget ${_money(b.limit_usd)} {b.period.value}, ${_money(b.spent_usd)} spent, "

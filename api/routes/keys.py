@@ -12,7 +12,6 @@ record would store it in the database.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -22,7 +21,7 @@ from api.deps import AdminDep, OwnerDep, SessionDep
 from api.errors import ApiError
 from api.schemas.keys import BudgetSet, KeyCreate, KeyCreated, KeyList, KeyPublic, KeyUpdate
 from core.clock import utcnow
-from jobstore import keys, ledger
+from jobstore import keys
 from jobstore.models import ApiKey
 
 router = APIRouter(prefix="/v1/keys", tags=["keys (admin)"])
@@ -31,10 +30,8 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such key"
 
 
 def _public(session: Session, key: ApiKey) -> KeyPublic:
-    now = utcnow()
-    budget = next(iter(ledger.budgets_of(session, [key.id])), None)
-    spent = keys.total_spend(session, [key.id]).get(key.id, Decimal(0))
-    return KeyPublic.of(key, None if budget is None else keys.budget_state(budget, now), spent)
+    [view] = keys.key_views(session, [key.id], now=utcnow())
+    return KeyPublic.of(view)
 
 
 def _find(session: Session, key_id: str) -> ApiKey:
@@ -73,20 +70,8 @@ def list_keys(
     include_revoked: Annotated[bool, Query(description="Revoked keys too.")] = True,
 ) -> KeyList:
     """Every key, oldest first, with its budget and spend."""
-    rows = keys.list_keys(session, include_revoked=include_revoked)
-    now = utcnow()
-    budgets = {b.owner_id: b for b in ledger.budgets_of(session)}
-    spent = keys.total_spend(session)
-    return KeyList(
-        data=[
-            KeyPublic.of(
-                k,
-                keys.budget_state(budgets[k.id], now) if k.id in budgets else None,
-                spent.get(k.id, Decimal(0)),
-            )
-            for k in rows
-        ]
-    )
+    views = keys.key_views(session, include_revoked=include_revoked, now=utcnow())
+    return KeyList(data=[KeyPublic.of(v) for v in views])
 
 
 @router.get("/self", response_model=KeyPublic)

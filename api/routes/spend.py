@@ -117,7 +117,7 @@ def read_spend(
     names: dict[str, str] = {}
     if SpendDimension.KEY in dimensions:
         ids = {g.group[SpendDimension.KEY] for g in groups} - {None}
-        names = {k.id: k.name for k in keys.list_keys(session) if k.id in ids}
+        names = {k.id: k.name for k in keys.named(session, [i for i in ids if i is not None])}
     return SpendReport(
         group_by=dimensions,
         since=start,

@@ -9,8 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from jobstore.keys import BudgetSpec, BudgetState
-from jobstore.models import ApiKey, BudgetPeriod, KeyRole
+from jobstore.keys import BudgetSpec, BudgetState, KeyView
+from jobstore.models import BudgetPeriod, KeyRole
 
 
 def _webhook(value: str | None) -> str | None:
@@ -111,7 +111,8 @@ class KeyPublic(BaseModel):
     revoked_at: datetime | None
 
     @classmethod
-    def of(cls, key: ApiKey, budget: BudgetState | None, spent: Decimal) -> KeyPublic:
+    def of(cls, view: KeyView) -> KeyPublic:
+        key, budget, spent = view.key, view.budget, view.spent_usd
         return cls(
             id=key.id,
             name=key.name,
