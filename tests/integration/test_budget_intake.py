@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +16,7 @@ from sqlalchemy import select
 from jobstore.db import transaction
 from jobstore.models import Budget
 from tests.integration.conftest import Stack
-from tests.integration.test_openai_compat import request_line
+from tests.integration.test_openai_compat import request_line, wait_batch
 
 MODEL = "gpt-4o-mini"
 
@@ -95,6 +96,8 @@ def test_an_openai_batch_takes_max_cost_usd_through_extra_body(client: openai.Op
             extra_body={"max_cost_usd": 0},
         )
     assert isinstance(refused.value.body, dict) and refused.value.body["param"] == "max_cost_usd"
+    for made in (batch, plain):  # let their calls end here, not in the next test's call log
+        assert wait_batch(client, made.id).status == "completed"
 
 
 def test_a_document_batch_takes_max_cost_usd_as_a_form_field(stack: Stack) -> None:
@@ -104,6 +107,10 @@ def test_a_document_batch_takes_max_cost_usd_as_a_form_field(stack: Stack) -> No
     assert created["options"]["max_cost_usd"] == "1.5"
     budget = batch_budget(created["id"])
     assert budget is not None and budget.limit_usd == Decimal("1.5")
+    for _ in range(300):  # let its call end here, not in the next test's call log
+        if stack.client.get(f"/v1/document_batches/{created['id']}").json()["status"] == "completed":
+            break
+        time.sleep(0.2)
     r = document_batch(stack, max_cost_usd="0")
     assert r.status_code == 422 and r.json()["error"]["param"] == "max_cost_usd"
     # The per-document routing ceiling keeps its own name, and its own errors.
