@@ -1,4 +1,13 @@
-"""Request dependencies: a database session per request and the caller's API key."""
+"""Request dependencies: a database session per request, the caller's API key, and the
+admin check.
+
+A key is looked up by its secret's digest and cached in each API process for KEY_CACHE_S
+seconds, so a revoked key (or a changed role) takes effect in every process within that,
+with no message between processes to lose. Two seconds keep it well inside the promised
+five while costing one indexed lookup per key per process every two seconds, nothing
+beside a request's own queries. (Invalidation over Redis pub/sub would still need this TTL
+for a missed message, and would add a subscriber thread per process for a second gained.)
+"""
 
 from __future__ import annotations
 
@@ -14,11 +23,11 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError
 from jobstore.db import session_factory
 from jobstore.jobs import find_api_key, hash_secret
-from jobstore.models import ApiKey
+from jobstore.models import ApiKey, KeyRole
 
-# Valid keys only, by digest, for up to 30 s (a revoked key lapses within that) and at most
-# _KEY_CACHE_MAX of them, least recently used out first.
-_KEY_CACHE_S = 30.0
+# Valid keys only, by digest, for up to KEY_CACHE_S (a revoked key lapses within that) and
+# at most _KEY_CACHE_MAX of them, least recently used out first.
+KEY_CACHE_S = 2.0
 _KEY_CACHE_MAX = 10_000
 _key_cache: OrderedDict[str, tuple[float, ApiKey]] = OrderedDict()
 _key_cache_lock = threading.Lock()  # sync dependencies run on a thread pool
@@ -55,7 +64,7 @@ def current_key(session: SessionDep, authorization: Annotated[str | None, Header
     digest = hash_secret(secret.strip())
     with _key_cache_lock:
         cached = _key_cache.get(digest)
-        if cached is not None and time.monotonic() - cached[0] < _KEY_CACHE_S:
+        if cached is not None and time.monotonic() - cached[0] < KEY_CACHE_S:
             _key_cache.move_to_end(digest)
             return cached[1]
     key = find_api_key(session, secret.strip())
@@ -71,3 +80,23 @@ def current_key(session: SessionDep, authorization: Annotated[str | None, Header
 
 
 OwnerDep = Annotated[ApiKey, Depends(current_key)]
+
+
+def admin_key(owner: OwnerDep) -> ApiKey:
+    """The caller's key when it is an admin key, else a 403 saying so."""
+    if owner.role != KeyRole.ADMIN.value:
+        raise ApiError(
+            403,
+            "this route needs an admin key; this key is a member "
+            "(an admin makes one with 'llmqueue keys create --admin' or POST /v1/keys)",
+            param="Authorization",
+            code="admin_required",
+        )
+    return owner
+
+
+AdminDep = Annotated[ApiKey, Depends(admin_key)]
+
+
+def is_admin(key: ApiKey) -> bool:
+    return key.role == KeyRole.ADMIN.value

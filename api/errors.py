@@ -59,6 +59,8 @@ def error_body(
 
 
 def _location(loc: tuple[Any, ...]) -> str:
+    if len(loc) == 2 and loc[0] == "header":  # a header by its usual spelling: Idempotency-Key
+        return "-".join(word.capitalize() for word in str(loc[1]).split("-"))
     parts = [str(p) for p in loc if p not in ("body",)]
     return ".".join(parts) or "body"
 

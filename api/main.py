@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
+from api.idempotency import install_idempotency_handlers
 from api.routes import (
     batches,
     chat_completions,
@@ -19,10 +20,12 @@ from api.routes import (
     files,
     healthz,
     jobs,
+    keys,
     models,
     provider_test,
     providers,
     route_preview,
+    spend,
     stats,
 )
 from routing.catalog import get_catalog
@@ -35,11 +38,13 @@ ROUTERS = (
     providers.router,
     provider_test.router,
     stats.router,
+    spend.router,
     route_preview.router,
     files.router,
     batches.router,
     document_batches.router,
     chat_completions.router,
+    keys.router,
 )
 
 
@@ -65,6 +70,7 @@ def create_app() -> FastAPI:
         "Authenticate with `Authorization: Bearer <key>` (`llmqueue keys create`).",
     )
     install_error_handlers(app)
+    install_idempotency_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -1,61 +1,29 @@
-"""Creating and reading jobs, and API keys: what the API needs from the job store.
+"""Creating and reading jobs: what the API needs from the job store.
 
-Submission is idempotent per owner: the same Idempotency-Key with the same request returns
-the first job; with a different request it is a conflict, never a second job.
+Idempotency-Key replays are answered before a job is drafted, by the records of
+`jobstore/idempotency.py` (every creating route shares them); a job only notes the key its
+request carried. API keys live in `jobstore/keys.py` (re-exported here for older callers).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, func, insert, inspect, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.clock import utcnow
 from core.types import ChatRequest
 from jobstore import ledger
-from jobstore.models import ApiKey, Job, JobStatus, KeyRole, new_id
-
-KEY_PREFIX = "lq_"
-
-
-class IdempotencyConflict(Exception):
-    """The Idempotency-Key was used before with a different request."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"Idempotency-Key already used for job {job_id} with a different request")
-        self.job_id = job_id
-
-
-def hash_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def create_api_key(
-    session: Session, name: str, budget_usd: Decimal | None = None, *, role: KeyRole = KeyRole.MEMBER
-) -> tuple[ApiKey, str]:
-    """A new key; the secret is returned once and only its hash is stored. `budget_usd`, when
-    given, is a lifetime budget (`ledger.set_budget` sets others)."""
-    secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(name=name, key_hash=hash_secret(secret), key_prefix=secret[:10], role=role.value)
-    session.add(key)
-    session.flush()
-    if budget_usd is not None:
-        ledger.set_budget(session, key.id, limit_usd=budget_usd, now=utcnow())
-    return key, secret
-
-
-def find_api_key(session: Session, secret: str) -> ApiKey | None:
-    key = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_secret(secret)))
-    if key is None or key.revoked_at is not None:
-        return None
-    return key
+from jobstore.keys import KEY_PREFIX as KEY_PREFIX
+from jobstore.keys import create_api_key as create_api_key
+from jobstore.keys import find_api_key as find_api_key
+from jobstore.keys import hash_secret as hash_secret
+from jobstore.models import Job, JobStatus, new_id
 
 
 def owner_spend(session: Session, owner_id: str) -> Decimal:
@@ -115,10 +83,8 @@ def new_job(
 
 
 def insert_job(session: Session, job: Job) -> tuple[Job, bool]:
-    """Insert a drafted job, or return the one its Idempotency-Key already made.
-
-    Returns (job, created). The caller commits, then enqueues only if created.
-    """
+    """Insert a drafted job. Returns (job, created), created always True now that replays are
+    answered before intake (`api/idempotency.py`); the caller commits, then enqueues."""
     job.request_hash = request_fingerprint(
         {
             "request": job.request,
@@ -127,27 +93,7 @@ def insert_job(session: Session, job: Job) -> tuple[Job, bool]:
             "routing": job.routing,
         }
     )
-    owner_id, idempotency_key = job.owner_id, job.idempotency_key
-    if idempotency_key is not None:
-        existing = _by_idempotency_key(session, owner_id, idempotency_key)
-        if existing is not None:
-            if existing.request_hash != job.request_hash:
-                raise IdempotencyConflict(existing.id)
-            return existing, False
-    if idempotency_key is None:
-        _insert(session, job)
-        return job, True
-    try:
-        with session.begin_nested():
-            _insert(session, job)
-    except IntegrityError:
-        # Two requests with one key raced; the other insert won.
-        existing = _by_idempotency_key(session, owner_id, idempotency_key)
-        if existing is None:
-            raise
-        if existing.request_hash != job.request_hash:
-            raise IdempotencyConflict(existing.id) from None
-        return existing, False
+    _insert(session, job)
     return job, True
 
 
@@ -169,10 +115,6 @@ def _insert(session: Session, job: Job) -> None:
     values = {column: getattr(job, attr) for attr, column in _JOB_COLUMNS}
     # Unset columns are left out: they take their defaults, and SQL NULL rather than JSON null.
     session.connection().execute(_INSERT_JOB, {k: v for k, v in values.items() if v is not None})
-
-
-def _by_idempotency_key(session: Session, owner_id: str, key: str) -> Job | None:
-    return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
 
 
 def get_job(session: Session, job_id: str, owner_id: str | None = None) -> Job | None:

@@ -28,6 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from core.accounts import BudgetPeriod as BudgetPeriod
+from core.accounts import KeyRole as KeyRole
 from core.clock import utcnow
 
 MONEY = Numeric(20, 8)
@@ -62,11 +64,6 @@ class AttemptStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-class KeyRole(StrEnum):
-    ADMIN = "admin"  # manages keys, sees every key's spend and provider health, calls the provider test
-    MEMBER = "member"  # its own jobs, batches, files and spend
-
-
 class ApiKey(Base):
     __tablename__ = "api_keys"
 
@@ -82,13 +79,6 @@ class ApiKey(Base):
     alert_webhook_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
-
-
-class BudgetPeriod(StrEnum):
-    LIFETIME = "lifetime"
-    DAY = "day"  # each resets at 00:00 UTC; a week on Monday, a month on its first day
-    WEEK = "week"
-    MONTH = "month"
 
 
 class Budget(Base):
@@ -130,6 +120,7 @@ class IdempotencyRecord(Base):
     a replay with the same body gets the same answer, another body a 409."""
 
     __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)  # the cleanup's scan
 
     owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -144,7 +135,6 @@ class IdempotencyRecord(Base):
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
-        UniqueConstraint("owner_id", "idempotency_key", name="uq_jobs_owner_idempotency"),
         Index("ix_jobs_owner_created", "owner_id", "created_at"),
         Index("ix_jobs_status", "status"),
         Index("ix_jobs_batch_status", "batch_id", "status"),  # a batch's counts by status
@@ -155,6 +145,8 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job"))
     owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    # The Idempotency-Key of the request that made the job, for the record: replays are
+    # answered from `idempotency_keys` (jobstore/idempotency.py), not from this column.
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)

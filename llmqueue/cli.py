@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
-from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from llmqueue import cli_batch, cli_jobs
+from llmqueue import cli_batch, cli_jobs, cli_keys
 from workers.queues import ALL_QUEUES
 
 app = typer.Typer(
@@ -22,8 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
+app.add_typer(cli_keys.keys_app, name="keys")
 app.add_typer(cli_batch.batch_app, name="batch")
 app.command()(cli_jobs.submit)
 app.command()(cli_jobs.jobs)
@@ -139,28 +137,6 @@ def emulator(
 
     console.print(f"provider emulator on http://{host}:{port} (control: /_emulator/config)")
     serve(host, port)
-
-
-@keys_app.command("create")
-def keys_create(
-    name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
-    budget: Annotated[str | None, typer.Option(help="Spend limit in USD, e.g. 25.00.")] = None,
-) -> None:
-    """Create an API key. The secret is printed once; only its hash is stored."""
-    from jobstore.db import transaction
-    from jobstore.jobs import create_api_key
-
-    budget_usd = None
-    if budget is not None:
-        try:
-            budget_usd = Decimal(budget)
-        except InvalidOperation:
-            _fail(f"--budget must be a number of USD like 25.00, not {budget!r}")
-    with transaction() as session:
-        key, secret = create_api_key(session, name, budget_usd)
-        key_id = key.id
-    err.print(f"created key {key_id} ({name}); store the secret now, it is not shown again:")
-    print(secret)
 
 
 @app.command()

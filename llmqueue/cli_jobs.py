@@ -1,5 +1,8 @@
 """CLI commands for single jobs and spend: `llmqueue submit`, `llmqueue jobs`, `llmqueue costs`.
 
+`costs` reads GET /v1/spend: cost summed from every provider call, grouped as asked
+(`--by model,day`, `--by tag`, ...), a member key's own or, for an admin key, every key's.
+
 They talk to a running API (LLMQUEUE_API_URL, default http://127.0.0.1:8000) with the key in
 LLMQUEUE_API_KEY, through `llmqueue.client`. Also holds what the batch commands share: the
 client factory that turns a missing key or an API error into a one-line message.
@@ -7,6 +10,7 @@ client factory that turns a missing key or an API error into a one-line message.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -120,22 +124,52 @@ def jobs(
     console.print(table)
 
 
-def costs(since: Annotated[str | None, typer.Option(help="From this day (YYYY-MM-DD, UTC).")] = None) -> None:
-    """Spend by model and by provider (from GET /v1/stats)."""
+def costs(
+    by: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--by",
+            help="Group by key, model, provider, day, tag; comma-join to combine (model,day). "
+            "Repeat for several tables. Default: model, then provider.",
+        ),
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="From this day or time (ISO, UTC), inclusive.")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this day or time (ISO, UTC), exclusive.")] = None,
+    key: Annotated[list[str] | None, typer.Option(help="Admin keys: only this key id (repeatable).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The API's reports as a JSON list.")] = False,
+) -> None:
+    """Spend from every provider call (GET /v1/spend): yours, or every key's for an admin key."""
+    groupings = by or ["model", "provider"]
     with api_client() as client:
-        stats = client.stats(since)
-    for title, groups in (("spend by model", stats["by_model"]), ("spend by provider", stats["by_provider"])):
-        table = Table(title=title)
-        for column in ("key", "jobs", "input tokens", "output tokens", "cost"):
-            table.add_column(column, justify="left" if column == "key" else "right")
-        for group in groups:
-            table.add_row(
-                group["key"],
-                str(group["jobs"]),
-                str(group["input_tokens"]),
-                str(group["output_tokens"]),
-                usd(group["cost_usd"]),
-            )
-        console.print(table)
-    total = stats["total"]
-    console.print(f"total: {total['jobs']} jobs, {usd(total['cost_usd'])}")
+        reports = [client.spend(g.split(","), since=since, until=until, keys=key) for g in groupings]
+    if as_json:
+        console.out(json.dumps(reports, indent=2), highlight=False)
+        return
+    for report in reports:
+        console.print(spend_table(report))
+    total = reports[0]["total"]
+    console.print(f"total: {total['calls']} calls in {total['jobs']} jobs, {usd(total['cost_usd'])}")
+
+
+def spend_table(report: dict[str, Any]) -> Table:
+    dims = report["group_by"]
+    names = report.get("key_names") or {}
+    scope = {"self": "your key", "all": "all keys"}.get(report["scope"], report["scope"])
+    table = Table(title=f"spend by {', '.join(dims) or 'nothing'} ({scope})")
+    for column in [*dims, "calls", "jobs", "input tokens", "output tokens", "cost"]:
+        table.add_column(column, justify="left" if column in dims else "right")
+    for row in report["data"]:
+        values = [row["group"].get(d) for d in dims]
+        cells = [
+            f"{names.get(v, '')} {v}".strip() if d == "key" and v else (v or "-")
+            for d, v in zip(dims, values, strict=True)
+        ]
+        table.add_row(
+            *cells,
+            str(row["calls"]),
+            str(row["jobs"]),
+            str(row["input_tokens"]),
+            str(row["output_tokens"]),
+            usd(row["cost_usd"]),
+        )
+    return table

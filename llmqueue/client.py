@@ -58,6 +58,10 @@ class InvalidRequest(LlmqueueError):
     """400/422: the request is wrong; `param` says where."""
 
 
+class PermissionDenied(LlmqueueError):
+    """403: the route needs an admin key."""
+
+
 class NotFound(LlmqueueError):
     """404: no such job, batch, file or model for this key."""
 
@@ -92,6 +96,7 @@ class JobFailed(LlmqueueError):
 ERRORS_BY_STATUS: dict[int, type[LlmqueueError]] = {
     400: InvalidRequest,
     401: AuthenticationError,
+    403: PermissionDenied,
     404: NotFound,
     409: Conflict,
     422: InvalidRequest,
@@ -265,12 +270,19 @@ class Client:
     # ------------------------------------------------------------ document batches
 
     def submit_documents(
-        self, documents: Iterable[str | Path | JsonDict], *, prompt: str, **options: Any
+        self,
+        documents: Iterable[str | Path | JsonDict],
+        *,
+        prompt: str,
+        idempotency_key: str | None = None,
+        **options: Any,
     ) -> JsonDict:
         """Start a document batch: paths (read as UTF-8 text) or {"id", "text", "metadata"} dicts.
-        `options`: model, strategy, min_quality, max_cost_usd, max_tokens, deadline_s,
-        on_too_long (split|reject), webhook_url. The documents go up as one JSONL stream."""
+        `options`: model, strategy, min_quality, max_cost_usd (the whole batch's budget),
+        max_cost_per_document_usd, max_tokens, deadline_s, on_too_long (split|reject),
+        webhook_url. The documents go up as one JSONL stream."""
         form = {"prompt": prompt, **{k: str(v) for k, v in options.items() if v is not None}}
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as payload:  # big batches spill to disk
             for line in document_lines(documents):
                 payload.write(line)
@@ -280,6 +292,7 @@ class Client:
                 "/v1/document_batches",
                 data=form,
                 files={"jsonl": ("documents.jsonl", payload, "application/x-ndjson")},
+                headers=headers,
             )
 
     def batch(self, batch_id: str) -> JsonDict:
@@ -333,3 +346,51 @@ class Client:
     def stats(self, since: str | None = None) -> JsonDict:
         """GET /v1/stats: tokens and spend by model, provider and day."""
         return self._json("GET", "/v1/stats", params={"since": since} if since else None)
+
+    def spend(
+        self,
+        group_by: str | Iterable[str] = "model",
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        keys: Iterable[str] | None = None,
+    ) -> JsonDict:
+        """GET /v1/spend: spend summed from every call, grouped by any of key, model, provider,
+        day, tag. A member's own; an admin's every key (or `keys`)."""
+        dims = [group_by] if isinstance(group_by, str) else list(group_by)
+        params: list[tuple[str, str]] = [("group_by", d) for d in dims]
+        params += [(name, value) for name, value in (("since", since), ("until", until)) if value]
+        params += [("key", k) for k in keys or ()]
+        return self._json("GET", "/v1/spend", params=params)
+
+    # ------------------------------------------------------------ keys (admin keys only, but `own_key`)
+
+    def own_key(self) -> JsonDict:
+        """This key: its role, limits, budget and spend."""
+        return self._json("GET", "/v1/keys/self")
+
+    def keys(self, *, include_revoked: bool = True) -> list[JsonDict]:
+        data: list[JsonDict] = self._json(
+            "GET", "/v1/keys", params={"include_revoked": str(include_revoked).lower()}
+        )["data"]
+        return data
+
+    def create_key(self, name: str, **fields: Any) -> JsonDict:
+        """A new key; its `secret` is in this answer only. `fields`: role, budget
+        ({limit_usd, period, soft_limit_usd}), rpm, tpm, alert_webhook_url."""
+        return self._json("POST", "/v1/keys", json={"name": name, **fields})
+
+    def revoke_key(self, key_id: str) -> JsonDict:
+        return self._json("POST", f"/v1/keys/{key_id}/revoke")
+
+    def set_key_budget(
+        self,
+        key_id: str,
+        limit_usd: str | None,
+        *,
+        period: str = "lifetime",
+        soft_limit_usd: str | None = None,
+    ) -> JsonDict:
+        """Set or (limit_usd None) remove a key's budget."""
+        body = {"limit_usd": limit_usd, "period": period, "soft_limit_usd": soft_limit_usd}
+        return self._json("PUT", f"/v1/keys/{key_id}/budget", json=body)

@@ -4,7 +4,8 @@ Every worker pays its cold start now rather than on its first jobs: database con
 in provider workers, the adapters of the providers it serves (imported now, so a provider
 whose adapter is missing stops the worker with its name) and their SDK clients; in
 dispatchers, the tokenizer. Dispatcher workers also run the background loops
-(`workers/periodic.py`): the sweeper, the check of open batches, and the optional active probe.
+(`workers/periodic.py`): the sweeper, the check of open batches, the deletion of expired
+idempotency records, and the optional active probe.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from celery.signals import worker_ready
 
 from core.settings import get_settings
+from jobstore import idempotency
 from jobstore.db import warm_pool
 from routing.catalog import get_catalog
 from routing.tokens import count_text
@@ -52,6 +54,7 @@ def start_dispatcher_loops() -> None:
     periodic.every("lease-sweep", LEASE_SWEEP_S, sweep_leases)
     periodic.every("feeder", FEED_EVERY_S, feed_once)
     periodic.every("batch-sweep", BATCH_SWEEP_S, check_open_batches)
+    periodic.every("idempotency-cleanup", idempotency.CLEANUP_EVERY_S, idempotency.cleanup)
     probe_s = get_settings().active_probe_s
     if probe_s > 0:
         periodic.every("probe", probe_s, lambda: send_probe_round(probe_s))

@@ -14,8 +14,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.batch_intake import Intake, add_openai_lines
+from api.budget_checks import require_budget_left, set_batch_budget
 from api.deps import OwnerDep, SessionDep
 from api.errors import ApiError
+from api.idempotency import Idempotency, idempotent
 from api.routes.files import find_file
 from api.schemas.batches import BatchList, BatchObject
 from api.schemas.openai_compat import BatchCreate
@@ -44,8 +46,14 @@ def _public(session: SessionDep, batch: Batch) -> BatchObject:
 
 
 @router.post("", response_model=BatchObject)
-def create_batch(body: BatchCreate, session: SessionDep, owner: OwnerDep) -> BatchObject:
-    """Read the input file a line at a time into jobs, commit, and dispatch them in windows."""
+def create_batch(
+    body: BatchCreate,
+    session: SessionDep,
+    owner: OwnerDep,
+    idem: Annotated[Idempotency | None, idempotent("POST /v1/batches")],
+) -> BatchObject:
+    """Read the input file a line at a time into jobs, commit, and dispatch them in windows.
+    `max_cost_usd` (an llmqueue extension) caps what the whole batch may spend."""
     if body.endpoint not in ENDPOINTS:
         raise ApiError(
             400, f"endpoint must be one of {', '.join(ENDPOINTS)}", param="endpoint", code="invalid_value"
@@ -67,6 +75,7 @@ def create_batch(body: BatchCreate, session: SessionDep, owner: OwnerDep) -> Bat
             param="input_file_id",
             code="invalid_value",
         )
+    require_budget_left(session, owner)
     now = datetime.now(UTC)
     batch = Batch(
         owner_id=owner.id,
@@ -80,9 +89,11 @@ def create_batch(body: BatchCreate, session: SessionDep, owner: OwnerDep) -> Bat
         created_at=now,
         in_progress_at=now,
         expires_at=now + WINDOWS[body.completion_window],
+        options={"max_cost_usd": str(body.max_cost_usd)} if body.max_cost_usd is not None else {},
     )
     session.add(batch)
     session.flush()
+    set_batch_budget(session, owner, batch.id, body.max_cost_usd)
     intake = Intake(batch, batches.BulkJobWriter(session))
     add_openai_lines(intake, get_catalog(), body.endpoint, batches.file_lines(session, source.id))
     intake.writer.flush()
@@ -91,10 +102,13 @@ def create_batch(body: BatchCreate, session: SessionDep, owner: OwnerDep) -> Bat
         raise ApiError(400, f"file {source.id} holds no requests", param="input_file_id", code="empty_file")
     batch.total = intake.total
     batch.errors = intake.errors or None
+    created = _public(session, batch)
+    if idem is not None:  # recorded with the batch, in its transaction (api/idempotency.py)
+        idem.save(session, 200, created, batch.id)
     session.commit()
     send_dispatch(intake.writer.to_dispatch, priority=Priority.BATCH)
     send_batch_check(batch.id)
-    return _public(session, batch)
+    return created
 
 
 @router.get("/{batch_id}", response_model=BatchObject)

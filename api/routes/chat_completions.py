@@ -17,22 +17,23 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from api.deps import OwnerDep
 from api.dispatch_buffer import dispatch_buffer
 from api.errors import ApiError, error_body
+from api.idempotency import HEADER, Idempotency, idempotent
 from api.job_intake import store_job
 from api.schemas.jobs import JobCreate
 from api.schemas.openai_compat import ChatCompletionCreate, ModelNotFound
 from core.redis import async_redis
 from jobstore import batch_results
 from jobstore.db import session_factory, transaction
-from jobstore.models import ENDED_JOB_STATUSES, ApiKey, Job, JobStatus
+from jobstore.models import ENDED_JOB_STATUSES, ApiKey, IdempotencyRecord, Job, JobStatus
 from routing.catalog import get_catalog
 from workers.streams import stream_key
 
@@ -50,12 +51,14 @@ def _parse(body: Any) -> ChatCompletionCreate:
         raise ApiError(400, f"{where}: {first['msg']}", param=where, code="invalid_value") from None
 
 
-def _submit(owner: ApiKey, create: JobCreate) -> str:
+def _submit(owner: ApiKey, create: JobCreate, idem: Idempotency | None = None) -> str:
     """Validate, store, commit, then enqueue: the same path as POST /v1/jobs (through the
     dispatch buffer, which the sweeper backs if the process dies before it sends)."""
     with transaction() as session:
-        job, _ = store_job(session, owner, create)
+        job, _ = store_job(session, owner, create, idempotency_key=idem.key if idem else None)
         job_id = job.id
+        if idem is not None:  # idempotency: the job is recorded in its own transaction
+            idem.save(session, 202, {"object": "chat.completion.job", "job_id": job_id}, job_id)
     dispatch_buffer().add(job_id)
     return job_id
 
@@ -93,8 +96,19 @@ def _failure(job: Job) -> ApiError:
     )
 
 
+async def _replay(record: IdempotencyRecord, request: Request) -> Response:
+    """A retry with the same Idempotency-Key and body: the answer of the job the first made."""
+    if record.resource_id is None:
+        raise ApiError(409, "this Idempotency-Key made no job", param=HEADER, code="idempotency_conflict")
+    return await _respond(record.resource_id, _parse(await request.json()))
+
+
 @router.post("/completions", responses={200: {"content": {"text/event-stream": {}}}})
-async def chat_completions(request: Request, owner: OwnerDep) -> Any:
+async def chat_completions(
+    request: Request,
+    owner: OwnerDep,
+    idem: Annotated[Idempotency | None, idempotent("POST /v1/chat/completions", _replay)],
+) -> Any:
     """OpenAI's chat completion, answered by whichever deployment routing picks."""
     try:
         body = await request.json()
@@ -105,7 +119,12 @@ async def chat_completions(request: Request, owner: OwnerDep) -> Any:
         create = completion.to_job(get_catalog())
     except ModelNotFound as exc:
         raise ApiError(404, str(exc), param="model", code="model_not_found") from None
-    job_id = await asyncio.to_thread(_submit, owner, create)
+    job_id = await asyncio.to_thread(_submit, owner, create, idem)
+    return await _respond(job_id, completion)
+
+
+async def _respond(job_id: str, completion: ChatCompletionCreate) -> Response:
+    """The answer to a completion whose job is `job_id`: streamed, or waited for."""
     if completion.stream:
         usage = completion.stream_options is not None and completion.stream_options.include_usage
         return StreamingResponse(

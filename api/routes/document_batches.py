@@ -27,8 +27,10 @@ from api.batch_intake import (
     add_jsonl_documents,
     lines_of,
 )
+from api.budget_checks import require_budget_left, set_batch_budget
 from api.deps import OwnerDep, SessionDep
 from api.errors import ApiError
+from api.idempotency import Idempotency, idempotent
 from api.job_intake import draft_job, owner_budget
 from api.schemas.batches import DocumentBatch, DocumentBatchList
 from api.schemas.jobs import JobCreate
@@ -65,11 +67,23 @@ def _routing_options(session: SessionDep, owner: ApiKey, prompt: str, fields: di
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        where = _FORM_NAMES.get(
+            ".".join(str(p) for p in first["loc"]), ".".join(str(p) for p in first["loc"])
+        )
         raise ApiError(422, f"{where}: {first['msg']}", param=where, code="invalid_value") from None
     request = create.chat_request()
-    check_routable(draft_job(owner, create, request), get_catalog(), owner_budget(session, owner), request)
+    try:
+        check_routable(
+            draft_job(owner, create, request), get_catalog(), owner_budget(session, owner), request
+        )
+    except ApiError as exc:
+        exc.param = _FORM_NAMES.get(exc.param or "", exc.param)
+        raise
     return create
+
+
+# A job's field and the form field that sets it for every document, where they differ.
+_FORM_NAMES = {"max_cost_usd": "max_cost_per_document_usd"}
 
 
 def _metadata(raw: str | None) -> dict[str, Any]:
@@ -109,6 +123,7 @@ def create_document_batch(
     request: Request,
     session: SessionDep,
     owner: OwnerDep,
+    idem: Annotated[Idempotency | None, idempotent("POST /v1/document_batches")],
     prompt: Annotated[str, Form(description="The template; {document} is replaced by each document's text.")],
     files: Annotated[
         list[UploadFile] | None, File(description="Documents, one per file (UTF-8 text).")
@@ -119,7 +134,16 @@ def create_document_batch(
     model: Annotated[str | None, Form(description="A catalog model or deployment.")] = None,
     strategy: Annotated[str | None, Form(description="cost, quality, balanced, performance, ...")] = None,
     min_quality: Annotated[float | None, Form()] = None,
-    max_cost_usd: Annotated[Decimal | None, Form(description="Per-document cost ceiling.")] = None,
+    max_cost_usd: Annotated[
+        Decimal | None,
+        Form(
+            gt=0,
+            description="The most the whole batch may spend; documents past it fail with budget_exceeded.",
+        ),
+    ] = None,
+    max_cost_per_document_usd: Annotated[
+        Decimal | None, Form(description="Per-document ceiling on the estimated cost (routing).")
+    ] = None,
     max_tokens: Annotated[int | None, Form()] = None,
     deadline_s: Annotated[
         float | None, Form(description="Give up on a document this long after submit.")
@@ -143,6 +167,7 @@ def create_document_batch(
         raise ApiError(422, "send either 'files' or 'jsonl', not both", param="jsonl", code="invalid_value")
     if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
         raise ApiError(422, "webhook_url must be an http(s) URL", param="webhook_url", code="invalid_value")
+    require_budget_left(session, owner)
     create = _routing_options(
         session,
         owner,
@@ -151,7 +176,7 @@ def create_document_batch(
             "model": model,
             "strategy": strategy,
             "min_quality": min_quality,
-            "max_cost_usd": max_cost_usd,
+            "max_cost_usd": max_cost_per_document_usd,
             "max_tokens": max_tokens,
             "deadline_s": deadline_s,
         },
@@ -177,7 +202,12 @@ def create_document_batch(
         model=model,
         strategy=decision_strategy,
         routing=create.routing_options(),
-        options={"on_too_long": on_too_long, "max_tokens": max_tokens, "deadline_s": deadline_s},
+        options={
+            "on_too_long": on_too_long,
+            "max_tokens": max_tokens,
+            "deadline_s": deadline_s,
+            **({"max_cost_usd": str(max_cost_usd)} if max_cost_usd is not None else {}),
+        },
         webhook_url=webhook_url,
         batch_metadata=_metadata(metadata),
         created_at=now,
@@ -185,6 +215,7 @@ def create_document_batch(
     )
     session.add(batch)
     session.flush()
+    set_batch_budget(session, owner, batch.id, max_cost_usd)
     intake = Intake(batch, batches.BulkJobWriter(session))
     if jsonl is not None:
         add_jsonl_documents(intake, options, lines_of(jsonl.file))
@@ -198,10 +229,13 @@ def create_document_batch(
         )
     batch.total = intake.total
     batch.errors = intake.errors or None
+    created = _public(session, batch, request)
+    if idem is not None:  # recorded with the batch, in its transaction (api/idempotency.py)
+        idem.save(session, 202, created, batch.id)
     session.commit()
     send_dispatch(intake.writer.to_dispatch, priority=Priority.BATCH)
     send_batch_check(batch.id)  # a batch whose every line failed on intake finalizes now
-    return _public(session, batch, request)
+    return created
 
 
 def _add_file(intake: Intake, options: NativeOptions, number: int, upload: UploadFile) -> None:

@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import OwnerDep, SessionDep
 from api.errors import ApiError
+from api.idempotency import Idempotency, idempotent
 from api.schemas.batches import FileObject
 from jobstore import batches
 from jobstore.batch_models import FILE_PART_BYTES, StoredFile
@@ -39,6 +40,7 @@ def upload_file(
         UploadFile, File(description="JSONL: one request per line (OpenAI's batch input format).")
     ],
     purpose: Annotated[str, Form(description="Only 'batch'.")],
+    idem: Annotated[Idempotency | None, idempotent("POST /v1/files")],
 ) -> FileObject:
     if purpose not in PURPOSES:
         raise ApiError(
@@ -54,8 +56,11 @@ def upload_file(
     if stored.bytes == 0:
         session.rollback()
         raise ApiError(400, "the file is empty", param="file", code="empty_file")
+    created = FileObject.of(stored)
+    if idem is not None:  # recorded with the file, in its transaction (api/idempotency.py)
+        idem.save(session, 200, created, stored.id)
     session.commit()
-    return FileObject.of(stored)
+    return created
 
 
 @router.get("/{file_id}", response_model=FileObject)

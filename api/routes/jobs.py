@@ -6,17 +6,18 @@ import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 
 from api.deps import OwnerDep, SessionDep
 from api.dispatch_buffer import dispatch_buffer
 from api.errors import ApiError
+from api.idempotency import Idempotency, idempotent
 from api.job_intake import store_job
 from api.schemas.jobs import JobAccepted, JobCreate, JobList, JobPublic
 from api.streaming import job_event_stream
 from jobstore import transitions
-from jobstore.jobs import IdempotencyConflict, get_job
+from jobstore.jobs import get_job
 from jobstore.models import Job
 
 log = logging.getLogger(__name__)
@@ -42,20 +43,19 @@ def submit_job(
     response: Response,
     session: SessionDep,
     owner: OwnerDep,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idem: Annotated[Idempotency | None, idempotent("POST /v1/jobs")],
 ) -> JobAccepted:
     """Accept a job: validate it, store it, commit, then hand its id to the dispatcher."""
-    try:
-        job, created = store_job(session, owner, body, idempotency_key=idempotency_key)
-        session.commit()
-    except IdempotencyConflict as exc:
-        session.rollback()
-        raise ApiError(409, str(exc), param="Idempotency-Key", code="idempotency_conflict") from None
+    job, created = store_job(session, owner, body, idempotency_key=idem.key if idem else None)
+    url = f"{base_url(request)}/v1/jobs/{job.id}"
+    accepted = JobAccepted(id=job.id, status=job.status, url=url, created=created)
+    if idem is not None:  # recorded with the job, in its transaction (api/idempotency.py)
+        idem.save(session, 202, accepted, job.id)
+    session.commit()
     if created:
         dispatch_buffer().add(job.id)
-    url = f"{base_url(request)}/v1/jobs/{job.id}"
     response.headers["Location"] = url
-    return JobAccepted(id=job.id, status=job.status, url=url, created=created)
+    return accepted
 
 
 @router.get(

@@ -5,6 +5,13 @@ same snapshot the dispatcher routes on: breaker state, error rate over the slidi
 latency (EWMA, p50, p95), consecutive failures and, for an open breaker, when its cooldown
 ends. Health is learned from real calls; a deployment never called shows as closed with
 no samples. (`POST /v1/providers/{name}/test`, an active probe, lives in provider_test.py.)
+
+What a key sees depends on its role. An admin sees every deployment's full health (breaker,
+error rate, latencies, sample counts, traffic share): operator data, drawn from every key's
+traffic. A member sees only what helps it choose and wait: each provider's status and, per
+model, whether it can be called now and, when not, when it is expected back. No deployment
+names, error rates, latencies or call counts (they reflect other keys' usage), and never a
+base URL or credential (nobody sees those here).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from api.deps import OwnerDep
+from api.deps import OwnerDep, is_admin
 from routing.breaker import DeploymentHealth, breaker_blocks
 from routing.catalog import Deployment, get_catalog
 from workers.health import health_snapshot
@@ -54,9 +61,35 @@ class ProviderHealthPublic(BaseModel):
 
 
 class ProviderList(BaseModel):
+    """The admin's view: every deployment's health."""
+
     object: Literal["list"] = "list"
+    view: Literal["admin"] = "admin"
     checked_at: datetime
     data: list[ProviderHealthPublic]
+
+
+class ModelAvailability(BaseModel):
+    model: str
+    available: bool = Field(description="Some deployment of the model takes calls now.")
+    back_at: datetime | None = Field(
+        description="When unavailable: when the first of its deployments takes calls again."
+    )
+
+
+class ProviderSummary(BaseModel):
+    provider: str
+    status: ProviderStatus
+    models: list[ModelAvailability]
+
+
+class ProviderSummaryList(BaseModel):
+    """A member's view: each provider's status and which of its models can be called now."""
+
+    object: Literal["list"] = "list"
+    view: Literal["member"] = "member"
+    checked_at: datetime
+    data: list[ProviderSummary]
 
 
 def deployment_health(dep: Deployment, health: DeploymentHealth, now: float) -> DeploymentHealthPublic:
@@ -92,19 +125,44 @@ def provider_status(deployments: list[DeploymentHealthPublic]) -> ProviderStatus
     return "healthy"
 
 
-@router.get("", response_model=ProviderList)
-def list_providers(owner: OwnerDep) -> ProviderList:
-    """Live health per deployment, grouped by provider."""
+@router.get("", response_model=ProviderList | ProviderSummaryList)
+def list_providers(owner: OwnerDep) -> ProviderList | ProviderSummaryList:
+    """Live health: per deployment for an admin key; per provider and model for a member."""
     catalog = get_catalog()
     now = time.time()
     snapshot = health_snapshot(list(catalog.deployments), now)
     grouped: dict[str, list[DeploymentHealthPublic]] = {}
     for dep in sorted(catalog.deployments.values(), key=lambda d: d.name):
         grouped.setdefault(dep.provider, []).append(deployment_health(dep, snapshot[dep.name], now))
+    checked_at = datetime.fromtimestamp(now, UTC)
+    if not is_admin(owner):
+        return ProviderSummaryList(
+            checked_at=checked_at,
+            data=[
+                ProviderSummary(provider=p, status=provider_status(deps), models=model_availability(deps))
+                for p, deps in sorted(grouped.items())
+            ],
+        )
     return ProviderList(
-        checked_at=datetime.fromtimestamp(now, UTC),
+        checked_at=checked_at,
         data=[
             ProviderHealthPublic(provider=p, status=provider_status(deps), deployments=deps)
             for p, deps in sorted(grouped.items())
         ],
     )
+
+
+def model_availability(deployments: list[DeploymentHealthPublic]) -> list[ModelAvailability]:
+    by_model: dict[str, list[DeploymentHealthPublic]] = {}
+    for dep in deployments:
+        by_model.setdefault(dep.model, []).append(dep)
+    result = []
+    for model, deps in sorted(by_model.items()):
+        available = any(d.accepting for d in deps)
+        waits = [d.cooldown_until for d in deps if d.cooldown_until is not None]
+        result.append(
+            ModelAvailability(
+                model=model, available=available, back_at=None if available else min(waits, default=None)
+            )
+        )
+    return result

@@ -1,6 +1,10 @@
 """/v1/stats: what this API key's jobs did: counts by status, tokens and spend by model,
 provider and day, and latency percentiles of succeeded jobs.
 
+The breakdowns by model, provider and day are GET /v1/spend's (`jobstore/spend.py`): money
+under the attempt that spent it, on the day that call ended; the total and the counts by
+status are the jobs' own, created since `since`.
+
 Everything is aggregated in SQL (GROUP BY on jobs). Money stays Decimal and is returned as
 strings. Percentiles use Postgres's percentile_cont; SQLite (the embedded default) has no
 such aggregate, so there they are computed in Python from the latest `SQLITE_SAMPLE`
@@ -16,13 +20,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, SQLColumnExpression, func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from api.deps import OwnerDep, SessionDep
 from api.errors import ApiError
 from core.clock import aware
 from jobstore.models import Job, JobStatus
+from jobstore.spend import SpendDimension, spend
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"])
 
@@ -31,7 +36,7 @@ SQLITE_SAMPLE = 10_000
 
 
 class UsageGroup(BaseModel):
-    key: str = Field(description="The model, provider or day (YYYY-MM-DD, UTC).")
+    key: str = Field(description="The model, provider or day (YYYY-MM-DD, UTC) that spent it.")
     jobs: int
     input_tokens: int
     output_tokens: int
@@ -79,13 +84,6 @@ def scope(owner_id: str, since: datetime | None) -> list[ColumnElement[bool]]:
     return conditions if since is None else [*conditions, Job.created_at >= since]
 
 
-def _day(session: Session) -> ColumnElement[Any]:
-    """The UTC calendar day a job was created, as each dialect spells it."""
-    if session.get_bind().dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", Job.created_at), "YYYY-MM-DD")
-    return func.date(Job.created_at)  # SQLite stores UTC text; date() gives YYYY-MM-DD
-
-
 def usage_sums() -> list[ColumnElement[Any]]:
     """Jobs, input tokens, output tokens and spend of a group."""
     return [
@@ -97,15 +95,14 @@ def usage_sums() -> list[ColumnElement[Any]]:
 
 
 def usage_by(
-    session: Session, key: SQLColumnExpression[Any], owner_id: str, since: datetime | None
+    session: Session, dimension: SpendDimension, owner_id: str, since: datetime | None
 ) -> list[UsageGroup]:
-    rows = session.execute(
-        select(key.label("key"), *usage_sums())
-        .where(key.is_not(None), *scope(owner_id, since))
-        .group_by(key)
-        .order_by(key)
-    ).all()
-    return [_group(str(k), n, i, o, c) for k, n, i, o, c in rows]
+    """Spend by model, provider or day as GET /v1/spend counts it: by the attempts that spent
+    (a failover's cost under the model that answered; a job that spent nothing nowhere)."""
+    groups, _ = spend(session, [dimension], owner_ids=[owner_id], since=since)
+    return [
+        _group(g.group[dimension] or "", g.jobs, g.input_tokens, g.output_tokens, g.cost_usd) for g in groups
+    ]
 
 
 def _group(key: str, jobs: int, input_tokens: int, output_tokens: int, cost: Any) -> UsageGroup:
@@ -166,8 +163,8 @@ def read_stats(
         since=start.date() if start else None,
         jobs_by_status={str(s): int(n) for s, n in statuses},
         total=total_usage(session, owner.id, start),
-        by_model=usage_by(session, Job.model, owner.id, start),
-        by_provider=usage_by(session, Job.provider, owner.id, start),
-        by_day=usage_by(session, _day(session), owner.id, start),
+        by_model=usage_by(session, SpendDimension.MODEL, owner.id, start),
+        by_provider=usage_by(session, SpendDimension.PROVIDER, owner.id, start),
+        by_day=usage_by(session, SpendDimension.DAY, owner.id, start),
         latency=latency_stats(session, owner.id, start),
     )

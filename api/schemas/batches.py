@@ -70,6 +70,9 @@ class BatchObject(BaseModel):
     request_counts: RequestCounts
     metadata: dict[str, Any] | None
     cost_usd: str = Field(description="llmqueue extension: the batch's spend so far (Decimal USD).")
+    max_cost_usd: str | None = Field(
+        default=None, description="llmqueue extension: the batch's own budget, when it was given one."
+    )
 
     @classmethod
     def of(cls, b: Batch, counts: BatchCounts) -> BatchObject:
@@ -97,6 +100,7 @@ class BatchObject(BaseModel):
             ),
             metadata=b.batch_metadata or None,
             cost_usd=str(counts.cost_usd),
+            max_cost_usd=(b.options or {}).get("max_cost_usd"),
         )
 
 

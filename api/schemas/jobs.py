@@ -69,7 +69,10 @@ class JobAccepted(BaseModel):
     id: str
     status: str
     url: str
-    created: bool = Field(description="False when an earlier request with this Idempotency-Key made the job.")
+    created: bool = Field(
+        description="True: this answer created the job. A retry with the same Idempotency-Key gets this "
+        "same body again, marked by the response header Idempotent-Replayed: true."
+    )
 
 
 class UsagePublic(BaseModel):

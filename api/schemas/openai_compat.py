@@ -9,6 +9,7 @@ keeps working; `n` above 1 is refused, since one job gives one answer.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -110,4 +111,10 @@ class BatchCreate(BaseModel):
     metadata: dict[str, str] | None = None
     webhook_url: str | None = Field(
         default=None, description="llmqueue extension: POSTed when the batch ends."
+    )
+    max_cost_usd: Decimal | None = Field(
+        default=None,
+        gt=0,
+        description="llmqueue extension (the openai SDK sends it with extra_body): the most the whole "
+        "batch may spend; lines past it fail with budget_exceeded.",
     )

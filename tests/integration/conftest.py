@@ -176,12 +176,13 @@ class Stack:
             time.sleep(0.1)
 
 
-def make_key(name: str = "test") -> str:
+def make_key(name: str = "test", *, admin: bool = False) -> str:
     from jobstore.db import transaction
     from jobstore.jobs import create_api_key
+    from jobstore.models import KeyRole
 
     with transaction() as session:
-        _, secret = create_api_key(session, name)
+        _, secret = create_api_key(session, name, role=KeyRole.ADMIN if admin else KeyRole.MEMBER)
     return secret
 
 
@@ -234,3 +235,10 @@ def stack(api_server: ApiServer, worker: WorkerProcess, emulator: EmulatorHandle
     ).reset()
     yield Stack(api_server.url, make_key(), emulator)
     wait_until_quiet()
+
+
+@pytest.fixture
+def admin_stack(stack: Stack) -> Stack:
+    """The same stack seen through a new admin key (key management, full provider health, the
+    provider test)."""
+    return Stack(stack.api_url, make_key("admin", admin=True), stack.emulator)

@@ -51,7 +51,11 @@ def test_submit_wait_then_jobs_and_costs(stack: Stack) -> None:
     spend = cli(stack, "costs")
     assert spend.returncode == 0, spend.stderr
     assert "spend by model" in spend.stdout and "spend by provider" in spend.stdout
-    assert "gpt-4o-mini" in spend.stdout and "openai" in spend.stdout and "total: 1 jobs" in spend.stdout
+    assert (
+        "gpt-4o-mini" in spend.stdout
+        and "openai" in spend.stdout
+        and "total: 1 calls in 1 jobs" in spend.stdout
+    )
 
 
 def test_submit_with_bad_model_names_the_param(stack: Stack) -> None:

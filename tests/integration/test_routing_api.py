@@ -80,10 +80,10 @@ def test_models_filters_and_errors(stack: Stack) -> None:
     assert stack.client.get("/v1/models", headers={"Authorization": ""}).status_code == 401
 
 
-def test_providers_show_health_learned_from_calls(stack: Stack) -> None:
+def test_providers_show_health_learned_from_calls(stack: Stack, admin_stack: Stack) -> None:
     job = stack.wait(stack.submit(body("health check", model="claude-haiku-4-5")).json()["id"])
     assert job["status"] == "succeeded"
-    r = stack.client.get("/v1/providers")
+    r = admin_stack.client.get("/v1/providers")
     assert r.status_code == 200
     providers = {p["provider"]: p for p in r.json()["data"]}
     assert set(providers) == set(get_catalog().providers())
@@ -96,7 +96,7 @@ def test_providers_show_health_learned_from_calls(stack: Stack) -> None:
     )
 
 
-def test_open_breaker_shows_in_providers_and_preview(stack: Stack) -> None:
+def test_open_breaker_shows_in_providers_and_preview(stack: Stack, admin_stack: Stack) -> None:
     """Trip a deployment's breaker in the real Redis store the workers share; the API sees it."""
     store = HealthStore(
         redis.Redis.from_url(os.environ["REDIS_URL"]), prefix=os.environ["LLMQUEUE_REDIS_PREFIX"]
@@ -107,7 +107,7 @@ def test_open_breaker_shows_in_providers_and_preview(stack: Stack) -> None:
         for _ in range(5):
             store.record_failure(name, now)
         mistral = next(
-            p for p in stack.client.get("/v1/providers").json()["data"] if p["provider"] == "mistral"
+            p for p in admin_stack.client.get("/v1/providers").json()["data"] if p["provider"] == "mistral"
         )
         small = next(d for d in mistral["deployments"] if d["deployment"] == name)
         assert small["breaker"] == "open" and small["accepting"] is False

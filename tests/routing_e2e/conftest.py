@@ -165,6 +165,8 @@ def routing_stack(
     emulator: EmulatorHandle,
 ) -> RoutingStack:
     api, dispatchers = routing_processes
-    stack = RoutingStack(api.url, _run(routing_env, "keys", "create", "--name", "routing-e2e"), emulator)
+    stack = RoutingStack(
+        api.url, _run(routing_env, "keys", "create", "--name", "routing-e2e", "--admin"), emulator
+    )
     stack.dispatchers = dispatchers
     return stack
