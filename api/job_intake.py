@@ -8,7 +8,6 @@ created it.
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -24,19 +23,10 @@ from jobstore.models import ApiKey, Job
 from routing.catalog import get_catalog
 from routing.tokens import raw_request_tokens
 
-BUDGET_PRESENCE_S = 2.0
-_has_budget: dict[str, tuple[float, bool]] = {}
-
 
 def owner_budget(session: Session, owner: ApiKey) -> Decimal | None:
-    """What the key may still spend, or None when it has no budget. Whether a key has one is
-    cached for a moment: most keys have none, and asking costs more than the rest of intake."""
-    clock = time.monotonic()
-    seen = _has_budget.get(owner.id)
-    if seen is None or clock - seen[0] > BUDGET_PRESENCE_S:
-        seen = (clock, ledger.has_budget(session, owner.id, None))
-        _has_budget[owner.id] = seen
-    return remaining_budget(session, owner.id) if seen[1] else None
+    """What the key may still spend, or None when it has no budget."""
+    return remaining_budget(session, owner.id) if ledger.key_has_budget(session, owner.id) else None
 
 
 def draft_job(

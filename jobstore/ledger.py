@@ -16,6 +16,7 @@ released or settled in the period they end in). Nothing here reads a clock: `now
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -94,6 +95,22 @@ def remaining(session: Session, owner_id: str, batch_id: str | None, now: dateti
         return None
     budget_id, limit, left = min(rows, key=lambda r: r.left)
     return Remaining(max(ZERO, Decimal(left)), Decimal(limit), budget_id)
+
+
+PRESENCE_S = 2.0  # how long a process trusts what it read of a key having a budget
+_presence: dict[str, tuple[float, bool]] = {}
+
+
+def key_has_budget(session: Session, owner_id: str) -> bool:
+    """Whether the key has a budget, read at most every PRESENCE_S per process (most keys have
+    none, and asking costs more than the rest of a submission); `set_budget` in this process
+    forgets what it read at once, another process's within PRESENCE_S."""
+    clock = time.monotonic()
+    seen = _presence.get(owner_id)
+    if seen is None or clock - seen[0] > PRESENCE_S:
+        seen = (clock, has_budget(session, owner_id, None))
+        _presence[owner_id] = seen
+    return seen[1]
 
 
 def has_budget(session: Session, owner_id: str, batch_id: str | None) -> bool:
@@ -239,6 +256,7 @@ def set_budget(
 ) -> Budget | None:
     """Create, change or (with `limit_usd` None) remove the budget of a key or of a batch. A
     changed period starts now; what was spent in the current period is kept otherwise."""
+    _presence.pop(owner_id, None)
     existing = session.scalar(
         select(Budget).where(
             Budget.owner_id == owner_id,
