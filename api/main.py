@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from api.console.router import router as console_router
 from api.errors import install_error_handlers
 from api.routes import (
     batches,
@@ -40,6 +41,7 @@ ROUTERS = (
     batches.router,
     document_batches.router,
     chat_completions.router,
+    console_router,
 )
 
 
