@@ -20,6 +20,7 @@ from api.routes import (
     files,
     healthz,
     jobs,
+    metrics,
     models,
     provider_test,
     providers,
@@ -31,6 +32,7 @@ from routing.catalog import get_catalog
 # Every resource's routes, in the order /docs lists them.
 ROUTERS = (
     healthz.router,
+    metrics.router,
     jobs.router,
     models.router,
     providers.router,

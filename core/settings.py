@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     session_secret: str | None = Field(default=None, min_length=16)
     # A worker process serves its Prometheus metrics on this port (0 or unset: not served).
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # When set, GET /metrics wants `Authorization: Bearer <this>`.
+    metrics_token: str | None = None
 
     @field_validator("emulator_mode")
     @classmethod

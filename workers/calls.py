@@ -29,7 +29,7 @@ from jobstore.db import transaction
 from jobstore.models import Attempt, AttemptStatus, Job, JobStatus
 from routing.catalog import Catalog, Deployment, get_catalog
 from routing.costs import settle_cost
-from workers import health, streams
+from workers import health, metrics, streams
 from workers.call_loop import get_call_loop
 from workers.dispatch import priority_of, route_queued_job
 from workers.next_step import NextStep, Nothing, SendAttempt, SendDispatch
@@ -81,6 +81,7 @@ def run_attempt(
     if admitted is False:
         refused = _refuse_before_claim(attempt_id, catalog, now)
         if refused is not None:
+            metrics.failover(deployment_hint or "")  # metrics (console)
             return refused
     lease = now + timedelta(seconds=lease_seconds(settings))
     with transaction() as session:
@@ -124,6 +125,7 @@ def run_attempt(
         return _finish_failure(attempt, token, unexpected, Action.RETRY, None, settings, catalog)
     latency = (time.perf_counter() - started) * 1000
     health.record_success(deployment.name, time.time(), latency)
+    metrics.provider_call(deployment, latency, "success", response.rate_limit_headers)  # metrics (console)
     outcome = transitions.CallOutcome(
         text=response.text,
         tool_calls=[c.model_dump(mode="json") for c in response.tool_calls] or None,
@@ -188,6 +190,7 @@ def _after_failed_call(
 ) -> NextStep:
     """Count the failure against the deployment, then finish the attempt as the policy says."""
     after = health.record_failure(deployment.name, time.time(), error)
+    metrics.provider_call(deployment, latency, error.kind.value)  # metrics (console)
     breaker_open = after is not None and after.breaker == "open"
     return _finish_failure(attempt, token, error, None, latency, settings, catalog, breaker_open=breaker_open)
 
@@ -222,6 +225,7 @@ def _finish_failure(
             rng=_rng,
             action=action,
         )
+        metrics.after_failure(attempt.provider, attempt.deployment, decision)  # metrics (console)
         if not transitions.record_failure(
             session,
             attempt,

@@ -75,7 +75,9 @@ def columns(items: list[Bar], width: int = 720, height: int = 220, title: str = 
                 f'<text x="{x + col_w / 2:.1f}" y="{height - 24}" text-anchor="middle" '
                 f'class="small">{escape(bar.label[-5:])}</text>'
             )
-    parts.append(f'<text x="10" y="14" class="small">max {escape(max(items, key=lambda b: b.value).caption)}</text>')
+    parts.append(
+        f'<text x="10" y="14" class="small">max {escape(max(items, key=lambda b: b.value).caption)}</text>'
+    )
     return _svg(width, height, title, "".join(parts))
 
 
@@ -109,7 +111,8 @@ def timeline(spans: list[Span], origin: datetime, until: datetime, width: int = 
     rows.append(
         f'<line x1="{LABEL_WIDTH}" y1="{axis_y}" x2="{LABEL_WIDTH + plot}" y2="{axis_y}" class="axis"/>'
         f'<text x="{LABEL_WIDTH}" y="{axis_y + 14}" class="small">0 s</text>'
-        f'<text x="{LABEL_WIDTH + plot}" y="{axis_y + 14}" text-anchor="end" class="small">{total:.2f} s</text>'
+        f'<text x="{LABEL_WIDTH + plot}" y="{axis_y + 14}" text-anchor="end" class="small">'
+        f"{total:.2f} s</text>"
     )
     return _svg(width, axis_y + 20, "attempts over time", "".join(rows))
 

@@ -149,7 +149,7 @@ async def _exchange(app: ASGIApp, scope: dict[str, Any], body: bytes) -> Reply:
     async def send(message: Message) -> None:
         await out.put(message)
 
-    task = asyncio.create_task(app(scope, receive, send))
+    task: asyncio.Task[None] = asyncio.ensure_future(app(scope, receive, send))
     task.add_done_callback(_log_failure)
     start = await _next(out, task)
     if start is None or start["type"] != "http.response.start":

@@ -63,9 +63,7 @@ async def _keys_page(request: Request, who: Any, **extra: Any) -> Response:
         unavailable = None
     except Unavailable as exc:
         keys, unavailable = [], str(exc)
-    return render(
-        request, who, "keys.html", keys=keys, unavailable=unavailable, periods=PERIODS, **extra
-    )
+    return render(request, who, "keys.html", keys=keys, unavailable=unavailable, periods=PERIODS, **extra)
 
 
 @router.get("/admin/keys")
@@ -80,7 +78,9 @@ def _money(value: str, param: str) -> Decimal | None:
     try:
         amount = Decimal(value.strip())
     except InvalidOperation:
-        raise ApiProblem(422, {"message": f"{param}: {value!r} is not an amount in USD", "param": param}) from None
+        raise ApiProblem(
+            422, {"message": f"{param}: {value!r} is not an amount in USD", "param": param}
+        ) from None
     return amount
 
 

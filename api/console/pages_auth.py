@@ -22,7 +22,9 @@ from api.errors import ApiError
 router = APIRouter(route_class=ConsoleRoute)
 
 
-def _login_page(request: Request, status: int = 200, error: str | None = None, next_url: str = "") -> Response:
+def _login_page(
+    request: Request, status: int = 200, error: str | None = None, next_url: str = ""
+) -> Response:
     token = login_token(request)
     response = render(request, None, "login.html", status, error=error, next_url=next_url, token=token)
     set_login_cookie(response, request, token)

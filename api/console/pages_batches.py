@@ -66,7 +66,9 @@ async def start_batch(
         if f.filename  # a browser sends one empty part when no file was chosen
     ]
     form = {"prompt": prompt, "on_too_long": on_too_long}
-    form.update({k: v for k, v in (("model", model), ("strategy", strategy), ("max_tokens", max_tokens)) if v})
+    form.update(
+        {k: v for k, v in (("model", model), ("strategy", strategy), ("max_tokens", max_tokens)) if v}
+    )
     created = await who.api.post("/v1/document_batches", data=form, files=uploads or None)
     target = f"/console/batches/{created['id']}"
     if is_htmx(request):

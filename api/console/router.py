@@ -28,7 +28,9 @@ def static_file(name: str) -> Response:
     if path is None:
         return Response(f"no static file {name!r}", status_code=404, media_type="text/plain")
     return FileResponse(
-        path, media_type=MEDIA.get(path.suffix, "application/octet-stream"), headers={"Cache-Control": "max-age=3600"}
+        path,
+        media_type=MEDIA.get(path.suffix, "application/octet-stream"),
+        headers={"Cache-Control": "max-age=3600"},
     )
 
 

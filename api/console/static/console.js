@@ -24,7 +24,9 @@
       column.dataset.done = final.status;
       state.textContent = final.status;
       if (final.result !== null && final.result !== undefined) text.textContent = final.result;
-      htmx.ajax("GET", column.dataset.card, { target: column.querySelector(".figures"), swap: "innerHTML" });
+      // its own element as the source: htmx drops a request whose source has one in flight
+      const figures = column.querySelector(".figures");
+      htmx.ajax("GET", column.dataset.card, { source: figures, target: figures, swap: "innerHTML" });
     });
     source.onopen = function () {
       text.textContent = "";  // every (re)connection replays the job's text from its start
