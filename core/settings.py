@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     # When set, GET /metrics wants `Authorization: Bearer <this>`.
     metrics_token: str | None = None
 
+    @field_validator("metrics_token", "session_secret", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("emulator_mode")
     @classmethod
     def _known_mode(cls, value: str) -> str:
