@@ -1,11 +1,10 @@
 """What a worker process does once it is ready, before its first task.
 
-Every worker serves its metrics (on LLMQUEUE_METRICS_PORT, when set) and pays its cold start
-now rather than on its first jobs: database connections; in provider workers, the adapters
-of the providers it serves (imported now, so a provider whose adapter is missing stops the
-worker with its name) and their SDK clients; in dispatchers, the tokenizer. Dispatcher
-workers also run the background loops (`workers/periodic.py`): the sweeper, the check of
-open batches, and the optional active probe.
+Every worker pays its cold start now rather than on its first jobs: database connections;
+in provider workers, the adapters of the providers it serves (imported now, so a provider
+whose adapter is missing stops the worker with its name) and their SDK clients; in
+dispatchers, the tokenizer. Dispatcher workers also run the background loops
+(`workers/periodic.py`): the sweeper, the check of open batches, and the optional active probe.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ BATCH_SWEEP_S = 30.0
 
 @worker_ready.connect  # type: ignore[untyped-decorator]  # Celery's signals are untyped
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
-    serve_worker_metrics(get_settings().metrics_port)
+    serve_worker_metrics(get_settings().metrics_port)  # this worker's own metrics, for Prometheus
     warm_pool()
     queues = {q.name for q in sender.app.amqp.queues.consume_from.values()} if sender else set()
     providers = {q.removeprefix("provider.") for q in queues if q.startswith("provider.")}
