@@ -33,6 +33,7 @@ from routing.catalog import get_catalog
 ROUTERS = (
     healthz.router,
     metrics.router,
+    console_router,  # /console: the web console (not in /docs)
     jobs.router,
     models.router,
     providers.router,
@@ -43,7 +44,6 @@ ROUTERS = (
     batches.router,
     document_batches.router,
     chat_completions.router,
-    console_router,
 )
 
 
