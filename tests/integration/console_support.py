@@ -3,7 +3,7 @@
 The browser is `/usr/bin/chromium` (`make test` installs it with apt when it is missing;
 Playwright never downloads one). `tests/integration/conftest.py` offers the `browser` and
 `page` fixtures defined here. Every page a test visits can be saved as a PNG under
-`SCREENSHOTS` (a temporary directory, or LLMQUEUE_SCREENSHOTS): for people to look at,
+`screenshots()` (a temporary directory, or LLMQUEUE_SCREENSHOTS): for people to look at,
 never committed.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,16 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(os.environ.get("LLMQUEUE_SCREENSHOTS") or tempfile.mkdtemp(prefix="llmqueue-console-"))
+
+
+@cache
+def screenshots() -> Path:
+    """Where this run's screenshots go: LLMQUEUE_SCREENSHOTS, or a temporary directory made
+    on the first screenshot."""
+    chosen = os.environ.get("LLMQUEUE_SCREENSHOTS")
+    path = Path(chosen) if chosen else Path(tempfile.mkdtemp(prefix="llmqueue-console-"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +78,7 @@ def sign_in(page: Page, api_url: str, key: str, then: str = "/console/models") -
 
 
 def shot(page: Page, name: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
+    path = screenshots() / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     print(f"screenshot: {path}")
     return path

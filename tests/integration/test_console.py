@@ -2,7 +2,7 @@
 over HTTP, a Celery worker process, Postgres, Redis and the emulator behind the official SDKs.
 
 Each test signs in as a person would, through the form, and saves a screenshot of each page
-it reaches (`console_support.SCREENSHOTS`).
+it reaches (`console_support.screenshots()`).
 """
 
 from __future__ import annotations
