@@ -117,7 +117,7 @@ def timeline(spans: list[Span], origin: datetime, until: datetime, width: int = 
     return _svg(width, axis_y + 20, "attempts over time", "".join(rows))
 
 
-def _clip(label: str, limit: int = 30) -> str:
+def _clip(label: str, limit: int = 26) -> str:
     return label if len(label) <= limit else label[: limit - 1] + "\u2026"
 
 
