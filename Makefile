@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck services clean
+.PHONY: demo test bench lint typecheck services browser clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "llmqueue needs Python >= 3.11" or 0)'
@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/llmqueue demo
 
-## test: the whole suite on real Postgres, Redis and Celery workers (started if not running)
-test: $(STAMP) services
+## test: the whole suite on real Postgres, Redis and Celery workers (started if not running),
+## the console's pages in Debian's Chromium (installed with apt if missing)
+test: $(STAMP) services browser
 	$(PY) -m pytest -q
 
 ## bench: the pipeline against a bare AsyncOpenAI client, 3 runs, medians (see bench/README.md);
@@ -39,6 +40,10 @@ typecheck: $(STAMP)
 ## services: start Postgres and Redis when they are not already answering
 services:
 	@bash scripts/ensure-services.sh
+
+## browser: Debian's Chromium for the console's browser tests (Playwright never downloads one)
+browser:
+	@bash scripts/ensure-chromium.sh
 
 clean:
 	rm -rf $(VENV) .llmqueue .pytest_cache .mypy_cache .ruff_cache

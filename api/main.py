@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from api.console.router import router as console_router
 from api.errors import install_error_handlers
 from api.idempotency import install_idempotency_handlers
 from api.routes import (
@@ -21,6 +22,7 @@ from api.routes import (
     healthz,
     jobs,
     keys,
+    metrics,
     models,
     provider_test,
     providers,
@@ -33,6 +35,8 @@ from routing.catalog import get_catalog
 # Every resource's routes, in the order /docs lists them.
 ROUTERS = (
     healthz.router,
+    metrics.router,
+    console_router,  # /console: the web console (not in /docs)
     jobs.router,
     models.router,
     providers.router,

@@ -63,6 +63,18 @@ class Settings(BaseSettings):
     # task-sent events cost the API and the dispatcher a Redis publish per message and add
     # little to Flower's view (received/started/succeeded come from the workers); opt in.
     task_sent_events: bool = False
+    # Signs and encrypts the console's session cookie; every API process must share it. Unset,
+    # each process makes its own at start (sessions then end with the process).
+    session_secret: str | None = Field(default=None, min_length=16)
+    # A worker process serves its Prometheus metrics on this port (0 or unset: not served).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # When set, GET /metrics wants `Authorization: Bearer <this>`.
+    metrics_token: str | None = None
+
+    @field_validator("metrics_token", "session_secret", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("emulator_mode")
     @classmethod

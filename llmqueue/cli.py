@@ -85,7 +85,12 @@ def worker(
             "a dispatcher routes with up to this many threads (at most 8).",
         ),
     ] = 200,
-    name: Annotated[str | None, typer.Option(help="Celery node name.")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Celery node name; default: named after the queues, e.g. dispatch@host, openai@host."
+        ),
+    ] = None,
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "WARNING",
 ) -> None:
     """Run a Celery worker for the dispatcher and/or provider queues (thread pool)."""
@@ -122,9 +127,16 @@ def worker(
         "--without-gossip",
         "--without-mingle",
     ]
-    if name:
-        argv += ["-n", name]
+    argv += ["-n", name or node_name(chosen)]
     celery_app.worker_main(argv)
+
+
+def node_name(queues: list[str]) -> str:
+    """A worker's default Celery node name, from what it serves: `dispatch@%h`, `openai@%h`,
+    `dispatch-openai@%h`, `all@%h` (Celery fills in the host), so Flower tells workers apart."""
+    if set(queues) == set(ALL_QUEUES):
+        return "all@%h"
+    return "-".join(q.removeprefix("provider.") for q in queues) + "@%h"
 
 
 @app.command()

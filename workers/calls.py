@@ -32,6 +32,7 @@ from jobstore.db import transaction
 from jobstore.ledger import SoftAlert
 from jobstore.models import Attempt, AttemptStatus, Job, JobStatus
 from routing.catalog import Catalog
+from workers import metrics
 from workers.dispatch import priority_of, route_queued_job
 from workers.next_step import NextStep, Nothing, SendAttempt, SendDispatch
 from workers.policy import Action, Fail, Failover, RetryPolicy, after_failure
@@ -141,6 +142,7 @@ def write_failure(item: Failed, *, settings: Settings, catalog: Catalog, now: da
         ):
             return Nothing("lost the claim")
         log.info("attempt %s on %s: %s -> %s", claim.id, claim.deployment, error.kind, decision)
+        metrics.after_failure(claim.provider, claim.deployment, decision)
         if not isinstance(decision, Fail | Failover):  # a retry: the same call again, same reservation
             retry = transitions.schedule_retry(
                 session,

@@ -36,7 +36,7 @@ from jobstore.models import ApiKey
 from routing.catalog import Catalog, Deployment, get_catalog
 from routing.costs import expected_output_tokens, settle_cost
 from routing.tokens import calibrate, raw_request_tokens
-from workers import capacity, health, streams
+from workers import capacity, health, metrics, streams
 from workers.call_loop import CallLoop, get_call_loop
 from workers.calls import BREAKER_OPEN, Failed, Succeeded, investigate, release_closed
 from workers.next_step import NextStep
@@ -201,6 +201,12 @@ class CallEngine:
             )
         except Exception:  # capacity is shared state, best effort: the call's outcome still counts
             log.warning("could not update the capacity of %s", deployment.name, exc_info=True)
+        metrics.provider_call(
+            deployment,
+            latency,
+            "success" if error is None else error.kind.value,
+            None if error is not None else response.rate_limit_headers,
+        )
         if error is not None:
             self.writer.submit(Failed(claim, error, latency_ms=round(latency, 2)))
             return

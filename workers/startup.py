@@ -24,6 +24,7 @@ from workers.batch_progress import check_open_batches
 from workers.call_loop import get_call_loop, prewarm
 from workers.engine import get_engine
 from workers.feeder import FEED_EVERY_S, feed_once
+from workers.metrics import serve_worker_metrics
 from workers.probes import send_probe_round
 from workers.providers import load_adapters
 from workers.queues import Queue
@@ -34,6 +35,7 @@ BATCH_SWEEP_S = 30.0
 
 @worker_ready.connect  # type: ignore[untyped-decorator]  # Celery's signals are untyped
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    serve_worker_metrics(get_settings().metrics_port)  # this worker's own metrics, for Prometheus
     warm_pool()
     queues = {q.name for q in sender.app.amqp.queues.consume_from.values()} if sender else set()
     providers = {q.removeprefix("provider.") for q in queues if q.startswith("provider.")}

@@ -103,18 +103,22 @@ def expired_claims(now: datetime) -> list[NextStep]:
     ]
 
 
-def idle_broker_queues() -> set[str]:
-    """The queues with no message waiting (a broker that cannot say counts as idle)."""
-    idle: set[str] = set()
+def queue_depths() -> dict[str, int]:
+    """Messages waiting on each queue, every priority counted (a queue never declared holds none)."""
+    depths: dict[str, int] = {}
     with app.connection_for_write() as conn:
         channel = conn.default_channel
         for name in ALL_QUEUES:
             try:
-                if channel.queue_declare(queue=name, passive=True).message_count == 0:
-                    idle.add(name)
-            except Exception:  # a queue never declared holds nothing
-                idle.add(name)
-    return idle
+                depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
+            except Exception:
+                depths[name] = 0
+    return depths
+
+
+def idle_broker_queues() -> set[str]:
+    """The queues with no message waiting (a broker that cannot say counts as idle)."""
+    return {name for name, waiting in queue_depths().items() if waiting == 0}
 
 
 def sweep_once() -> int:

@@ -289,10 +289,10 @@ def cancel_document_batch(
     return _public(session, batch, request)
 
 
-def _rows(batch_id: str) -> Iterator[dict[str, Any]]:
+def _rows(batch_id: str, status: str | None = None) -> Iterator[dict[str, Any]]:
     with session_factory()() as session:
         parts = batches.map_totals(session, batch_id)
-        for job in batches.final_jobs(session, batch_id):
+        for job in batches.final_jobs(session, batch_id, status=status):
             yield batch_results.document_row(job, parts.get(job.custom_id or ""))
 
 
@@ -309,16 +309,20 @@ def document_results(
     format: Annotated[
         Literal["jsonl", "csv"], Query(description="jsonl (one object a line) or csv.")
     ] = "jsonl",
+    status: Annotated[
+        Literal["queued", "dispatched", "running", "succeeded", "failed", "cancelled"] | None,
+        Query(description="Only documents in this status, e.g. failed."),
+    ] = None,
 ) -> StreamingResponse:
     """Every document's result so far, in input order, streamed."""
     batch = _find(session, owner, batch_id)
     if format == "csv":
         return StreamingResponse(
-            batch_results.csv_lines(_rows(batch.id)),
+            batch_results.csv_lines(_rows(batch.id, status)),
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="{batch.id}.csv"'},
         )
-    return StreamingResponse(_jsonl(_rows(batch.id)), media_type="application/x-ndjson")
+    return StreamingResponse(_jsonl(_rows(batch.id, status)), media_type="application/x-ndjson")
 
 
 @router.get("/{batch_id}/documents/{doc_id}")

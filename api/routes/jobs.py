@@ -14,7 +14,7 @@ from api.dispatch_buffer import dispatch_buffer
 from api.errors import ApiError
 from api.idempotency import Idempotency, idempotent
 from api.job_intake import store_job
-from api.schemas.jobs import JobAccepted, JobCreate, JobList, JobPublic
+from api.schemas.jobs import JobAccepted, JobCreate, JobList, JobPublic, JobRequestPublic
 from api.streaming import job_event_stream
 from jobstore import transitions
 from jobstore.jobs import get_job
@@ -76,10 +76,16 @@ def list_jobs(
     status: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     before: Annotated[str | None, Query(description="A job id: list jobs created before it")] = None,
+    model: Annotated[str | None, Query(description="Only jobs served by this model")] = None,
+    provider: Annotated[str | None, Query(description="Only jobs served by this provider")] = None,
+    batch_id: Annotated[str | None, Query(description="Only this batch's jobs")] = None,
 ) -> JobList:
     query = select(Job).where(Job.owner_id == owner.id)
-    if status:
-        query = query.where(Job.status == status)
+    for column, value in ((Job.status, status), (Job.model, model), (Job.provider, provider)):
+        if value:
+            query = query.where(column == value)
+    if batch_id:
+        query = query.where(Job.batch_id == batch_id)
     if before:
         anchor = get_job(session, before, owner.id)
         if anchor is None:
@@ -89,6 +95,19 @@ def list_jobs(
     return JobList(
         data=[JobPublic.of(j, base_url(request)) for j in rows[:limit]], has_more=len(rows) > limit
     )
+
+
+@router.get(
+    "/{job_id}/request",
+    response_model=JobRequestPublic,
+    responses={404: {"description": "No such job for this key"}},
+)
+def read_job_request(job_id: str, session: SessionDep, owner: OwnerDep) -> JobRequestPublic:
+    """What the job asks: its messages and generation parameters, as stored at submission."""
+    job = get_job(session, job_id, owner.id)
+    if job is None:
+        raise ApiError(404, f"no job {job_id!r} for this API key", param="job_id", code="job_not_found")
+    return JobRequestPublic(id=job.id, request=job.request, routing=job.routing)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)

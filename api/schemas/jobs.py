@@ -181,3 +181,9 @@ class JobPublic(BaseModel):
 class JobList(BaseModel):
     data: list[JobPublic]
     has_more: bool
+
+
+class JobRequestPublic(BaseModel):
+    id: str
+    request: dict[str, Any] = Field(description="messages and generation parameters, as submitted")
+    routing: dict[str, Any] = Field(description="fallbacks, floors, ceilings and weights, as submitted")

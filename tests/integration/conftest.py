@@ -22,6 +22,7 @@ import uvicorn
 
 from emulator.server import free_port
 from tests.conftest import PG_ADMIN_URL, TEST_DB, EmulatorHandle
+from tests.integration.console_support import browser, page  # noqa: F401  (the console's browser tests)
 from workers.queues import ALL_QUEUES
 
 ENDED = ("succeeded", "failed", "cancelled")
@@ -54,8 +55,16 @@ def redis_clean() -> Iterator[None]:
 class WorkerProcess:
     """`llmqueue worker` in a child process: a real Celery worker on the real broker."""
 
-    def __init__(self, queues: str = "all", concurrency: int = 50, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        queues: str = "all",
+        concurrency: int = 50,
+        env: dict[str, str] | None = None,
+        *,
+        default_name: bool = False,  # let `llmqueue worker` name itself after its queues
+    ) -> None:
         self.queues = queues
+        self.default_name = default_name
         self.concurrency = concurrency
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
@@ -74,8 +83,7 @@ class WorkerProcess:
                 str(self.concurrency),
                 "--loglevel",
                 "INFO",
-                "--name",
-                f"w{time.monotonic_ns()}@%h",
+                *([] if self.default_name else ["--name", f"w{time.monotonic_ns()}@%h"]),
             ],
             env=self.env,
             stdout=subprocess.PIPE,
@@ -96,6 +104,10 @@ class WorkerProcess:
             self.stop()
             raise RuntimeError("worker did not become ready:\n" + "".join(self.log[-40:]))
         return self
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['LLMQUEUE_METRICS_PORT']}/metrics"
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -197,7 +209,8 @@ def api_server(database: str, redis_clean: None) -> Iterator[ApiServer]:
 def worker(database: str, redis_clean: None, emulator_server: Any) -> Iterator[WorkerProcess]:
     # provider.azure is left to the workers a test starts itself (the crash test).
     queues = ",".join(q for q in ALL_QUEUES if q != CRASH_TEST_QUEUE)
-    proc = WorkerProcess(queues=queues).start()
+    # It serves its Prometheus metrics too (tests/integration/test_metrics.py reads them).
+    proc = WorkerProcess(queues=queues, env={"LLMQUEUE_METRICS_PORT": str(free_port())}).start()
     yield proc
     proc.stop()
 

@@ -92,3 +92,22 @@ def test_each_provider_worker_gets_only_its_own_key() -> None:
             and not (provider == "cohere" and k == "CO_API_KEY")
         ]
         assert not foreign, f"worker-{provider} is given {foreign}"
+
+
+def test_workers_are_named_after_their_queues_unless_named() -> None:
+    from llmqueue.cli import node_name
+
+    assert node_name(["dispatch"]) == "dispatch@%h"
+    assert node_name(["provider.openai"]) == "openai@%h"
+    assert node_name(["dispatch", "provider.openai"]) == "dispatch-openai@%h"
+    assert node_name(list(ALL_QUEUES)) == "all@%h"
+    worker_services = [s for s in OWN.values() if s["command"][:2] == ["llmqueue", "worker"]]
+    names = {node_name(s["command"][s["command"].index("--queues") + 1].split(",")) for s in worker_services}
+    assert len(names) == len(worker_services)  # Flower lists every compose worker apart
+
+
+def test_flower_requires_basic_auth_from_the_environment() -> None:
+    flower = SERVICES["flower"]
+    auth = flower["environment"]["FLOWER_BASIC_AUTH"]
+    assert re.fullmatch(r"\$\{FLOWER_BASIC_AUTH:\?[^}]+\}", auth)
+    assert "FLOWER_UNAUTHENTICATED_API" not in flower["environment"]
