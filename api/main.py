@@ -18,6 +18,7 @@ from api.routes import (
     batches,
     chat_completions,
     document_batches,
+    embeddings,
     files,
     healthz,
     jobs,
@@ -48,6 +49,7 @@ ROUTERS = (
     batches.router,
     document_batches.router,
     chat_completions.router,
+    embeddings.router,
     keys.router,
 )
 

@@ -31,6 +31,7 @@ from routing.types import (
 
 # For each filter that excluded every candidate: the request field to blame, and the code.
 PARAM_FOR_FILTER = {
+    "kind": "model",
     "capabilities": "messages",
     "max_output": "max_tokens",
     "context": "messages",
@@ -39,6 +40,7 @@ PARAM_FOR_FILTER = {
     "budget": "Authorization",
 }
 CODE_FOR_FILTER = {
+    "kind": "wrong_model_kind",  # an embedding model named for a chat job (POST /v1/embeddings embeds)
     "capabilities": "unsupported_capability",
     "max_output": "max_tokens_too_large",
     "context": "context_length_exceeded",
