@@ -8,6 +8,9 @@ offsets, an OpenAI batch line and the index in it), and the call's `dimensions` 
 and `request_tokens` is the sum of its inputs' counts, which the dispatcher books against
 capacity and budgets.
 
+In a batch, `line_number` orders the jobs as their inputs were given (and, for a document
+refused at intake in embed mode, `part` places its row after the call before it).
+
 Its vectors are written in the transaction that writes its result (`insert_vectors`, one
 executemany), one `job_vectors` row per input: float32, little-endian, the bytes OpenAI's
 `encoding_format=base64` carries, so an answer in base64 is the stored bytes encoded.
