@@ -5,11 +5,11 @@ Cohere calls, and OpenAI batches of `/v1/embeddings` lines through the official 
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import math
 import random
+import re
 import struct
 import time
 from decimal import Decimal
@@ -20,15 +20,17 @@ import pytest
 
 from emulator.embeddings import embed as emulator_vector
 from routing.chunking import chunk_text
+from tests.embedding_support import close, floats
 from tests.integration.conftest import Stack
 
 ENDED = ("completed", "cancelled", "failed")
 MILLION = Decimal(1_000_000)
-WORDS = (
-    "river gravel salmon spawning bank willow flood meadow lighthouse keeper lamp wick storm "
-    "harbour bees hive pollen rooftop garden sourdough starter flour water rye crumb oven tea "
-    "leaf steep kettle porcelain report revenue quarter margin incident outage pager rollback"
-).split()
+WORDS = re.findall(
+    r"\w+",
+    "river gravel salmon spawning bank willow flood meadow lighthouse keeper lamp wick storm harbour "
+    "bees hive pollen rooftop garden sourdough starter flour water rye crumb oven tea leaf steep kettle "
+    "porcelain report revenue quarter margin incident outage pager rollback",
+)
 
 
 def submit_embed(
@@ -59,15 +61,6 @@ def jsonl_rows(stack: Stack, batch_id: str, **params: Any) -> list[dict[str, Any
     r = stack.client.get(f"/v1/document_batches/{batch_id}/results", params=params, timeout=300)
     assert r.status_code == 200, r.text
     return [json.loads(line) for line in r.text.splitlines()]
-
-
-def floats(blob: str) -> list[float]:
-    raw = base64.b64decode(blob)
-    return list(struct.unpack(f"<{len(raw) // 4}f", raw))
-
-
-def close(a: list[float], b: list[float]) -> bool:
-    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-7) for x, y in zip(a, b))
 
 
 def document(seed: int, words: int) -> str:

@@ -5,7 +5,6 @@ emulator's deterministic ones, calls counted at the emulator, usage and cost as 
 from __future__ import annotations
 
 import base64
-import math
 import struct
 from decimal import Decimal
 from typing import Any
@@ -15,6 +14,7 @@ import openai
 import pytest
 
 from emulator.embeddings import embed as emulator_vector
+from tests.embedding_support import close
 from tests.integration.conftest import Stack
 
 PRICE_SMALL = Decimal("0.02")  # text-embedding-3-small, USD per million input tokens
@@ -23,10 +23,6 @@ PRICE_SMALL = Decimal("0.02")  # text-embedding-3-small, USD per million input t
 @pytest.fixture
 def client(stack: Stack) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.api_url + "/v1", api_key=stack.key, max_retries=0)
-
-
-def close(a: list[float], b: list[float]) -> bool:
-    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-7) for x, y in zip(a, b))
 
 
 def embed_calls(stack: Stack) -> list[dict[str, Any]]:
@@ -83,7 +79,8 @@ def test_wrong_models_and_inputs_are_refused_clearly(client: openai.OpenAI) -> N
     with pytest.raises(openai.BadRequestError) as chat_model:
         client.embeddings.create(model="gpt-4o-mini", input="hello")
     assert chat_model.value.code == "wrong_model_kind"
-    assert "embedding model" in chat_model.value.message and "text-embedding-3-small" in chat_model.value.message
+    message = chat_model.value.message
+    assert "embedding model" in message and "text-embedding-3-small" in message
     with pytest.raises(openai.NotFoundError) as unknown:
         client.embeddings.create(model="no-such-embedder", input="hello")
     assert unknown.value.code == "model_not_found"
