@@ -165,7 +165,7 @@ async def _respond(job_ids: list[str], create: EmbeddingsCreate) -> Response:
                 "job_ids": job_ids,
                 "calls": len(jobs),
                 "deployments": sorted({job.deployment or "" for job in jobs}),
-                "cost_usd": str(sum(job.cost_usd for job in jobs)),
+                "cost_usd": f"{sum(job.cost_usd for job in jobs):f}",
             },
         }
     )
