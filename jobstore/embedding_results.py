@@ -99,14 +99,26 @@ def chunk_rows(
     include_text: bool = False,
     include_vectors: bool = True,
     encoding: Encoding = "float",
+    status: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One row per chunk, in input order: {document, chunk, start, end, text?, embedding}. A
-    chunk whose call failed has `embedding` null and an `error`; a document refused at intake
-    is one row with its `error` and no chunk."""
+    chunk not embedded (yet) has `embedding` null, its `status`, its `id` and `job_id`, and
+    the `error` if its call failed; a document refused at intake is one row with its `error`
+    and no chunk. `status`: only the chunks whose call is in it (e.g. failed)."""
     for job in _jobs(session, batch_id):
+        if status is not None and job.status != status:
+            continue
         inputs = (job.request or {}).get("inputs") or []
         if not inputs:  # a document refused at intake
-            yield {"document": job.custom_id, "chunk": None, "embedding": None, "error": job_error(job)}
+            yield {
+                "document": job.custom_id,
+                "chunk": None,
+                "embedding": None,
+                "id": job.custom_id,
+                "status": job.status,
+                "error": job_error(job),
+                "job_id": job.id,
+            }
             continue
         error = _error(job)
         for item, stored in zip(inputs, _vectors(session, job), strict=True):
@@ -121,7 +133,7 @@ def chunk_rows(
             if include_vectors:
                 row["embedding"] = None if stored is None else encode(stored.blob, encoding)
             if stored is None:
-                row["status"] = job.status
+                row.update(id=item.get("id"), status=job.status, job_id=job.id)
                 if error is not None:
                     row["error"] = error
             yield row

@@ -422,6 +422,7 @@ def document_results(
             include_text=include_text,
             include_vectors=include_vectors,
             encoding=encoding_format,
+            status=status,
         )
     if format == "npy":
         raise ApiError(400, "npy is for an embed-mode batch's vectors", param="format", code="invalid_value")

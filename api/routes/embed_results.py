@@ -37,10 +37,17 @@ def _lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
         yield json.dumps(row, default=str) + "\n"
 
 
-def _chunks(batch_id: str, include_text: bool, include_vectors: bool, encoding: Encoding) -> Iterator[str]:
+def _chunks(
+    batch_id: str, include_text: bool, include_vectors: bool, encoding: Encoding, status: str | None
+) -> Iterator[str]:
     with session_factory()() as session:
         rows = chunk_rows(
-            session, batch_id, include_text=include_text, include_vectors=include_vectors, encoding=encoding
+            session,
+            batch_id,
+            include_text=include_text,
+            include_vectors=include_vectors,
+            encoding=encoding,
+            status=status,
         )
         yield from _lines(rows)
 
@@ -51,9 +58,16 @@ def _npy(batch: Batch) -> Iterator[bytes]:
 
 
 def embed_results(
-    batch: Batch, fmt: str, *, include_text: bool, include_vectors: bool, encoding: Encoding
+    batch: Batch,
+    fmt: str,
+    *,
+    include_text: bool,
+    include_vectors: bool,
+    encoding: Encoding,
+    status: str | None = None,
 ) -> StreamingResponse:
-    """An embed-mode batch's chunk results as JSONL or .npy, streamed."""
+    """An embed-mode batch's chunk results as JSONL (`status`: only chunks whose call is in it)
+    or .npy (every chunk), streamed."""
     if fmt == "npy":
         return StreamingResponse(
             _npy(batch),
@@ -65,7 +79,7 @@ def embed_results(
             400, "an embed-mode batch's results are jsonl or npy", param="format", code="invalid_value"
         )
     return StreamingResponse(
-        _chunks(batch.id, include_text, include_vectors, encoding), media_type="application/x-ndjson"
+        _chunks(batch.id, include_text, include_vectors, encoding, status), media_type="application/x-ndjson"
     )
 
 

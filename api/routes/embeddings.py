@@ -139,7 +139,9 @@ def _failure(job: Job) -> ApiError:
 
 async def _respond(job_ids: list[str], create: EmbeddingsCreate) -> Response:
     """OpenAI's embeddings answer, once every job has ended (the first failure, if one failed)."""
-    jobs = await asyncio.gather(*(wait_for_job(job_id) for job_id in job_ids))
+    # One after the other: the calls run in parallel anyway, and one waiter at a time keeps a
+    # request of a hundred calls from polling for each of them.
+    jobs = [await wait_for_job(job_id) for job_id in job_ids]
     failed = next((job for job in jobs if job.status != JobStatus.SUCCEEDED), None)
     if failed is not None:
         raise _failure(failed)
