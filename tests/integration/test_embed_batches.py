@@ -207,7 +207,7 @@ def test_ten_thousand_chunks_take_ceil_n_over_96_cohere_calls_with_exact_cost(st
     assert [(r["document"], r["chunk"]) for r in rows] == [(doc_id, i) for doc_id, i, _ in expected]
     for row, (_, _, piece) in zip(rows, expected, strict=True):
         assert (row["start"], row["end"], row["text"]) == (piece.start_char, piece.end_char, piece.text)
-    for row in rows[::97]:  # a sample of the vectors, across every call
+    for row in rows:  # every vector is the one the emulator makes of its chunk's text
         assert close(floats(row["embedding"]), emulator_vector(row["text"], 256))
 
 

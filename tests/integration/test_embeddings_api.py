@@ -121,3 +121,43 @@ def test_async_embedding_jobs_read_back_with_their_vectors(stack: Stack) -> None
         "/v1/embeddings/jobs", json={"model": "mistral-embed", "input": [{"id": "a", "text": "x"}] * 2}
     )
     assert twice.status_code == 400 and twice.json()["error"]["param"] == "input.1"
+
+
+def test_budgets_at_intake_and_at_dispatch(stack: Stack, admin_stack: Stack, client: openai.OpenAI) -> None:
+    key_id = stack.client.get("/v1/keys/self").json()["id"]
+    # Less than one call's estimate: refused before anything is stored or called.
+    admin_stack.client.put(f"/v1/keys/{key_id}/budget", json={"limit_usd": "0.000001"}).raise_for_status()
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        client.embeddings.create(model="text-embedding-3-large", input=["word " * 500] * 3)
+    assert refused.value.code == "budget_exceeded" and "would cost about" in refused.value.message
+    queued = stack.client.post(
+        "/v1/embeddings/jobs", json={"model": "text-embedding-3-large", "input": ["word " * 500]}
+    )
+    assert queued.status_code == 422 and queued.json()["error"]["code"] == "budget_exceeded"
+    assert embed_calls(stack) == []
+    # Enough: the call reserves its cost, then settles what it really cost.
+    admin_stack.client.put(f"/v1/keys/{key_id}/budget", json={"limit_usd": "1"}).raise_for_status()
+    answer = client.embeddings.create(model="text-embedding-3-large", input="word " * 50)
+    own = stack.client.get("/v1/keys/self").json()
+    assert Decimal(own["budget"]["spent_usd"]) == Decimal(
+        stack.job(answer.model_extra["llmqueue"]["job_ids"][0])["cost_usd"]
+    )
+    assert Decimal(own["budget"]["reserved_usd"]) == 0
+
+
+def test_a_retry_with_the_same_idempotency_key_answers_from_the_same_jobs(
+    stack: Stack, client: openai.OpenAI
+) -> None:
+    body = {"model": "mistral-embed", "input": ["alpha", "beta"]}
+    first = client.embeddings.with_raw_response.create(**body, extra_headers={"Idempotency-Key": "emb-1"})
+    again = client.embeddings.with_raw_response.create(**body, extra_headers={"Idempotency-Key": "emb-1"})
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert (
+        first.parse().model_extra["llmqueue"]["job_ids"] == again.parse().model_extra["llmqueue"]["job_ids"]
+    )
+    assert [d.embedding for d in first.parse().data] == [d.embedding for d in again.parse().data]
+    assert len(embed_calls(stack)) == 1  # one call, whatever the retries
+    with pytest.raises(openai.ConflictError):
+        client.embeddings.create(
+            model="mistral-embed", input=["other"], extra_headers={"Idempotency-Key": "emb-1"}
+        )
