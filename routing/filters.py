@@ -63,6 +63,12 @@ def model_kind(s: Scored, req: RoutingRequest, health: DeploymentHealth | None, 
     return f"kind: {s.model_id} is an {kind.value} model; a chat job needs a chat model"
 
 
+@_filter("configured")
+def configured(s: Scored, req: RoutingRequest, health: DeploymentHealth | None, now: float) -> str | None:
+    missing = req.unavailable.get(s.name)
+    return f"not configured: {missing}" if missing else None
+
+
 @_filter("failover")
 def failed_over(s: Scored, req: RoutingRequest, health: DeploymentHealth | None, now: float) -> str | None:
     return "failover: already tried for this job" if s.name in req.exclude else None

@@ -35,6 +35,7 @@ from workers.dispatch_context import DispatchContext, Held
 from workers.health import next_rotation
 from workers.next_step import NextStep, Nothing, SendAttempt, SendDispatch
 from workers.policy import LASTING_KINDS, RetryPolicy
+from workers.providers.base import unavailable_deployments
 from workers.queues import Priority, priority_for
 
 log = logging.getLogger(__name__)
@@ -203,6 +204,7 @@ def route_queued_job(
         budget_remaining_usd=headroom,
         exclude=failed_over_deployments(attempts),
         lasting=lastingly_failed_deployments(attempts),
+        unavailable=unavailable_deployments(),
     )
     rotation = next_rotation("round_robin") if job.strategy == "round_robin" else 0
     try:
