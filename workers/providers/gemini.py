@@ -16,7 +16,6 @@ them; Gemini 2.5 does not require them back).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -54,6 +53,11 @@ from workers.providers.errors import (
     RateLimited,
     Transient,
     status_error,
+    transport_error,
+)
+
+DEFAULT_URL = (
+    "https://generativelanguage.googleapis.com"  # where the SDK calls when the deployment names no base_url
 )
 
 GENERATED_ID_PREFIX = "call_llmq_"  # ids we made up because Gemini sent none: never sent back
@@ -276,8 +280,13 @@ def _is_daily_quota(message: str, details: list[dict[str, Any]]) -> bool:
     return "billing" in message.lower() or any("PerDay" in q for q in quota_ids)
 
 
-def map_gemini_error(exc: Exception) -> ProviderError:
+def map_gemini_error(
+    exc: Exception, *, url: str | None = None, timeout_s: float | None = None
+) -> ProviderError:
     """Any exception the google-genai SDK (or its HTTP transport) raises, as one of our errors."""
+    transport = transport_error(exc, url=url, timeout_s=timeout_s)
+    if transport is not None:
+        return transport
     if isinstance(exc, genai_errors.APIError):
         code = int(exc.code or 0)
         status = str(exc.status or "")
@@ -299,10 +308,8 @@ def map_gemini_error(exc: Exception) -> ProviderError:
         if status == "FAILED_PRECONDITION" and "billing" in lowered:
             return QuotaExhausted(message, status_code=code)
         return status_error(code or 500, message)
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return Transient(f"timed out: {exc!r}")
-    if isinstance(exc, (aiohttp.ClientError, httpx.TransportError, ConnectionError)):
-        return Transient(f"connection failed: {exc}")
+    if isinstance(exc, (aiohttp.ClientError, httpx.TransportError)):  # anything else on the wire
+        return Transient(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, genai_errors.UnknownApiResponseError):
         return Transient(f"unreadable response: {exc}")
     if isinstance(exc, pydantic.ValidationError):
@@ -316,6 +323,7 @@ class GeminiProvider:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.client = self.build_client(target)
+        self.endpoint: str = self.target.base_url or DEFAULT_URL  # named in transport errors
 
     def build_client(self, target: Target) -> genai.Client:
         options = types.HttpOptions(
@@ -347,7 +355,7 @@ class GeminiProvider:
         except ProviderError:
             raise
         except Exception as exc:
-            raise map_gemini_error(exc) from exc
+            raise map_gemini_error(exc, url=self.endpoint, timeout_s=self.target.timeout_s) from exc
 
     async def aclose(self) -> None:
         await self.client.aio.aclose()

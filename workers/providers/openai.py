@@ -32,6 +32,7 @@ from workers.providers.errors import (
     Transient,
     parse_retry_after,
     status_error,
+    transport_error,
 )
 
 FINISH_REASONS = {
@@ -83,12 +84,13 @@ def usage_from_openai(usage: Any) -> Usage:
     )
 
 
-def map_openai_error(exc: Exception) -> ProviderError:
+def map_openai_error(
+    exc: Exception, *, url: str | None = None, timeout_s: float | None = None
+) -> ProviderError:
     """Any exception the openai SDK raises, as one of our error classes."""
-    if isinstance(exc, openai.APITimeoutError):
-        return Transient(f"timed out: {exc}")
-    if isinstance(exc, openai.APIConnectionError):
-        return Transient(f"connection failed: {exc}")
+    transport = transport_error(exc, url=url, timeout_s=timeout_s)
+    if transport is not None:
+        return transport
     if isinstance(exc, openai.APIStatusError):
         headers = exc.response.headers
         request_id = headers.get("x-request-id")
@@ -122,6 +124,7 @@ class OpenAIProvider:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.client = self.build_client(target)
+        self.endpoint: str = str(self.client.base_url)  # named in transport errors
 
     def build_client(self, target: Target) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
@@ -142,7 +145,7 @@ class OpenAIProvider:
         except ProviderError:
             raise
         except Exception as exc:
-            raise map_openai_error(exc) from exc
+            raise map_openai_error(exc, url=self.endpoint, timeout_s=self.target.timeout_s) from exc
 
     async def _stream(self, params: dict[str, Any], on_text: TextSink) -> ChatResponse:
         params = {**params, "stream": True, "stream_options": {"include_usage": True}}
