@@ -1,4 +1,8 @@
-"""Request dependencies: a database session per request and the caller's API key."""
+"""Request dependencies: a database session per request and the caller's API key.
+
+The key is read from `Authorization: Bearer <key>` through `api.openapi.bearer`, so every
+route that needs a key declares the bearer security scheme in the OpenAPI document; the
+checks and their 401 answers are here."""
 
 from __future__ import annotations
 
@@ -8,10 +12,12 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
+from api.openapi import bearer
 from jobstore.db import session_factory
 from jobstore.jobs import find_api_key, hash_secret
 from jobstore.models import ApiKey
@@ -35,8 +41,16 @@ def get_session() -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def current_key(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> ApiKey:
-    """The API key in `Authorization: Bearer <key>`, or a 401 saying what is missing."""
+def current_key(
+    session: SessionDep,
+    request: Request,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> ApiKey:
+    """The API key in `Authorization: Bearer <key>`, or a 401 saying what is missing.
+
+    The header is read whole, not through `bearer`'s parse, which cannot tell a missing
+    header from a malformed one."""
+    authorization = request.headers.get("authorization")
     if not authorization:
         raise ApiError(
             401,

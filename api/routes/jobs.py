@@ -7,12 +7,14 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from api.deps import OwnerDep, SessionDep
 from api.dispatch_buffer import dispatch_buffer
 from api.errors import ApiError
 from api.job_intake import store_job
+from api.openapi import streamed
 from api.schemas.jobs import JobAccepted, JobCreate, JobList, JobPublic
 from api.streaming import job_event_stream
 from jobstore import transitions
@@ -73,7 +75,9 @@ def list_jobs(
     request: Request,
     session: SessionDep,
     owner: OwnerDep,
-    status: str | None = None,
+    status: Annotated[
+        str | None, Query(description="Only jobs in this status: queued, running, succeeded, failed, ...")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     before: Annotated[str | None, Query(description="A job id: list jobs created before it")] = None,
 ) -> JobList:
@@ -91,7 +95,9 @@ def list_jobs(
     )
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic)
+@router.post(
+    "/{job_id}/cancel", response_model=JobPublic, responses={404: {"description": "No such job for this key"}}
+)
 def cancel(job_id: str, request: Request, session: SessionDep, owner: OwnerDep) -> JobPublic:
     """Cancel an open job. A call already in flight finishes (and is billed) but does not revive it."""
     job = get_job(session, job_id, owner.id)
@@ -103,7 +109,21 @@ def cancel(job_id: str, request: Request, session: SessionDep, owner: OwnerDep) 
     return JobPublic.of(job, base_url(request))
 
 
-@router.get("/{job_id}/stream", responses={200: {"content": {"text/event-stream": {}}}})
+@router.get(
+    "/{job_id}/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-Sent Events from the start of the job",
+            "content": streamed(
+                "text/event-stream",
+                '`event: delta` (`data: {"text": ...}`) as tokens arrive, `event: reset` when a retried '
+                "call starts its text over, then one `event: done` with the stored result",
+            ),
+        },
+        404: {"description": "No such job for this key"},
+    },
+)
 def stream_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     """Server-Sent Events: `delta` events with text as it is generated, then one `done`."""
     job = get_job(session, job_id, owner.id)
