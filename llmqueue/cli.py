@@ -153,13 +153,17 @@ def keys_create(
 
 @app.command()
 def demo(
-    docs: Annotated[str, typer.Option(help="Folder of .txt/.md documents to summarise.")] = "examples",
+    docs: Annotated[
+        str | None,
+        typer.Option(help="Folder of .txt/.md documents to summarise [default: the shipped samples]."),
+    ] = None,
     latency_ms: Annotated[float, typer.Option(help="Emulated provider latency.")] = 400,
 ) -> None:
     """Summarise the sample documents through the whole pipeline, embedded: no services needed."""
     from llmqueue.demo import run_demo
+    from llmqueue.demo_files import sample_documents
 
-    sys.exit(run_demo(docs, latency_ms))
+    sys.exit(run_demo(docs or str(sample_documents()), latency_ms))
 
 
 def _redact(url: str) -> str:
