@@ -162,8 +162,13 @@ def demo(
     """Summarise the sample documents through the whole pipeline, embedded: no services needed."""
     from llmqueue.demo import run_demo
     from llmqueue.demo_files import sample_documents
+    from routing.catalog import CatalogError
 
-    sys.exit(run_demo(docs or str(sample_documents()), latency_ms))
+    try:
+        code = run_demo(docs or str(sample_documents()), latency_ms)
+    except CatalogError as exc:  # LLMQUEUE_CATALOG names a bad file: say which and what, no traceback
+        _fail(f"{exc} (fix the file LLMQUEUE_CATALOG names, or unset it)")
+    sys.exit(code)
 
 
 def _redact(url: str) -> str:

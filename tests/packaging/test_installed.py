@@ -136,9 +136,7 @@ def test_a_missing_docs_folder_names_the_option(installed: Installed, tmp_path: 
 def test_the_readme_demo_quickstart_runs_as_written(installed: Installed) -> None:
     # The block makes ~/llmqueue-venv (here the fresh environment, made again in place),
     # installs the checkout into it and runs the demo from a new temporary folder.
-    result = run_block(
-        readme_block("quickstart-demo"), cwd=installed.source, env=installed.env(), timeout=600
-    )
+    result = run_block(readme_block("demo"), cwd=installed.source, env=installed.env(), timeout=600)
     demo_output_is_whole(result)
     # Only the empty folder the block made with mktemp is left: the demo removed its own.
     assert all(not any(p.iterdir()) for p in installed.tmp.iterdir()), list(installed.tmp.rglob("*"))[:20]
