@@ -121,12 +121,12 @@ def _is_fastapi_validation(response: dict[str, Any]) -> bool:
 def _fix_operation(operation: dict[str, Any]) -> None:
     responses: dict[str, Any] = operation["responses"]
     if operation.get("security"):
-        responses.setdefault("401", UNAUTHORIZED)
+        responses.setdefault("401", {**UNAUTHORIZED})
     for status, response in responses.items():
         if _is_fastapi_validation(response):
-            response.update(description=INVALID, content=ERROR_CONTENT)
+            response.update(description=INVALID, content={**ERROR_CONTENT})
         elif status[0] in "45" and not response.get("content"):
-            response["content"] = ERROR_CONTENT
+            response["content"] = {**ERROR_CONTENT}
         elif status.startswith("2"):
             content: dict[str, Any] = response.get("content", {})
             typed = {k: v for k, v in content.items() if v.get("schema")}

@@ -108,6 +108,7 @@ def _failure(job: Job) -> ApiError:
         400: {"description": "Invalid body, or the job failed on the request itself"},
         404: {"description": "`model` names no catalog model, deployment or routing alias"},
         502: {"description": "Every deployment tried failed; the job's error says why"},
+        504: {"description": "The job did not end within 600 s; it goes on (GET /v1/jobs/{id})"},
     },
     openapi_extra=json_body(ChatCompletionCreate),
 )
