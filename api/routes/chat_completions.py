@@ -28,8 +28,9 @@ from api.dispatch_buffer import dispatch_buffer
 from api.errors import ApiError, error_body
 from api.idempotency import HEADER, Idempotency, idempotent
 from api.job_intake import store_job
+from api.openapi import json_body, streamed
 from api.schemas.jobs import JobCreate
-from api.schemas.openai_compat import ChatCompletionCreate, ModelNotFound
+from api.schemas.openai_compat import ChatCompletion, ChatCompletionCreate, ModelNotFound
 from core.redis import async_redis
 from jobstore import batch_results
 from jobstore.db import session_factory, transaction
@@ -103,7 +104,24 @@ async def _replay(record: IdempotencyRecord, request: Request) -> Response:
     return await _respond(record.resource_id, _parse(await request.json()))
 
 
-@router.post("/completions", responses={200: {"content": {"text/event-stream": {}}}})
+@router.post(
+    "/completions",
+    response_model=None,
+    responses={
+        200: {
+            "model": ChatCompletion,
+            "description": "The answer; with `stream: true`, `chat.completion.chunk` events instead.",
+            "content": streamed(
+                "text/event-stream", "`data: <chat.completion.chunk>` events, then `data: [DONE]`"
+            ),
+        },
+        400: {"description": "Invalid body, or the job failed on the request itself"},
+        404: {"description": "`model` names no catalog model, deployment or routing alias"},
+        502: {"description": "Every deployment tried failed; the job's error says why"},
+        504: {"description": "The job did not end within 600 s; it goes on (GET /v1/jobs/{id})"},
+    },
+    openapi_extra=json_body(ChatCompletionCreate),
+)
 async def chat_completions(
     request: Request,
     owner: OwnerDep,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from api.deps import OwnerDep, SessionDep
@@ -14,6 +15,7 @@ from api.dispatch_buffer import dispatch_buffer
 from api.errors import ApiError
 from api.idempotency import Idempotency, idempotent
 from api.job_intake import store_job
+from api.openapi import streamed
 from api.schemas.jobs import JobAccepted, JobCreate, JobList, JobPublic, JobRequestPublic
 from api.streaming import job_event_stream
 from jobstore import transitions
@@ -73,7 +75,9 @@ def list_jobs(
     request: Request,
     session: SessionDep,
     owner: OwnerDep,
-    status: str | None = None,
+    status: Annotated[
+        str | None, Query(description="Only jobs in this status: queued, running, succeeded, failed, ...")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     before: Annotated[str | None, Query(description="A job id: list jobs created before it")] = None,
     model: Annotated[str | None, Query(description="Only jobs served by this model")] = None,
@@ -110,7 +114,9 @@ def read_job_request(job_id: str, session: SessionDep, owner: OwnerDep) -> JobRe
     return JobRequestPublic(id=job.id, request=job.request, routing=job.routing)
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic)
+@router.post(
+    "/{job_id}/cancel", response_model=JobPublic, responses={404: {"description": "No such job for this key"}}
+)
 def cancel(job_id: str, request: Request, session: SessionDep, owner: OwnerDep) -> JobPublic:
     """Cancel an open job. A call already in flight finishes (and is billed) but does not revive it."""
     job = get_job(session, job_id, owner.id)
@@ -122,7 +128,21 @@ def cancel(job_id: str, request: Request, session: SessionDep, owner: OwnerDep) 
     return JobPublic.of(job, base_url(request))
 
 
-@router.get("/{job_id}/stream", responses={200: {"content": {"text/event-stream": {}}}})
+@router.get(
+    "/{job_id}/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-Sent Events from the start of the job",
+            "content": streamed(
+                "text/event-stream",
+                '`event: delta` (`data: {"text": ...}`) as tokens arrive, `event: reset` when a retried '
+                "call starts its text over, then one `event: done` with the stored result",
+            ),
+        },
+        404: {"description": "No such job for this key"},
+    },
+)
 def stream_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     """Server-Sent Events: `delta` events with text as it is generated, then one `done`."""
     job = get_job(session, job_id, owner.id)
