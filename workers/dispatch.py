@@ -170,7 +170,7 @@ def _dispatch_loaded(session: Session, job: Job, context: DispatchContext) -> Ne
 def _cancel_revoked(session: Session, job: Job, now: datetime) -> Nothing:
     """A revoked key's job is cancelled, never called."""
     transitions.cancel_job(session, job.id, now)
-    return Nothing("the key was revoked", ended_batch=job.batch_id, ended=True)
+    return Nothing("the key was revoked", ended_batch=job.batch_id, ended=True, job_id=job.id)
 
 
 def route_queued_job(
@@ -280,4 +280,4 @@ def _hold(session: Session, job: Job, now: datetime) -> NextStep:
 def _fail(session: Session, job: Job, ended: Ended, now: datetime) -> Nothing:
     """The job ends here, failed; a batch it belongs to has moved on."""
     transitions.fail_job(session, job.id, error_type=ended.error, message=ended.message, now=now)
-    return Nothing(ended.error.value, ended_batch=job.batch_id, ended=True)
+    return Nothing(ended.error.value, ended_batch=job.batch_id, ended=True, job_id=job.id)

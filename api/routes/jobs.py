@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Annotated
@@ -19,8 +20,10 @@ from api.openapi import streamed
 from api.schemas.jobs import JobAccepted, JobCreate, JobList, JobPublic, JobRequestPublic
 from api.streaming import job_event_stream
 from jobstore import transitions
+from jobstore.db import session_factory
 from jobstore.jobs import get_job
 from jobstore.models import Job
+from workers.streams import publish_ended
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -122,8 +125,11 @@ def cancel(job_id: str, request: Request, session: SessionDep, owner: OwnerDep) 
     job = get_job(session, job_id, owner.id)
     if job is None:
         raise ApiError(404, f"no job {job_id!r} for this API key", param="job_id", code="job_not_found")
-    transitions.cancel_job(session, job_id, datetime.now(UTC))
+    cancelled = transitions.cancel_job(session, job_id, datetime.now(UTC))
     session.commit()
+    if cancelled:
+        with contextlib.suppress(Exception):  # best effort: a waiter also looks at Postgres
+            publish_ended([job_id])
     session.refresh(job)
     return JobPublic.of(job, base_url(request))
 
@@ -143,9 +149,11 @@ def cancel(job_id: str, request: Request, session: SessionDep, owner: OwnerDep) 
         404: {"description": "No such job for this key"},
     },
 )
-def stream_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Response:
-    """Server-Sent Events: `delta` events with text as it is generated, then one `done`."""
-    job = get_job(session, job_id, owner.id)
+def stream_job(job_id: str, owner: OwnerDep) -> Response:
+    """Server-Sent Events: `delta` events with text as it is generated, then one `done`. The
+    job's owner is checked with a session returned at once: a stream holds no connection."""
+    with session_factory()() as session:
+        job = get_job(session, job_id, owner.id)
     if job is None:
         raise ApiError(404, f"no job {job_id!r} for this API key", param="job_id", code="job_not_found")
-    return job_event_stream(job_id)
+    return job_event_stream(job_id, owner.id)
