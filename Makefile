@@ -29,6 +29,12 @@ bench: $(STAMP) services
 	$(PY) -m bench.pipeline --repeat 3 $(BENCH_ARGS)
 
 ## lint: ruff, and the floor plan's import contracts (pyproject.toml [tool.importlinter])
+## chaos: the real stack broken on purpose (kill -9 of workers, Redis and Postgres restarts)
+## with private Postgres and Redis servers; CHAOS_ARGS="--quick" for small batches
+CHAOS_ARGS ?=
+chaos: $(STAMP) services
+	$(PY) -m bench.chaos $(CHAOS_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

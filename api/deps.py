@@ -7,6 +7,9 @@ with no message between processes to lose. Two seconds keep it well inside the p
 five while costing one indexed lookup per key per process every two seconds, nothing
 beside a request's own queries. (Invalidation over Redis pub/sub would still need this TTL
 for a missed message, and would add a subscriber thread per process for a second gained.)
+
+The key is read from `Authorization: Bearer <key>` through `api.openapi.bearer`, so every
+route that needs a key declares the bearer security scheme in the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
+from api.openapi import bearer
 from jobstore.db import session_factory
 from jobstore.jobs import find_api_key, hash_secret
 from jobstore.models import ApiKey, KeyRole
@@ -44,8 +49,21 @@ def get_session() -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def current_key(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> ApiKey:
-    """The API key in `Authorization: Bearer <key>`, or a 401 saying what is missing."""
+def current_key(
+    request: Request,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> ApiKey:
+    """The API key in `Authorization: Bearer <key>`, or a 401 saying what is missing.
+
+    The header is read whole, not through `bearer`'s parse, which cannot tell a missing
+    header from a malformed one."""
+    return key_for_authorization(request.headers.get("authorization"))
+
+
+def key_for_authorization(authorization: str | None) -> ApiKey:
+    """The key an `Authorization` header names (cached for KEY_CACHE_S), or the 401. A lookup
+    uses a session of its own, returned at once: a long response (a stream) that depends on
+    the key never holds a database connection for it."""
     if not authorization:
         raise ApiError(
             401,
@@ -67,10 +85,11 @@ def current_key(session: SessionDep, authorization: Annotated[str | None, Header
         if cached is not None and time.monotonic() - cached[0] < KEY_CACHE_S:
             _key_cache.move_to_end(digest)
             return cached[1]
-    key = find_api_key(session, secret.strip())
-    if key is None:
-        raise ApiError(401, "invalid API key", param="Authorization", code="invalid_api_key")
-    session.expunge(key)
+    with session_factory()() as session:
+        key = find_api_key(session, secret.strip())
+        if key is None:
+            raise ApiError(401, "invalid API key", param="Authorization", code="invalid_api_key")
+        session.expunge(key)
     with _key_cache_lock:
         _key_cache[digest] = (time.monotonic(), key)
         _key_cache.move_to_end(digest)

@@ -35,6 +35,7 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         details: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -42,6 +43,7 @@ class ApiError(Exception):
         self.param = param
         self.code = code
         self.details = details
+        self.headers = headers or {}
 
 
 def error_body(
@@ -68,11 +70,11 @@ def _location(loc: tuple[Any, ...]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer", **exc.headers} if exc.status == 401 else exc.headers
         return JSONResponse(
             error_body(exc.status, exc.message, exc.param, exc.code, exc.details),
             status_code=exc.status,
-            headers=headers,
+            headers=headers or None,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api.console.router import router as console_router
 from api.errors import install_error_handlers
 from api.idempotency import install_idempotency_handlers
+from api.openapi import install_openapi
 from api.routes import (
     batches,
     chat_completions,
@@ -74,11 +75,16 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
         title="llmqueue",
         version="0.1.0",
-        description="Asynchronous, durable LLM generation jobs routed across providers. "
-        "Authenticate with `Authorization: Bearer <key>` (`llmqueue keys create`).",
+        description="Asynchronous, durable LLM generation jobs routed across providers.\n\n"
+        "Every route under `/v1` takes an API key as `Authorization: Bearer <key>` (create one with "
+        "`llmqueue keys create`; in /docs, **Authorize** sets it for every call). Errors are OpenAI's "
+        'shape, `{"error": {"message", "type", "param", "code"}}`. The OpenAI-compatible routes '
+        "(`/v1/chat/completions`, `/v1/files`, `/v1/batches`, `/v1/models`) work with the official "
+        "`openai` SDK given `base_url=<this server>/v1`.",
     )
     install_error_handlers(app)
     install_idempotency_handlers(app)
+    install_openapi(app)
     for router in ROUTERS:
         app.include_router(router)
     return app

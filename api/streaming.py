@@ -1,12 +1,14 @@
 """Server-Sent Events for a job: text deltas as the worker receives them, then `done`.
 
 Deltas come from the job's Redis stream (see `workers/streams.py`), read from its start so
-a late client gets what was already produced, then the rest. Completion is taken from
-Postgres, looked at when the worker says it is done, when the stream is idle, and at least
-every few seconds: when the job has ended, the remaining deltas are drained and `done`
-carries the stored result, so the streamed text and the stored text are the same. Without
+a late client gets what was already produced, then the rest, through the process's one
+shared reader (`api/job_events.py`). The end comes as an event (the worker's `done` entry,
+or the ended-jobs channel for a job that does not stream), after which the stored result is
+read once from Postgres (a short session) and `done` carries it, so the streamed text and the
+stored text are the same. No database connection is held while a client waits. Without
 Redis, or for a job not submitted with `stream: true`, the whole text arrives as one delta
-at the end.
+at the end. A key may hold `LLMQUEUE_MAX_STREAMS_PER_KEY` streams open in one API process,
+and a stream lasts at most `LLMQUEUE_MAX_STREAM_S` (then `event: timeout`).
 
 When a provider call that already streamed text is retried or failed over, the next call
 starts its text again: the client gets `reset` and should discard the text it has so far.
@@ -20,42 +22,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-import redis.asyncio as aredis
 from fastapi.responses import StreamingResponse
 
-from core.redis import async_redis
-from jobstore.db import session_factory
-from jobstore.models import ENDED_JOB_STATUSES, Job
-from workers.streams import stream_key
+from api.errors import ApiError
+from api.job_events import ended_jobs, stream_hub, stream_limits
+from jobstore.models import Job
 
-POLL_S = 0.5
-DB_CHECK_EVERY_S = 2.0  # look at Postgres this often even while deltas keep coming
 READ_COUNT = 500
 RESET_REASON = "the provider call was retried; text restarts"
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
-
-
-def _final_state(job_id: str) -> dict[str, Any] | None:
-    with session_factory()() as session:
-        job = session.get(Job, job_id)
-        if job is None or job.status not in ENDED_JOB_STATUSES:
-            return None
-        return {
-            "status": job.status,
-            "result": job.result_text,
-            "finish_reason": job.finish_reason,
-            "error": {"type": job.error_type, "message": job.error_message} if job.error_type else None,
-            "usage": {"input_tokens": job.input_tokens, "output_tokens": job.output_tokens},
-            "cost_usd": str(job.cost_usd),
-        }
 
 
 @dataclass
@@ -83,51 +65,87 @@ class _Cursor:
                 self.saw_done = True
 
 
-async def _read(
-    client: aredis.Redis, key: str, cursor: _Cursor, block_ms: int | None
-) -> tuple[bool, list[bytes]]:
-    """(whether any entry was read, the SSE events those entries make)."""
-    found = await client.xread({key: cursor.last_id}, block=block_ms, count=READ_COUNT)
-    entries = cast(list[Any], found or [])  # RESP2: [[key, [(id, fields), ...]], ...]
-    rows: list[tuple[str, dict[str, str]]] = [row for _, stream_rows in entries for row in stream_rows]
-    return bool(rows), list(cursor.events(rows))
-
-
-async def _events(job_id: str) -> AsyncIterator[bytes]:
-    client = async_redis()
-    key = stream_key(job_id)
+async def _events(job_id: str, owner_id: str) -> AsyncIterator[bytes]:
+    """The job's events until it ends (or the stream's time is up)."""
+    _, longest = stream_limits()
+    ended = asyncio.ensure_future(ended_jobs().wait(job_id, longest))
+    sub = None
+    next_entry: asyncio.Future[tuple[str, dict[str, str]]] | None = None
     cursor = _Cursor()
-    checked_at = 0.0
-    while True:
-        idle = True
-        if client is not None:
-            got, events = await _read(client, key, cursor, int(POLL_S * 1000))
-            idle = not got
-            for event in events:
-                yield event
-        else:
-            await asyncio.sleep(POLL_S)
-        if not (idle or cursor.saw_done or time.monotonic() - checked_at >= DB_CHECK_EVERY_S):
-            continue
-        checked_at = time.monotonic()
-        final = await asyncio.to_thread(_final_state, job_id)
-        if final is None:
-            continue
-        while client is not None:  # drain what was written between the read and the commit
-            got, events = await _read(client, key, cursor, None)
-            if not got:
+    try:
+        sub = await stream_hub().subscribe(job_id)
+        while sub is not None and not cursor.saw_done:
+            next_entry = asyncio.ensure_future(sub.next())
+            waiting: set[asyncio.Future[Any]] = {next_entry, ended}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if next_entry not in done:
+                next_entry.cancel()
+                for event in cursor.events(await sub.rest()):  # what came before the end
+                    yield event
                 break
-            for event in events:
+            for event in cursor.events([next_entry.result()]):
                 yield event
-        if not cursor.sent_text and final["result"]:
-            yield _sse("delta", {"text": final["result"]})
-        yield _sse("done", final)
-        return
+        job = await _final(job_id, ended)
+        if job is None:
+            yield _sse("timeout", {"message": f"the stream's {longest:.0f} s are up; GET /v1/jobs/{job_id}"})
+            return
+        if not cursor.sent_text and job["result"]:
+            yield _sse("delta", {"text": job["result"]})
+        yield _sse("done", job)
+    finally:
+        ended.cancel()
+        if next_entry is not None:
+            next_entry.cancel()
+        if sub is not None:
+            sub.close()
+        _release(owner_id)
 
 
-def job_event_stream(job_id: str) -> StreamingResponse:
+async def _final(job_id: str, ended: asyncio.Future[Job | None]) -> dict[str, Any] | None:
+    """The ended job's state for the `done` event; None when it did not end in time."""
+    job = await ended
+    return None if job is None else _final_state(job)
+
+
+def _final_state(job: Job) -> dict[str, Any]:
+    return {
+        "status": job.status,
+        "result": job.result_text,
+        "finish_reason": job.finish_reason,
+        "error": {"type": job.error_type, "message": job.error_message} if job.error_type else None,
+        "usage": {"input_tokens": job.input_tokens, "output_tokens": job.output_tokens},
+        "cost_usd": str(job.cost_usd),
+    }
+
+
+_open: dict[str, int] = {}
+
+
+def _take(owner_id: str) -> None:
+    """Count one more open stream for the key, or a 429 past its cap."""
+    cap, _ = stream_limits()
+    if _open.get(owner_id, 0) >= cap:
+        raise ApiError(
+            429,
+            f"this key already has {cap} streams open here (LLMQUEUE_MAX_STREAMS_PER_KEY); "
+            "close one, or poll GET /v1/jobs/{id}",
+            code="too_many_streams",
+        )
+    _open[owner_id] = _open.get(owner_id, 0) + 1
+
+
+def _release(owner_id: str) -> None:
+    left = _open.get(owner_id, 1) - 1
+    if left > 0:
+        _open[owner_id] = left
+    else:
+        _open.pop(owner_id, None)
+
+
+def job_event_stream(job_id: str, owner_id: str) -> StreamingResponse:
+    _take(owner_id)
     return StreamingResponse(
-        _events(job_id),
+        _events(job_id, owner_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

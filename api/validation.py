@@ -28,6 +28,7 @@ from routing.types import (
     UnknownModel,
     UnknownStrategy,
 )
+from workers.providers.base import unavailable_deployments
 
 # For each filter that excluded every candidate: the request field to blame, and the code.
 PARAM_FOR_FILTER = {
@@ -38,6 +39,7 @@ PARAM_FOR_FILTER = {
     "quality": "min_quality",
     "cost_ceiling": "max_cost_usd",
     "budget": "Authorization",
+    "configured": "model",
 }
 CODE_FOR_FILTER = {
     "kind": "wrong_model_kind",  # an embedding model named for a chat job (POST /v1/embeddings embeds)
@@ -47,6 +49,7 @@ CODE_FOR_FILTER = {
     "quality": "quality_below_floor",
     "cost_ceiling": "cost_ceiling_exceeded",
     "budget": "budget_exceeded",
+    "configured": "provider_not_configured",
 }
 PARAM_FOR_CAPABILITY = {
     "tools": "tools",
@@ -65,7 +68,12 @@ def check_routable(
     request = request if request is not None else ChatRequest.model_validate(job.request)
     try:
         return route(
-            RoutingRequest.for_job(job, request=request, budget_remaining_usd=budget_remaining),
+            RoutingRequest.for_job(
+                job,
+                request=request,
+                budget_remaining_usd=budget_remaining,
+                unavailable=unavailable_deployments(),
+            ),
             catalog,
             now=time.time(),
             rng=random.Random(0),
@@ -90,6 +98,14 @@ def no_route_error(request: ChatRequest, stream: bool, catalog: Catalog, exc: No
     if len(filters) != 1:
         return ApiError(422, str(exc), code="no_route", details=details)
     (only,) = filters
+    if only == "configured":
+        return ApiError(
+            422,
+            not_configured_message(exc.exclusions),
+            param="model",
+            code="provider_not_configured",
+            details=details,
+        )
     if only == "capabilities":
         lacking = lacking_capabilities(request, stream, catalog, exc.exclusions)
         if lacking:
@@ -134,3 +150,13 @@ def capability_param(request: ChatRequest, capability: str) -> str:
                     if part.type == "image_url":
                         return f"messages.{i}.content.{j}"
     return PARAM_FOR_CAPABILITY.get(capability, "messages")
+
+
+def not_configured_message(exclusions: tuple[Exclusion, ...]) -> str:
+    """What to set so that something can serve the request, each with the deployments it opens."""
+    opened: dict[str, list[str]] = {}
+    for exclusion in exclusions:
+        for need in exclusion.reason.removeprefix("not configured: ").split("; "):
+            opened.setdefault(need, []).append(exclusion.deployment)
+    needs = "; ".join(f"{need} (for {', '.join(deployments)})" for need, deployments in opened.items())
+    return f"no deployment that could serve this request is configured here: {needs}"

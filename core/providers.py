@@ -27,6 +27,14 @@ class ProviderName(StrEnum):
     COMPATIBLE = "compatible"
 
 
+class Endpoint(StrEnum):
+    """Where a provider's calls go when its deployment names no `base_url`."""
+
+    SDK_DEFAULT = "sdk_default"  # the provider's own API, which its SDK knows
+    REQUIRED = "required"  # a resource of the user's own (Azure) or any server: base_url or endpoint_env
+    LOCAL = "local"  # a server the user runs (Ollama): used only once endpoint_env says where
+
+
 @dataclass(frozen=True)
 class ProviderSpec:
     name: ProviderName
@@ -38,6 +46,10 @@ class ProviderSpec:
     # Tokens per o200k token, measured on English prose (>1: that tokenizer is less dense).
     token_calibration: float
     emulator_path: str  # where the built-in emulator serves this provider's wire format
+    endpoint: Endpoint = Endpoint.SDK_DEFAULT
+    # The variable that gives the endpoint when the deployment's base_url is unset (or a
+    # placeholder such as the default catalog's example Azure resource).
+    endpoint_env: str | None = None
 
 
 PROVIDERS: dict[ProviderName, ProviderSpec] = {
@@ -58,6 +70,8 @@ PROVIDERS: dict[ProviderName, ProviderSpec] = {
             key_env_fallbacks=(),
             token_calibration=1.0,
             emulator_path="/azure",
+            endpoint=Endpoint.REQUIRED,
+            endpoint_env="AZURE_OPENAI_ENDPOINT",
         ),
         # Anthropic: the SDK appends /v1/messages.
         ProviderSpec(
@@ -111,6 +125,8 @@ PROVIDERS: dict[ProviderName, ProviderSpec] = {
             key_env_fallbacks=(),
             token_calibration=1.10,
             emulator_path="/ollama/v1",
+            endpoint=Endpoint.LOCAL,
+            endpoint_env="OLLAMA_HOST",
         ),
         # Compatible: any OpenAI-compatible endpoint (vLLM, LM Studio, gateways).
         ProviderSpec(
@@ -120,6 +136,7 @@ PROVIDERS: dict[ProviderName, ProviderSpec] = {
             key_env_fallbacks=(),
             token_calibration=1.10,
             emulator_path="/compatible/v1",
+            endpoint=Endpoint.REQUIRED,
         ),
     )
 }

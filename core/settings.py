@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # A batch's jobs in flight (dispatched, not ended) across all batches; the feeder releases
     # more as they end, fairly between keys (workers/feeder.py).
     batch_in_flight: int = Field(default=1000, ge=1)
+    # Streams (SSE) open at once per API key in one API process, and the longest one lasts.
+    max_streams_per_key: int = Field(default=100, ge=1)
+    max_stream_s: float = Field(default=900.0, gt=0)
     # Provider calls in flight per worker process (`llmqueue worker -c`).
     max_in_flight: int = Field(default=200, ge=1)
     # Longer than any call: a message unacked this long is handed to another worker.

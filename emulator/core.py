@@ -18,6 +18,7 @@ import hashlib
 import json
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -152,6 +153,9 @@ class Emulator:
     ) -> None:
         self.config = config or EmulatorConfig()
         self.calls: list[dict[str, Any]] = []
+        # How many times each prompt (by digest) was answered: a prompt answered twice is a call
+        # bought twice (the chaos runs count them).
+        self.answered: Counter[str] = Counter()
         self.limiter = Limiter(clock)
         self._random = random.Random(self.config.seed)
         self._counter = 0
@@ -164,6 +168,7 @@ class Emulator:
     def reset(self) -> None:
         self.configure(EmulatorConfig())
         self.calls.clear()
+        self.answered.clear()
 
     def scope_for(self, provider: str, model: str) -> tuple[str, ScopeConfig]:
         for key in (model, provider, "*"):
@@ -241,9 +246,11 @@ class Emulator:
         return answer.input_tokens + out
 
     def answer(self, conv: Conversation) -> Answer:
-        """The deterministic answer to a conversation."""
+        """The deterministic answer to a conversation (counted in `answered`)."""
         self._counter += 1
-        return self._compose(conv, str(self._counter))
+        answer = self._compose(conv, str(self._counter))
+        self.answered[answer.request_id.split("-")[1]] += 1
+        return answer
 
     def _compose(self, conv: Conversation, serial: str) -> Answer:
         prompt = "\n".join(text for _, text in conv.texts)

@@ -5,6 +5,7 @@ Control endpoints (not part of any provider's API):
     GET  /_emulator/config           the fault configuration in force
     POST /_emulator/config           replace it (an `EmulatorConfig` JSON body)
     POST /_emulator/reset            no faults, empty call log
+    GET  /_emulator/answered         how many prompts were answered, and those answered more than once
     GET  /_emulator/calls            the call log (filter with ?scope= / ?provider= / ?model= /
                                      ?kind=chat|embed): per call its time `t`, `status`, `kind`,
                                      `tokens` weighed, whether it was `counted` in its scope's
@@ -94,6 +95,12 @@ def build_app(emu: Emulator | None = None) -> web.Application:
     app.router.add_post("/_emulator/config", set_config)
     app.router.add_post("/_emulator/reset", reset)
     app.router.add_get("/_emulator/calls", calls)
+
+    async def answered(_: web.Request) -> web.Response:
+        repeated = {digest: n for digest, n in emu.answered.items() if n > 1}
+        return web.json_response({"prompts": len(emu.answered), "repeated": repeated})
+
+    app.router.add_get("/_emulator/answered", answered)
     return app
 
 

@@ -3,9 +3,10 @@
     python examples/rag.py "How do I keep a sourdough starter alive?"
     python examples/rag.py --api-url http://127.0.0.1:8000 --api-key lq_... "Who trimmed the wicks?"
 
-1. Embed the sample documents in this folder: one document batch in embed mode (chunks of
-   `--chunk-tokens` tokens overlapping by `--overlap`), each chunk's vector with its document
-   and char offsets, in as few provider calls as the model takes.
+1. Embed the sample documents (`llmqueue/examples/`, shipped with the package): one document
+   batch in embed mode (chunks of `--chunk-tokens` tokens overlapping by `--overlap`), each
+   chunk's vector with its document and char offsets, in as few provider calls as the model
+   takes.
 2. Embed the question (`input_type=search_query`) and rank the chunks by cosine similarity
    (plain Python: a few dozen vectors need no index).
 3. Answer with a chat job given the best chunks, each labelled `[document#chunk]`, and told to
@@ -33,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from llmqueue.client import Client
+from llmqueue.demo_files import demo_home, sample_documents
 
-HERE = Path(__file__).resolve().parent
 EMBEDDING_MODEL = "text-embedding-3-small"
 CHAT_MODEL = "gpt-4o-mini"
 SYSTEM = (
@@ -108,7 +109,7 @@ def answer(client: Client, question: str, sources: list[tuple[float, Chunk]]) ->
 
 
 def rag(client: Client, question: str, *, chunk_tokens: int, overlap: int, top: int) -> dict[str, Any]:
-    documents = sorted(p for p in HERE.iterdir() if p.suffix in (".txt", ".md"))
+    documents = sorted(p for p in sample_documents().iterdir() if p.suffix in (".txt", ".md"))
     started = time.monotonic()
     chunks, batch = embed_corpus(client, documents, chunk_tokens, overlap)
     sources, query_cost = retrieve(client, chunks, question, top)
@@ -154,22 +155,23 @@ def embedded_stack(latency_ms: float) -> Iterator[Client]:
     """The whole stack on this machine, as `llmqueue demo` runs it (see llmqueue/demo.py)."""
     from llmqueue import demo
 
-    emulator = demo.prepare_environment(latency_ms)
-    from jobstore.db import transaction
-    from jobstore.jobs import create_api_key
-    from jobstore.migrate import upgrade
+    with demo_home():  # the job store and broker files, removed afterwards
+        emulator = demo.prepare_environment(latency_ms)
+        from jobstore.db import transaction
+        from jobstore.jobs import create_api_key
+        from jobstore.migrate import upgrade
 
-    try:
-        upgrade()
-        with transaction() as session:
-            _, secret = create_api_key(session, "rag-example")
-        with ExitStack() as stack:
-            url = stack.enter_context(demo.api_server())
-            stack.enter_context(demo.worker_process())
-            yield stack.enter_context(Client(base_url=url, api_key=secret))
-    finally:
-        if emulator is not None:
-            emulator.stop()
+        try:
+            upgrade()
+            with transaction() as session:
+                _, secret = create_api_key(session, "rag-example")
+            with ExitStack() as stack:
+                url = stack.enter_context(demo.api_server())
+                stack.enter_context(demo.worker_process())
+                yield stack.enter_context(Client(base_url=url, api_key=secret))
+        finally:
+            if emulator is not None:
+                emulator.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from core.accounts import BudgetPeriod as BudgetPeriod
 from core.accounts import KeyRole as KeyRole
-from core.clock import utcnow
+from core.clock import aware, utcnow
 
 MONEY = Numeric(20, 8)
 
@@ -203,6 +203,14 @@ class Job(Base):
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="job", order_by="Attempt.number", lazy="selectin"
     )
+
+    @property
+    def total_latency_ms(self) -> float | None:
+        """Submit to finish: queueing, retries, failovers and every call (`latency_ms` is the
+        answering call's alone). None until the job ends."""
+        if self.finished_at is None or self.created_at is None:
+            return None
+        return round((aware(self.finished_at) - aware(self.created_at)).total_seconds() * 1000, 2)
 
 
 class Attempt(Base):

@@ -154,13 +154,22 @@ def emulator(
 
 @app.command()
 def demo(
-    docs: Annotated[str, typer.Option(help="Folder of .txt/.md documents to summarise.")] = "examples",
+    docs: Annotated[
+        str | None,
+        typer.Option(help="Folder of .txt/.md documents to summarise [default: the shipped samples]."),
+    ] = None,
     latency_ms: Annotated[float, typer.Option(help="Emulated provider latency.")] = 400,
 ) -> None:
     """Summarise the sample documents through the whole pipeline, embedded: no services needed."""
     from llmqueue.demo import run_demo
+    from llmqueue.demo_files import sample_documents
+    from routing.catalog import CatalogError
 
-    sys.exit(run_demo(docs, latency_ms))
+    try:
+        code = run_demo(docs or str(sample_documents()), latency_ms)
+    except CatalogError as exc:  # LLMQUEUE_CATALOG names a bad file: say which and what, no traceback
+        _fail(f"{exc} (fix the file LLMQUEUE_CATALOG names, or unset it)")
+    sys.exit(code)
 
 
 def _redact(url: str) -> str:

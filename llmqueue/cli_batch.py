@@ -1,5 +1,6 @@
-"""`llmqueue batch ...`: run a document batch with a live progress bar, and read its status,
-results, or cancel it. The progress bar and results table are also the demo's."""
+"""`llmqueue batch ...`: run a document batch with a live progress bar, list batches, read a
+batch's status or results (as tables, or `--json` for scripts), or cancel it. The progress bar
+and results table are also the demo's."""
 
 from __future__ import annotations
 
@@ -13,15 +14,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from llmqueue.cli_jobs import ModelOpt, StrategyOpt, api_client, console, usd, words
+from llmqueue.cli_jobs import JsonOpt, ModelOpt, StrategyOpt, api_client, console, print_json, usd, words
 from llmqueue.client import Client
 
 batch_app = typer.Typer(help="Document batches: one prompt over many documents.", no_args_is_help=True)
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 
 
-def expand(paths: list[Path]) -> list[Path]:
-    """Files as given; a directory contributes its text files (sorted)."""
+def expand(paths: list[Path], param_hint: str = "PATHS") -> list[Path]:
+    """Files as given; a directory contributes its text files (sorted). A bad path is an
+    error naming `param_hint`, the option or argument the paths came from."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -29,9 +31,10 @@ def expand(paths: list[Path]) -> list[Path]:
         elif path.is_file():
             found.append(path)
         else:
-            raise typer.BadParameter(f"{path} is not a file or directory", param_hint="PATHS")
+            raise typer.BadParameter(f"{path} is not a file or directory", param_hint=param_hint)
     if not found:
-        raise typer.BadParameter("no documents found", param_hint="PATHS")
+        suffixes = ", ".join(TEXT_SUFFIXES)
+        raise typer.BadParameter(f"no documents ({suffixes} files) found", param_hint=param_hint)
     return found
 
 
@@ -130,10 +133,13 @@ def run(
 
 
 @batch_app.command("status")
-def status(batch_id: Annotated[str, typer.Argument(help="The batch id.")]) -> None:
+def status(batch_id: Annotated[str, typer.Argument(help="The batch id.")], as_json: JsonOpt = False) -> None:
     """Counts by status, tokens, cost so far and the ETA."""
     with api_client() as client:
         batch = client.batch(batch_id)
+    if as_json:
+        print_json(batch)
+        return
     console.print(summary(batch))
     if batch["eta_s"] is not None and batch["status"] in ("in_progress", "cancelling"):
         console.print(f"ETA {batch['eta_s']:.0f} s")
@@ -143,11 +149,19 @@ def status(batch_id: Annotated[str, typer.Argument(help="The batch id.")]) -> No
 def results(
     batch_id: Annotated[str, typer.Argument(help="The batch id.")],
     format: Annotated[str, typer.Option("--format", "-f", help="table, jsonl or csv.")] = "table",
+    as_json: JsonOpt = False,
 ) -> None:
-    """Each document's result (so far), in input order."""
+    """Each document's result (so far), in input order; --json prints them as one JSON array."""
     if format not in ("table", "jsonl", "csv"):
         raise typer.BadParameter("choose table, jsonl or csv", param_hint="--format")
+    if as_json and format != "table":
+        raise typer.BadParameter(
+            f"--json prints a JSON array; leave out --format {format}", param_hint="--json"
+        )
     with api_client() as client:
+        if as_json:
+            print_json(list(client.batch_results(batch_id)))
+            return
         if format == "csv":
             console.out(client.batch_results_csv(batch_id), end="", highlight=False)
             return
@@ -157,6 +171,35 @@ def results(
                 console.out(json.dumps(row), highlight=False)
             return
         console.print(results_table(list(rows), title=f"results of {batch_id}"))
+
+
+@batch_app.command("list")
+def list_batches(
+    limit: Annotated[int, typer.Option(help="How many of the latest batches.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Your latest document batches, newest first."""
+    with api_client() as client:
+        rows = client.batches(limit=limit)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title=f"latest {len(rows)} document batches")
+    for column in ("id", "status", "created", "done/total", "failed", "tokens in/out", "cost", "prompt"):
+        table.add_column(column, overflow="fold" if column == "id" else "ellipsis")
+    for batch in rows:
+        counts = batch["counts"]
+        table.add_row(
+            batch["id"],
+            batch["status"],
+            str(batch.get("created_at") or "-")[:19].replace("T", " "),
+            f"{counts['done']}/{counts['total']}",
+            str(counts["failed"]),
+            f"{batch['input_tokens']}/{batch['output_tokens']}",
+            usd(batch["cost_usd"]),
+            words(batch.get("prompt"), 8),
+        )
+    console.print(table)
 
 
 @batch_app.command("cancel")

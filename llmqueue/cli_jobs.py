@@ -5,7 +5,8 @@
 
 They talk to a running API (LLMQUEUE_API_URL, default http://127.0.0.1:8000) with the key in
 LLMQUEUE_API_KEY, through `llmqueue.client`. Also holds what the batch commands share: the
-client factory that turns a missing key or an API error into a one-line message.
+client factory that turns a missing key or an API error into a one-line message, and the
+`--json` option with which a listing prints JSON for scripts instead of a table.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from llmqueue.client import Client, JobFailed, LlmqueueError, MissingApiKey
 console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 err = Console(stderr=True)
 
+ERROR_CHARS = 100  # a failed job's error in a table: enough for the cause, not a traceback
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 ModelOpt = Annotated[str | None, typer.Option(help="A catalog model or deployment (see GET /v1/models).")]
 StrategyOpt = Annotated[
     str | None, typer.Option(help="cost, quality, balanced, performance, round_robin, manual.")
@@ -55,6 +58,11 @@ def api_client() -> Iterator[Client]:
         where = f" (param: {exc.param})" if exc.param else ""
         err.print(f"[red]error:[/red] {exc.message}{where}")
         raise typer.Exit(1) from None
+
+
+def print_json(value: Any) -> None:
+    """JSON on stdout, unwrapped and uncoloured, for scripts (`| jq`)."""
+    sys.stdout.write(json.dumps(value, indent=2) + "\n")
 
 
 def words(text: str | None, n: int = 12) -> str:
@@ -94,7 +102,7 @@ def submit(
         usage = job["usage"]
         err.print(
             f"[dim]{job['id']} · {job['provider']}/{job['model']} · {usage['input_tokens']} in + "
-            f"{usage['output_tokens']} out tokens · {usd(job['cost_usd'])} · {job['latency_ms']} ms[/dim]"
+            f"{usage['output_tokens']} out tokens · {usd(job['cost_usd'])} · {latency(job)}[/dim]"
         )
 
 
@@ -103,12 +111,16 @@ def jobs(
     status: Annotated[
         str | None, typer.Option(help="Only this status: queued, running, succeeded, ...")
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """List your latest jobs as a table."""
+    """List your latest jobs: a failed job shows its error (type and message)."""
     with api_client() as client:
         rows = client.jobs(limit=limit, status=status)
+    if as_json:
+        print_json(rows)
+        return
     table = Table(title=f"latest {len(rows)} jobs")
-    for column in ("id", "status", "provider/model", "tokens in/out", "cost", "latency", "answer"):
+    for column in ("id", "status", "provider/model", "tokens in/out", "cost", "latency", "answer or error"):
         table.add_column(column, overflow="fold" if column == "id" else "ellipsis")
     for job in rows:
         usage = job["usage"]
@@ -118,10 +130,30 @@ def jobs(
             f"{job['provider'] or '-'}/{job['model'] or '-'}",
             f"{usage['input_tokens']}/{usage['output_tokens']}",
             usd(job["cost_usd"]),
-            f"{job['latency_ms']:.0f} ms" if job["latency_ms"] else "-",
-            words(job["result"], 8),
+            latency(job),
+            error_text(job["error"]) if job["error"] else words(job["result"], 8),
         )
     console.print(table)
+
+
+def latency(job: dict[str, Any]) -> str:
+    """The answering call's latency, and submit-to-finish when it says more."""
+    call, total = job.get("latency_ms"), job.get("total_latency_ms")
+    if call is None and total is None:
+        return "-"
+    if call is None:
+        return f"total {total:.0f} ms"
+    if total is None:
+        return f"{call:.0f} ms"
+    return f"{call:.0f} ms (total {total:.0f} ms)"
+
+
+def error_text(error: dict[str, Any], limit: int = ERROR_CHARS) -> str:
+    """`type: message` in red, cut to `limit` characters at a word boundary."""
+    text = " ".join(f"{error['type']}: {error.get('message') or ''}".split())
+    if len(text) > limit:
+        text = text[: limit - 3].rsplit(" ", 1)[0] + " ..."
+    return f"[red]{escape(text)}[/red]"
 
 
 def costs(

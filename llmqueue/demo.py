@@ -1,7 +1,8 @@
 """`llmqueue demo`: the whole pipeline on one machine, through the document-batch path.
 
-With no DATABASE_URL it runs embedded: SQLite under a fresh temporary LLMQUEUE_HOME and
-kombu's SQLAlchemy transport as the broker (real Celery messages, no server). With
+With no DATABASE_URL it runs embedded: SQLite and kombu's SQLAlchemy transport as the broker
+(real Celery messages, no server), in a folder made for the run (`demo_files.demo_home`:
+under LLMQUEUE_HOME when set, else a temporary one removed at the end). With
 DATABASE_URL / CELERY_BROKER_URL / REDIS_URL set, it uses those. Without provider keys the
 built-in emulator answers (and the demo says so); with OPENAI_API_KEY set, OpenAI answers.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +28,7 @@ from rich.panel import Panel
 
 from llmqueue.cli_batch import expand, results_table, summary, watch
 from llmqueue.cli_jobs import console
+from llmqueue.demo_files import demo_home
 
 PROMPT = "{document}\n\nSummarise the document above in two sentences for a busy reader."
 MODEL = "gpt-4o-mini"
@@ -35,9 +36,8 @@ PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "CO_AP
 
 
 def prepare_environment(latency_ms: float) -> Any:
-    """Set the env before any settings are read; start the emulator when no key is set."""
-    if not os.environ.get("DATABASE_URL"):
-        os.environ["LLMQUEUE_HOME"] = tempfile.mkdtemp(prefix="llmqueue-demo-")
+    """Set the env before any settings are read (LLMQUEUE_HOME is `demo_home`'s); start the
+    emulator when no key is set."""
     emulator = None
     if not os.environ.get("OPENAI_API_KEY"):
         from emulator.server import EmulatorThread
@@ -143,7 +143,12 @@ def worker_process() -> Iterator[subprocess.Popen[str]]:
 
 
 def run_demo(docs: str, latency_ms: float) -> int:
-    documents = expand([Path(docs)])
+    documents = expand([Path(docs)], param_hint="--docs")
+    with demo_home():  # the job store and broker files: removed at the end unless under LLMQUEUE_HOME
+        return _run(docs, documents, latency_ms)
+
+
+def _run(docs: str, documents: list[Path], latency_ms: float) -> int:
     emulator = prepare_environment(latency_ms)
     try:
         announce(emulator)

@@ -15,7 +15,7 @@ Every other routing module imports these from here, and nothing in here imports 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -65,6 +65,8 @@ class RoutingRequest:
     # Of those, the ones whose failure a second round cannot cure (a missing or rejected key, a
     # window too small): excluded even when routing goes round the candidates again.
     lasting_exclude: frozenset[str] = frozenset()
+    # Deployments nothing can call from here (no key, no endpoint), each with what to set.
+    unavailable: Mapping[str, str] = field(default_factory=dict)
     stream: bool = False  # the caller wants a streamed answer: requires "streaming"
     input_tokens: int | None = None  # the request's raw count when already counted (tokens.py)
 
@@ -77,6 +79,7 @@ class RoutingRequest:
         budget_remaining_usd: Decimal | None = None,
         exclude: frozenset[str] = frozenset(),
         lasting: frozenset[str] = frozenset(),
+        unavailable: Mapping[str, str] | None = None,
     ) -> RoutingRequest:
         """The one way a job becomes a routing question, at submission and at dispatch.
         `request` is the job's request already parsed, when the caller has it; `exclude` the
@@ -95,6 +98,7 @@ class RoutingRequest:
             budget_remaining_usd=budget_remaining_usd,
             exclude=exclude,
             lasting_exclude=lasting,
+            unavailable=unavailable or {},
             stream=bool(job.stream),
             input_tokens=job.request_tokens,
         )

@@ -92,7 +92,9 @@ def write_successes(items: Sequence[Succeeded], now: datetime) -> Written:
     lost = len(items) - len(written)
     if lost:
         log.warning("%d results not written: their claims were lost (the call was taken over)", lost)
-    steps: list[NextStep] = [Nothing("succeeded", ended_batch=i.claim.batch_id, ended=True) for i in written]
+    steps: list[NextStep] = [
+        Nothing("succeeded", ended_batch=i.claim.batch_id, ended=True, job_id=i.claim.job_id) for i in written
+    ]
     return Written(steps, written, alerts)
 
 
@@ -169,7 +171,7 @@ def write_failure(item: Failed, *, settings: Settings, catalog: Catalog, now: da
             transitions.fail_job(
                 session, job.id, error_type=decision.error, message=decision.message, now=now
             )
-            return Nothing(decision.error.value, ended_batch=claim.batch_id, ended=True)
+            return Nothing(decision.error.value, ended_batch=claim.batch_id, ended=True, job_id=claim.job_id)
         if not transitions.requeue(session, job.id):
             return Nothing("job closed")
         return route_on(session, job, catalog, now)

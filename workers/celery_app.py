@@ -21,8 +21,10 @@ def make_celery() -> Celery:
     settings = get_settings()
     app = Celery("llmqueue", include=["workers.tasks", "workers.startup"])
     transport_options: dict[str, Any] = {}
+    transport: str | None = None
     broker = settings.celery_broker_url
     if broker.startswith(("redis://", "rediss://")):
+        transport = "workers.broker:Transport"  # kombu's, surviving a Redis restart (see broker.py)
         transport_options = {
             "visibility_timeout": settings.visibility_timeout_s,
             # Tests give each run its own key prefix so parallel runs never share queues.
@@ -34,6 +36,7 @@ def make_celery() -> Celery:
         }
     app.conf.update(
         broker_url=broker,
+        broker_transport=transport,
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options,
         broker_pool_limit=50,

@@ -36,6 +36,7 @@ from workers.dispatch_context import DispatchContext, Held
 from workers.health import next_rotation
 from workers.next_step import NextStep, Nothing, SendAttempt, SendDispatch
 from workers.policy import LASTING_KINDS, RetryPolicy
+from workers.providers.base import unavailable_deployments
 from workers.queues import Priority, priority_for
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ def _dispatch_loaded(session: Session, job: Job, context: DispatchContext) -> Ne
 def _cancel_revoked(session: Session, job: Job, now: datetime) -> Nothing:
     """A revoked key's job is cancelled, never called."""
     transitions.cancel_job(session, job.id, now)
-    return Nothing("the key was revoked", ended_batch=job.batch_id, ended=True)
+    return Nothing("the key was revoked", ended_batch=job.batch_id, ended=True, job_id=job.id)
 
 
 def route_queued_job(
@@ -211,6 +212,7 @@ def route_queued_job(
                 raw_tokens=job.request_tokens or 0,
                 exclude=failed_over_deployments(attempts),
                 lasting_exclude=lastingly_failed_deployments(attempts),
+                unavailable=unavailable_deployments(),
             )
         else:
             request = RoutingRequest.for_job(
@@ -218,6 +220,7 @@ def route_queued_job(
                 budget_remaining_usd=headroom,
                 exclude=failed_over_deployments(attempts),
                 lasting=lastingly_failed_deployments(attempts),
+                unavailable=unavailable_deployments(),
             )
             max_tokens = request.request.max_tokens
             rotation = next_rotation("round_robin") if job.strategy == "round_robin" else 0
@@ -295,4 +298,4 @@ def _hold(session: Session, job: Job, now: datetime) -> NextStep:
 def _fail(session: Session, job: Job, ended: Ended, now: datetime) -> Nothing:
     """The job ends here, failed; a batch it belongs to has moved on."""
     transitions.fail_job(session, job.id, error_type=ended.error, message=ended.message, now=now)
-    return Nothing(ended.error.value, ended_batch=job.batch_id, ended=True)
+    return Nothing(ended.error.value, ended_batch=job.batch_id, ended=True, job_id=job.id)

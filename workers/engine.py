@@ -86,10 +86,10 @@ class CallEngine:
     # ------------------------------------------------------------ taking work (a task's thread)
 
     def accept(self, attempt_ids: Sequence[str]) -> list[NextStep]:
-        """Claim these attempts and start their calls; returns what to send for the rest."""
-        with self._room:
-            while self._in_flight >= self.max_in_flight:
-                self._room.wait(1.0)
+        """Claim these attempts, start their calls, and return (what to send for the rest) once
+        the engine has room again. The claim comes first: from then on the attempts are held by
+        leases, so a worker killed while it waits for room loses nothing for longer than a
+        lease; the wait before returning is what keeps a full worker from taking more messages."""
         token = f"{PROCESS}:{uuid.uuid4().hex[:12]}"
         now = utcnow()
         with transaction() as session:
@@ -108,6 +108,9 @@ class CallEngine:
                 self.loop.submit(self._call(claim, limits.get(claim.owner_id)))
             else:
                 self.writer.submit(Failed(claim, Transient(BREAKER_OPEN), action=Action.FAILOVER))
+        with self._room:
+            while self._in_flight >= self.max_in_flight:
+                self._room.wait(1.0)
         return steps
 
     def _breakers(self, claimed: Sequence[Claimed]) -> dict[str, bool]:

@@ -37,6 +37,12 @@ class Nothing:
     reason: str
     ended_batch: str | None = None  # the batch of a job this step ended: its progress moved
     ended: bool = False  # the step ended its job (succeeded or failed)
+    job_id: str | None = None  # the job it ended, for those waiting on it
+
+
+def ended_jobs(steps: list[NextStep]) -> list[str]:
+    """The ids of the jobs these steps ended."""
+    return [s.job_id for s in steps if isinstance(s, Nothing) and s.ended and s.job_id is not None]
 
 
 NextStep = SendAttempt | SendDispatch | Nothing

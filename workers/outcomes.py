@@ -213,8 +213,10 @@ class OutcomeWriter:
             except Exception:  # Redis away: the breaker misses one failure, the job goes on
                 log.warning("could not record a failure of %s", failure.claim.deployment, exc_info=True)
         step = write_failure(failure, settings=self.settings, catalog=self.catalog, now=utcnow())
-        if failure.claim.stream and isinstance(step, Nothing) and step.ended:
-            self._publish(failure.claim.job_id, "failed")
+        if isinstance(step, Nothing) and step.ended:
+            if failure.claim.stream:
+                self._publish(failure.claim.job_id, "failed")
+            self._ended([failure.claim.job_id])
         return step
 
     # ------------------------------------------------------------ after the commit (best effort)
@@ -223,6 +225,7 @@ class OutcomeWriter:
         for item in written.succeeded:
             if item.claim.stream:
                 self._publish(item.claim.job_id, "succeeded")
+        self._ended([i.claim.job_id for i in written.succeeded])
         checked: set[str] = set()
         for step in written.steps:
             if isinstance(step, Nothing) and step.ended_batch and step.ended_batch not in checked:
@@ -244,6 +247,12 @@ class OutcomeWriter:
             after_step(step)
         except Exception:  # the broker is away: the sweeper finds what this would have sent
             log.warning("could not send %s", step, exc_info=True)
+
+    def _ended(self, job_ids: list[str]) -> None:
+        try:
+            streams.publish_ended(job_ids)
+        except Exception:  # waiters look at Postgres themselves too
+            log.warning("could not announce %d ended jobs", len(job_ids), exc_info=True)
 
     def _publish(self, job_id: str, status: str) -> None:
         try:

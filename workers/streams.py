@@ -18,6 +18,7 @@ API's `done` event carries) is unaffected.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -49,6 +50,20 @@ def publish(job_id: str, event: str, data: str = "") -> None:
     pipe.xadd(key, {"event": event, "data": data}, maxlen=MAX_ENTRIES, approximate=True)
     pipe.expire(key, STREAM_TTL_S)
     pipe.execute()
+
+
+def ended_channel() -> str:
+    """The pub/sub channel that carries the ids of jobs that ended (API processes listen)."""
+    return f"{get_settings().redis_prefix}jobs-ended"
+
+
+def publish_ended(job_ids: list[str]) -> None:
+    """Tell whoever waits (a chat completion, a stream) that these jobs ended: one message for
+    many, after the commit that ended them; best effort (waiters also look themselves)."""
+    client = shared_redis()
+    if client is None or not job_ids:
+        return
+    client.publish(ended_channel(), json.dumps(job_ids))
 
 
 async def apublish(job_id: str, event: str, data: str = "") -> None:

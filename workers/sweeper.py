@@ -26,7 +26,7 @@ from workers.queues import ALL_QUEUES, Queue, priority_for, provider_queue
 log = logging.getLogger(__name__)
 SWEEP_EVERY_S = 30.0
 LEASE_SWEEP_S = 5.0  # a dead worker's calls are taken over within a lease and this
-GRACE_S = 60.0
+GRACE_S = 20.0  # a queued job or pending attempt this old whose queue is empty was lost
 BATCH = 1000
 
 

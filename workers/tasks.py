@@ -24,9 +24,10 @@ from workers.celery_app import app
 from workers.dispatch import dispatch_job, dispatch_jobs
 from workers.engine import get_engine
 from workers.messages import send_step, send_steps
-from workers.next_step import SendDispatch
+from workers.next_step import SendDispatch, ended_jobs
 from workers.probes import probe_deployment
 from workers.queues import TaskName
+from workers.streams import publish_ended
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,6 +78,7 @@ def dispatch(self: Task, job_ids: list[str]) -> None:
     send_steps(steps)
     for step in steps:
         after_step(step)
+    publish_ended(ended_jobs(steps))
 
 
 @house_task(TaskName.CALL)

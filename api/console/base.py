@@ -26,9 +26,8 @@ from starlette.responses import RedirectResponse, Response
 
 from api.console.auth import CSRF_FIELD, ConsoleSession, csrf_ok, end_session, read_session
 from api.console.internal import ApiProblem, InternalApi
-from api.deps import current_key
+from api.deps import key_for_authorization
 from api.errors import ApiError
-from jobstore.db import session_factory
 from jobstore.models import ApiKey, KeyRole
 
 HERE = Path(__file__).parent
@@ -62,8 +61,7 @@ class Viewer:
 
 def key_for_secret(secret: str) -> ApiKey:
     """The key exactly as the API's own dependency finds it (same cache, same revocation)."""
-    with session_factory()() as db:
-        return current_key(db, f"Bearer {secret}")
+    return key_for_authorization(f"Bearer {secret}")
 
 
 async def viewer(request: Request) -> Viewer:

@@ -49,7 +49,14 @@ def _public(session: SessionDep, batch: Batch) -> BatchObject:
     return BatchObject.of(batch, batches.batch_counts(session, batch))
 
 
-@router.post("", response_model=BatchObject)
+@router.post(
+    "",
+    response_model=BatchObject,
+    responses={
+        400: {"description": "Unknown endpoint or window, or an unusable input file"},
+        404: {"description": "No such input file"},
+    },
+)
 def create_batch(
     body: BatchCreate,
     session: SessionDep,
@@ -119,12 +126,14 @@ def create_batch(
     return created
 
 
-@router.get("/{batch_id}", response_model=BatchObject)
+@router.get("/{batch_id}", response_model=BatchObject, responses={404: {"description": "No such batch"}})
 def read_batch(batch_id: str, session: SessionDep, owner: OwnerDep) -> BatchObject:
     return _public(session, _find(session, owner.id, batch_id))
 
 
-@router.post("/{batch_id}/cancel", response_model=BatchObject)
+@router.post(
+    "/{batch_id}/cancel", response_model=BatchObject, responses={404: {"description": "No such batch"}}
+)
 def cancel_batch(batch_id: str, session: SessionDep, owner: OwnerDep) -> BatchObject:
     """`cancelling` until calls in flight finish, then `cancelled`, with their output."""
     batch = _find(session, owner.id, batch_id)

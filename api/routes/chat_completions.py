@@ -2,9 +2,16 @@
 
 The official SDK works unchanged with base_url pointing here. `model` names a catalog model
 or deployment, or a routing alias (auto, cost, quality, balanced, performance). The job is
-durable like any other (it shows in /v1/jobs, with its cost); the request waits for it by
-polling Postgres with a growing interval. With `stream: true` the answer streams as OpenAI
-`chat.completion.chunk` events, read from the job's Redis stream (`workers/streams.py`).
+durable like any other (it shows in /v1/jobs, with its cost); the request waits for it
+without holding a database connection, woken when the job ends (`api/job_events.py`). With
+`stream: true` the answer streams as OpenAI `chat.completion.chunk` events, read from the
+job's Redis stream (`workers/streams.py`).
+
+Once the job is committed the answer is never a 5xx (a retry by the SDK would make a second
+job): the answer, or a 400 for a request the provider refused, or a 424 when every
+deployment failed, each with `x-should-retry: false`; and if the job has not ended after
+WAIT_LIMIT_S, under the SDKs' own 600 s timeout, a 408 saying where to find it (retried by
+the SDK only when the request carried an Idempotency-Key, whose replay waits on the same job).
 
 A provider call that had streamed text and was then retried starts its text over; deltas
 already sent cannot be taken back, so later deltas are held and the stored answer's
@@ -27,19 +34,18 @@ from api.deps import OwnerDep
 from api.dispatch_buffer import dispatch_buffer
 from api.errors import ApiError, error_body
 from api.idempotency import HEADER, Idempotency, idempotent
+from api.job_events import ended_jobs, stream_hub
 from api.job_intake import store_job
+from api.openapi import json_body, streamed
 from api.schemas.jobs import JobCreate
-from api.schemas.openai_compat import ChatCompletionCreate, ModelNotFound
-from core.redis import async_redis
+from api.schemas.openai_compat import ChatCompletion, ChatCompletionCreate, ModelNotFound
 from jobstore import batch_results
-from jobstore.db import session_factory, transaction
-from jobstore.models import ENDED_JOB_STATUSES, ApiKey, IdempotencyRecord, Job, JobStatus
+from jobstore.db import transaction
+from jobstore.models import ApiKey, IdempotencyRecord, Job, JobStatus
 from routing.catalog import get_catalog
-from workers.streams import stream_key
 
 router = APIRouter(prefix="/v1/chat", tags=["chat (OpenAI-compatible)"])
-WAIT_LIMIT_S = 600.0  # the openai SDK's own default timeout
-FIRST_POLL_S, MAX_POLL_S = 0.02, 0.25
+WAIT_LIMIT_S = 540.0  # under the openai SDK's own default timeout (600 s)
 
 
 def _parse(body: Any) -> ChatCompletionCreate:
@@ -63,36 +69,30 @@ def _submit(owner: ApiKey, create: JobCreate, idem: Idempotency | None = None) -
     return job_id
 
 
-def _load(job_id: str) -> Job | None:
-    with session_factory()() as session:
-        job = session.get(Job, job_id)
-        if job is not None:
-            session.expunge(job)
+async def _wait(job_id: str, *, retry_safe: bool) -> Job:
+    """The job once it has ended; a 408 (never a 5xx) when it takes longer than WAIT_LIMIT_S."""
+    job = await ended_jobs().wait(job_id, WAIT_LIMIT_S)
+    if job is not None:
         return job
-
-
-async def _wait(job_id: str) -> Job:
-    deadline = time.monotonic() + WAIT_LIMIT_S
-    pause = FIRST_POLL_S
-    while True:
-        job = await asyncio.to_thread(_load, job_id)
-        if job is not None and job.status in ENDED_JOB_STATUSES:
-            return job
-        if time.monotonic() > deadline:
-            raise ApiError(
-                504,
-                f"job {job_id} did not finish within {WAIT_LIMIT_S:.0f} s; it goes on: GET /v1/jobs/{job_id}",
-                code="timeout",
-            )
-        await asyncio.sleep(pause)
-        pause = min(MAX_POLL_S, pause * 1.5)
+    raise ApiError(
+        408,
+        f"job {job_id} did not finish within {WAIT_LIMIT_S:.0f} s; it goes on: GET /v1/jobs/{job_id}"
+        + ("; a retry with the same Idempotency-Key waits for it again" if retry_safe else ""),
+        code="timeout",
+        headers={"x-should-retry": "true" if retry_safe else "false"},
+    )
 
 
 def _failure(job: Job) -> ApiError:
+    """A job that ended without an answer: the request's fault is a 400; otherwise every
+    deployment failed, a 424 (not a 5xx: retrying would only make a second job)."""
     status = batch_results.error_status(job)
     error = batch_results.job_error(job)
     return ApiError(
-        400 if status == 499 else status, f"{error['message']} (job {job.id})", code=error["code"]
+        400 if status in (400, 499) else 424,
+        f"{error['message']} (job {job.id})",
+        code=error["code"],
+        headers={"x-should-retry": "false"},
     )
 
 
@@ -103,7 +103,24 @@ async def _replay(record: IdempotencyRecord, request: Request) -> Response:
     return await _respond(record.resource_id, _parse(await request.json()))
 
 
-@router.post("/completions", responses={200: {"content": {"text/event-stream": {}}}})
+@router.post(
+    "/completions",
+    response_model=None,
+    responses={
+        200: {
+            "model": ChatCompletion,
+            "description": "The answer; with `stream: true`, `chat.completion.chunk` events instead.",
+            "content": streamed(
+                "text/event-stream", "`data: <chat.completion.chunk>` events, then `data: [DONE]`"
+            ),
+        },
+        400: {"description": "Invalid body, or the job failed on the request itself"},
+        404: {"description": "`model` names no catalog model, deployment or routing alias"},
+        408: {"description": "The job did not end within 540 s; it goes on (GET /v1/jobs/{id})"},
+        424: {"description": "Every deployment tried failed; the job's error says why"},
+    },
+    openapi_extra=json_body(ChatCompletionCreate),
+)
 async def chat_completions(
     request: Request,
     owner: OwnerDep,
@@ -120,10 +137,10 @@ async def chat_completions(
     except ModelNotFound as exc:
         raise ApiError(404, str(exc), param="model", code="model_not_found") from None
     job_id = await asyncio.to_thread(_submit, owner, create, idem)
-    return await _respond(job_id, completion)
+    return await _respond(job_id, completion, retry_safe=idem is not None)
 
 
-async def _respond(job_id: str, completion: ChatCompletionCreate) -> Response:
+async def _respond(job_id: str, completion: ChatCompletionCreate, *, retry_safe: bool = True) -> Response:
     """The answer to a completion whose job is `job_id`: streamed, or waited for."""
     if completion.stream:
         usage = completion.stream_options is not None and completion.stream_options.include_usage
@@ -132,7 +149,7 @@ async def _respond(job_id: str, completion: ChatCompletionCreate) -> Response:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    job = await _wait(job_id)
+    job = await _wait(job_id, retry_safe=retry_safe)
     if job.status != JobStatus.SUCCEEDED:
         raise _failure(job)
     return JSONResponse(batch_results.chat_completion(job))
@@ -157,17 +174,24 @@ def _data(body: dict[str, Any]) -> bytes:
 
 
 async def _deltas(job_id: str) -> AsyncIterator[str | None]:
-    """Text deltas from the job's Redis stream; None marks a restarted call; ends at `done`."""
-    client = async_redis()
-    if client is None:
-        return
-    key, last, calls = stream_key(job_id), "0-0", 0
-    deadline = time.monotonic() + WAIT_LIMIT_S
-    while time.monotonic() < deadline:
-        entries: Any = await client.xread({key: last}, block=500, count=500)
-        for _, rows in entries or []:
-            for entry_id, fields in rows:
-                last = entry_id
+    """Text deltas from the job's Redis stream (the process's shared reader); None marks a
+    restarted call; ends at the worker's `done` entry or when the job has ended."""
+    calls = 0
+    ended = asyncio.ensure_future(ended_jobs().wait(job_id, WAIT_LIMIT_S))
+    sub = None
+    next_entry: asyncio.Future[tuple[str, dict[str, str]]] | None = None
+    try:
+        sub = await stream_hub().subscribe(job_id)
+        while sub is not None:
+            next_entry = asyncio.ensure_future(sub.next())
+            waiting: set[asyncio.Future[Any]] = {next_entry, ended}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if next_entry not in done:  # the job ended: what came before the end, then stop
+                next_entry.cancel()
+                entries = await sub.rest()
+            else:
+                entries = [next_entry.result()]
+            for _, fields in entries:
                 event = fields.get("event")
                 if event == "call":
                     calls += 1
@@ -177,9 +201,14 @@ async def _deltas(job_id: str) -> AsyncIterator[str | None]:
                     yield fields.get("data", "")
                 elif event == "done":
                     return
-        job = await asyncio.to_thread(_load, job_id)
-        if job is None or job.status in ENDED_JOB_STATUSES:
-            return
+            if next_entry not in done:
+                return
+    finally:
+        ended.cancel()
+        if next_entry is not None:
+            next_entry.cancel()
+        if sub is not None:
+            sub.close()
 
 
 async def _chunks(job_id: str, include_usage: bool) -> AsyncIterator[bytes]:
@@ -192,7 +221,11 @@ async def _chunks(job_id: str, include_usage: bool) -> AsyncIterator[bytes]:
         elif not held and delta:
             sent += delta
             yield _chunk(job_id, model, {"content": delta})
-    job = await _wait(job_id)
+    try:
+        job = await _wait(job_id, retry_safe=False)
+    except ApiError as exc:
+        yield _data(error_body(exc.status, exc.message, code=exc.code))
+        return
     if job.status != JobStatus.SUCCEEDED:
         yield _data(
             error_body(

@@ -33,9 +33,10 @@ from api.embed_batches import EmbedIntake, EmbedOptions, embed_options
 from api.errors import ApiError
 from api.idempotency import Idempotency, idempotent
 from api.job_intake import draft_job, owner_budget
+from api.openapi import schema_ref, streamed
 from api.routes.embed_results import document_summary, embed_results
-from api.schemas.batches import DocumentBatch, DocumentBatchList
-from api.schemas.embeddings import EncodingFormat
+from api.schemas.batches import DocumentBatch, DocumentBatchList, DocumentDetail, DocumentRow
+from api.schemas.embeddings import ChunkRow, EmbeddedDocument, EncodingFormat
 from api.schemas.jobs import JobCreate
 from api.validation import check_routable
 from jobstore import batch_results, batches
@@ -359,7 +360,7 @@ def list_document_batches(
     )
 
 
-@router.get("/{batch_id}", response_model=DocumentBatch)
+@router.get("/{batch_id}", response_model=DocumentBatch, responses={404: {"description": "No such batch"}})
 def read_document_batch(
     batch_id: str, request: Request, session: SessionDep, owner: OwnerDep
 ) -> DocumentBatch:
@@ -367,7 +368,9 @@ def read_document_batch(
     return _public(session, _find(session, owner, batch_id), request)
 
 
-@router.post("/{batch_id}/cancel", response_model=DocumentBatch)
+@router.post(
+    "/{batch_id}/cancel", response_model=DocumentBatch, responses={404: {"description": "No such batch"}}
+)
 def cancel_document_batch(
     batch_id: str, request: Request, session: SessionDep, owner: OwnerDep
 ) -> DocumentBatch:
@@ -394,7 +397,26 @@ def _jsonl(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
         yield json.dumps(row, default=str) + "\n"
 
 
-@router.get("/{batch_id}/results", responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}})
+@router.get(
+    "/{batch_id}/results",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "One DocumentRow a line (jsonl), or CSV with a header row; an embed-mode "
+            "batch: one ChunkRow a line, or (format=npy) its vectors as a NumPy float32 matrix",
+            "content": {
+                **streamed(
+                    "application/x-ndjson",
+                    "rows",
+                    {"anyOf": [schema_ref(DocumentRow), schema_ref(ChunkRow)]},
+                ),
+                **streamed("text/csv", "id,line,status,provider,model,... one row per document"),
+                **streamed("application/octet-stream", ".npy: row i is line i of the jsonl"),
+            },
+        },
+        404: {"description": "No such document batch for this key"},
+    },
+)
 def document_results(
     batch_id: str,
     session: SessionDep,
@@ -435,7 +457,11 @@ def document_results(
     return StreamingResponse(_jsonl(_rows(batch.id, status)), media_type="application/x-ndjson")
 
 
-@router.get("/{batch_id}/documents/{doc_id}")
+@router.get(
+    "/{batch_id}/documents/{doc_id}",
+    response_model=DocumentDetail | EmbeddedDocument,
+    responses={404: {"description": "No such batch or document"}},
+)
 def read_document(batch_id: str, doc_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
     """One document's result; a split document lists its parts too; mode=embed: its usage and cost."""
     batch = _find(session, owner, batch_id)

@@ -24,6 +24,8 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import OwnerDep, SessionDep
 from api.errors import ApiError
+from api.openapi import schema_ref, streamed
+from api.schemas.embeddings import EmbeddedDocument
 from jobstore import batches
 from jobstore.batch_models import Batch, BatchKind
 from jobstore.db import session_factory
@@ -93,7 +95,18 @@ def document_summary(session: SessionDep, batch: Batch, doc_id: str) -> dict[str
     )
 
 
-@router.get("/{batch_id}/documents", responses={200: {"content": {"application/x-ndjson": {}}}})
+@router.get(
+    "/{batch_id}/documents",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "One EmbeddedDocument a line, in input order",
+            "content": streamed("application/x-ndjson", "rows", schema_ref(EmbeddedDocument)),
+        },
+        400: {"description": "The batch generates text (mode=generate): its /results are per document"},
+        404: {"description": "No such document batch for this key"},
+    },
+)
 def embed_documents(batch_id: str, session: SessionDep, owner: OwnerDep) -> StreamingResponse:
     """An embed-mode batch's documents, in input order: chunks, status, input tokens, cost."""
     batch = batches.owned(session, Batch, batch_id, owner.id)

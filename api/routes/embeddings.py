@@ -40,22 +40,24 @@ from api.embedding_intake import (
 )
 from api.errors import ApiError
 from api.idempotency import HEADER, Idempotency, idempotent
+from api.openapi import json_body
 
-# The chat completions' wait, reused: the lead is making it event-driven, and embeddings wait
-# for their jobs the same way.
+# A chat completion's wait (woken by the jobs' end events) and its answer to a failed job
+# (never a 5xx once committed), reused: embeddings wait for their jobs the same way.
+from api.routes.chat_completions import _failure as failure
 from api.routes.chat_completions import _wait as wait_for_job
 from api.schemas.embeddings import (
     EmbeddingJobAccepted,
     EmbeddingJobsAccepted,
     EmbeddingJobsCreate,
+    EmbeddingsAnswer,
     EmbeddingsCreate,
     encoded,
 )
 from core.clock import utcnow
-from jobstore import batch_results
 from jobstore.db import session_factory, transaction
 from jobstore.embedding_jobs import StoredVector, vectors_of
-from jobstore.models import ApiKey, IdempotencyRecord, Job, JobStatus
+from jobstore.models import ApiKey, IdempotencyRecord, JobStatus
 from routing.catalog import get_catalog
 from routing.embeddings import EmbeddingPlanError
 
@@ -129,22 +131,14 @@ def _vectors(job_ids: list[str]) -> dict[str, list[StoredVector]]:
         return vectors_of(session, job_ids)
 
 
-def _failure(job: Job) -> ApiError:
-    status = batch_results.error_status(job)
-    error = batch_results.job_error(job)
-    return ApiError(
-        400 if status == 499 else status, f"{error['message']} (job {job.id})", code=error["code"]
-    )
-
-
-async def _respond(job_ids: list[str], create: EmbeddingsCreate) -> Response:
+async def _respond(job_ids: list[str], create: EmbeddingsCreate, *, retry_safe: bool = True) -> Response:
     """OpenAI's embeddings answer, once every job has ended (the first failure, if one failed)."""
     # One after the other: the calls run in parallel anyway, and one waiter at a time keeps a
-    # request of a hundred calls from polling for each of them.
-    jobs = [await wait_for_job(job_id) for job_id in job_ids]
+    # request of a hundred calls from holding a hundred waits.
+    jobs = [await wait_for_job(job_id, retry_safe=retry_safe) for job_id in job_ids]
     failed = next((job for job in jobs if job.status != JobStatus.SUCCEEDED), None)
     if failed is not None:
-        raise _failure(failed)
+        raise failure(failed)
     stored = await asyncio.to_thread(_vectors, job_ids)
     data: list[dict[str, Any]] = []
     for job in jobs:
@@ -181,7 +175,19 @@ async def _replay(record: IdempotencyRecord, request: Request) -> Response:
     return await _respond(list(job_ids), _parse(await request.json()))
 
 
-@router.post("")
+@router.post(
+    "",
+    response_model=None,
+    responses={
+        200: {"model": EmbeddingsAnswer, "description": "The vectors, in input order, and the usage"},
+        400: {"description": "Invalid body, a chat model, unsupported dimensions, an input it cannot embed"},
+        404: {"description": "`model` names no catalog model or deployment"},
+        408: {"description": "The jobs did not end within 540 s; they go on (GET /v1/jobs/{id})"},
+        422: {"description": "The key's budget cannot cover the calls' estimate (budget_exceeded)"},
+        424: {"description": "Every deployment of the model failed for a call; the job's error says why"},
+    },
+    openapi_extra=json_body(EmbeddingsCreate),
+)
 async def create_embeddings(
     request: Request,
     owner: OwnerDep,
@@ -194,7 +200,7 @@ async def create_embeddings(
         raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from None
     create = _parse(body)
     job_ids = await asyncio.to_thread(_accept, owner, create, idem)
-    return await _respond(job_ids, create)
+    return await _respond(job_ids, create, retry_safe=idem is not None)
 
 
 @router.post(

@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 from api.deps import OwnerDep, SessionDep
 from api.errors import ApiError
 from api.idempotency import Idempotency, idempotent
+from api.openapi import streamed
 from api.schemas.batches import FileObject
 from jobstore import batches
 from jobstore.batch_models import FILE_PART_BYTES, StoredFile
@@ -32,7 +33,7 @@ def find_file(session: SessionDep, owner_id: str, file_id: str) -> StoredFile:
     return found  # type: ignore[no-any-return]
 
 
-@router.post("", response_model=FileObject)
+@router.post("", response_model=FileObject, responses={400: {"description": "Bad purpose, or empty file"}})
 def upload_file(
     session: SessionDep,
     owner: OwnerDep,
@@ -63,7 +64,7 @@ def upload_file(
     return created
 
 
-@router.get("/{file_id}", response_model=FileObject)
+@router.get("/{file_id}", response_model=FileObject, responses={404: {"description": "No such file"}})
 def read_file(file_id: str, session: SessionDep, owner: OwnerDep) -> FileObject:
     return FileObject.of(find_file(session, owner.id, file_id))
 
@@ -73,7 +74,17 @@ def _content(file_id: str) -> Iterator[bytes]:
         yield from batches.file_parts(session, file_id)
 
 
-@router.get("/{file_id}/content", responses={200: {"content": {"application/octet-stream": {}}}})
+@router.get(
+    "/{file_id}/content",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The file's bytes",
+            "content": streamed("application/octet-stream", "the file as stored (JSONL)"),
+        },
+        404: {"description": "No such file for this key"},
+    },
+)
 def file_content(file_id: str, session: SessionDep, owner: OwnerDep) -> StreamingResponse:
     """The file's bytes, streamed a part at a time."""
     stored = find_file(session, owner.id, file_id)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from jobstore.db import get_engine
@@ -11,7 +14,16 @@ from jobstore.db import get_engine
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, str] = Field(description="Each dependency: ok, or error: <exception class>.")
+
+
+@router.get(
+    "/healthz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "A dependency is unreachable"}},
+)
 def healthz() -> JSONResponse:
     checks: dict[str, str] = {}
     try:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from api.deps import OwnerDep, SessionDep
@@ -14,13 +16,16 @@ from api.dispatch_buffer import dispatch_buffer
 from api.errors import ApiError
 from api.idempotency import Idempotency, idempotent
 from api.job_intake import store_job
+from api.openapi import streamed
 from api.schemas.embeddings import EncodingFormat, VectorPublic
 from api.schemas.jobs import JobAccepted, JobCreate, JobList, JobPublic, JobRequestPublic
 from api.streaming import job_event_stream
 from jobstore import transitions
+from jobstore.db import session_factory
 from jobstore.embedding_jobs import vectors_of
 from jobstore.jobs import get_job
 from jobstore.models import Job, JobKind, JobStatus
+from workers.streams import publish_ended
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -90,7 +95,9 @@ def list_jobs(
     request: Request,
     session: SessionDep,
     owner: OwnerDep,
-    status: str | None = None,
+    status: Annotated[
+        str | None, Query(description="Only jobs in this status: queued, running, succeeded, failed, ...")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     before: Annotated[str | None, Query(description="A job id: list jobs created before it")] = None,
     model: Annotated[str | None, Query(description="Only jobs served by this model")] = None,
@@ -127,22 +134,43 @@ def read_job_request(job_id: str, session: SessionDep, owner: OwnerDep) -> JobRe
     return JobRequestPublic(id=job.id, request=job.request, routing=job.routing)
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic)
+@router.post(
+    "/{job_id}/cancel", response_model=JobPublic, responses={404: {"description": "No such job for this key"}}
+)
 def cancel(job_id: str, request: Request, session: SessionDep, owner: OwnerDep) -> JobPublic:
     """Cancel an open job. A call already in flight finishes (and is billed) but does not revive it."""
     job = get_job(session, job_id, owner.id)
     if job is None:
         raise ApiError(404, f"no job {job_id!r} for this API key", param="job_id", code="job_not_found")
-    transitions.cancel_job(session, job_id, datetime.now(UTC))
+    cancelled = transitions.cancel_job(session, job_id, datetime.now(UTC))
     session.commit()
+    if cancelled:
+        with contextlib.suppress(Exception):  # best effort: a waiter also looks at Postgres
+            publish_ended([job_id])
     session.refresh(job)
     return JobPublic.of(job, base_url(request))
 
 
-@router.get("/{job_id}/stream", responses={200: {"content": {"text/event-stream": {}}}})
-def stream_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Response:
-    """Server-Sent Events: `delta` events with text as it is generated, then one `done`."""
-    job = get_job(session, job_id, owner.id)
+@router.get(
+    "/{job_id}/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-Sent Events from the start of the job",
+            "content": streamed(
+                "text/event-stream",
+                '`event: delta` (`data: {"text": ...}`) as tokens arrive, `event: reset` when a retried '
+                "call starts its text over, then one `event: done` with the stored result",
+            ),
+        },
+        404: {"description": "No such job for this key"},
+    },
+)
+def stream_job(job_id: str, owner: OwnerDep) -> Response:
+    """Server-Sent Events: `delta` events with text as it is generated, then one `done`. The
+    job's owner is checked with a session returned at once: a stream holds no connection."""
+    with session_factory()() as session:
+        job = get_job(session, job_id, owner.id)
     if job is None:
         raise ApiError(404, f"no job {job_id!r} for this API key", param="job_id", code="job_not_found")
-    return job_event_stream(job_id)
+    return job_event_stream(job_id, owner.id)

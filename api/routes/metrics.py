@@ -29,7 +29,16 @@ def registry() -> CollectorRegistry:
     return api_registry()
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def metrics(authorization: Annotated[str | None, Header()] = None) -> Response:
     """Jobs by status, tokens and spend per model and provider, queue depths, breaker states."""
     token = get_settings().metrics_token

@@ -26,18 +26,36 @@ from pydantic import BaseModel, Field
 from api.deps import OwnerDep, is_admin
 from routing.breaker import DeploymentHealth, breaker_blocks
 from routing.catalog import Deployment, get_catalog
+from workers import capacity
 from workers.health import health_snapshot
+from workers.providers.base import unavailable_deployments
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"])
 
 ProviderStatus = Literal["healthy", "degraded", "down"]
 
 
+class CapacityPublic(BaseModel):
+    """A deployment's rate limits in force and their use (workers/capacity.py)."""
+
+    rpm: float | None = Field(description="Requests per minute in force: the catalog's, else learned.")
+    tpm: float | None = Field(description="Tokens per minute in force: the catalog's, else learned.")
+    learned_rpm: float | None = Field(description="What the provider's rate-limit headers announced.")
+    learned_tpm: float | None
+    max_concurrency: int | None
+    next_slot_in_s: float = Field(description="How far ahead the earliest free slot is booked.")
+    queued: int = Field(description="Calls sent to it that have not started yet.")
+    in_flight: int = Field(description="Calls in flight (counted where max_concurrency is set).")
+    paused_for_s: float = Field(description="A 429's Retry-After or an exhausted window, still to run.")
+
+
 class DeploymentHealthPublic(BaseModel):
     deployment: str
     model: str
+    configured: bool = Field(description="Whether this deployment can be called from here at all.")
+    not_configured: str | None = Field(description="When it cannot: what to set (a key, an endpoint).")
     breaker: str = Field(description="closed, open or half_open.")
-    accepting: bool = Field(description="False while an open breaker is cooling down.")
+    accepting: bool = Field(description="False while an open breaker is cooling down, or not configured.")
     cooldown_until: datetime | None = Field(description="When an open breaker lets probes through.")
     error_rate: float = Field(description="Failed share of calls in the sliding window.")
     consecutive_failures: int
@@ -49,6 +67,7 @@ class DeploymentHealthPublic(BaseModel):
         description="Share of jobs routed at this deployment's rank: below 1 while traffic ramps "
         "back after a recovery."
     )
+    capacity: CapacityPublic | None = None
 
 
 class ProviderHealthPublic(BaseModel):
@@ -92,12 +111,20 @@ class ProviderSummaryList(BaseModel):
     data: list[ProviderSummary]
 
 
-def deployment_health(dep: Deployment, health: DeploymentHealth, now: float) -> DeploymentHealthPublic:
+def deployment_health(
+    dep: Deployment,
+    health: DeploymentHealth,
+    now: float,
+    view: capacity.CapacityView | None = None,
+    not_configured: str | None = None,
+) -> DeploymentHealthPublic:
     return DeploymentHealthPublic(
         deployment=dep.name,
         model=dep.model.id,
+        configured=not_configured is None,
+        not_configured=not_configured,
         breaker=health.breaker,
-        accepting=not breaker_blocks(health, now),
+        accepting=not_configured is None and not breaker_blocks(health, now),
         cooldown_until=(
             datetime.fromtimestamp(health.open_until, UTC)
             if health.open_until is not None and health.breaker != "closed"
@@ -110,6 +137,19 @@ def deployment_health(dep: Deployment, health: DeploymentHealth, now: float) -> 
         latency_p95_ms=_ms(health.latency_p95_ms),
         samples=health.samples,
         traffic_share=round(health.traffic_share, 3),
+        capacity=None
+        if view is None
+        else CapacityPublic(
+            rpm=view.rpm,
+            tpm=view.tpm,
+            learned_rpm=view.learned_rpm,
+            learned_tpm=view.learned_tpm,
+            max_concurrency=dep.spec.max_concurrency,
+            next_slot_in_s=round(view.next_slot_in_s, 3),
+            queued=view.queued,
+            in_flight=view.in_flight,
+            paused_for_s=round(view.paused_for_s, 3),
+        ),
     )
 
 
@@ -131,9 +171,13 @@ def list_providers(owner: OwnerDep) -> ProviderList | ProviderSummaryList:
     catalog = get_catalog()
     now = time.time()
     snapshot = health_snapshot(list(catalog.deployments), now)
+    limits = {name: capacity.deployment_limits(d) for name, d in catalog.deployments.items()}
+    views = capacity.store().views(limits, now)
+    missing = unavailable_deployments()
     grouped: dict[str, list[DeploymentHealthPublic]] = {}
     for dep in sorted(catalog.deployments.values(), key=lambda d: d.name):
-        grouped.setdefault(dep.provider, []).append(deployment_health(dep, snapshot[dep.name], now))
+        public = deployment_health(dep, snapshot[dep.name], now, views.get(dep.name), missing.get(dep.name))
+        grouped.setdefault(dep.provider, []).append(public)
     checked_at = datetime.fromtimestamp(now, UTC)
     if not is_admin(owner):
         return ProviderSummaryList(

@@ -25,6 +25,7 @@ from routing.catalog import get_catalog
 from routing.router import route
 from routing.types import RoutingRequest
 from workers.health import health_snapshot
+from workers.providers.base import unavailable_deployments
 
 router = APIRouter(prefix="/v1/route", tags=["routing"])
 
@@ -54,7 +55,9 @@ def preview_route(body: JobCreate, session: SessionDep, owner: OwnerDep) -> Rout
     check_routable(job, catalog, budget, request)  # the submission's own checks and error messages
     now = time.time()
     decision = route(
-        RoutingRequest.for_job(job, request=request, budget_remaining_usd=budget),
+        RoutingRequest.for_job(
+            job, request=request, budget_remaining_usd=budget, unavailable=unavailable_deployments()
+        ),
         catalog,
         lambda names: health_snapshot(names, now),
         now=now,

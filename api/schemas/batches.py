@@ -191,3 +191,43 @@ class DocumentBatchList(BaseModel):
     object: str = "list"
     data: list[DocumentBatch]
     has_more: bool
+
+
+class DocumentError(BaseModel):
+    code: str = Field(description="Why: the job's error type, or batch_cancelled.")
+    message: str
+
+
+class DocumentRow(BaseModel):
+    """One document's result (a line of GET /v1/document_batches/{id}/results)."""
+
+    id: str | None = Field(description="The document's id (its file name, or the JSONL line's id).")
+    line: int | None = Field(description="Its position in the upload, from 1.")
+    status: str
+    provider: str | None
+    model: str | None
+    input_tokens: int = Field(description="With a split document's parts.")
+    output_tokens: int
+    cost_usd: str = Field(description="Decimal USD as a string, with a split document's parts.")
+    latency_ms: float | None = Field(description="The answering provider call's own latency.")
+    total_latency_ms: float | None = Field(description="Submission to the end of this document's job.")
+    parts: int = Field(description="1, or how many parts a document over its model's context was split into.")
+    result: str | None
+    error: DocumentError | None
+    metadata: dict[str, Any]
+    job_id: str
+
+
+class DocumentPart(BaseModel):
+    part: int | None
+    status: str
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: str
+    result: str | None
+    error: str | None
+
+
+class DocumentDetail(DocumentRow):
+    parts_detail: list[DocumentPart] = Field(description="A split document's map parts; empty otherwise.")

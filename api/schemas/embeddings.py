@@ -101,3 +101,70 @@ def encoded(blob: bytes, encoding: EncodingFormat) -> list[float] | str:
     if encoding == "base64":
         return base64.b64encode(blob).decode("ascii")
     return unpack(blob)
+
+
+class ChunkError(BaseModel):
+    code: str
+    message: str
+
+
+class ChunkRow(BaseModel):
+    """One chunk of an embed-mode document batch (a line of its /results)."""
+
+    document: str | None = Field(description="The document's id (its file name, or the JSONL line's id).")
+    chunk: int | None = Field(description="Its number in the document, from 0; null: a document refused.")
+    start: int | None = Field(default=None, description="Its first character in the document.")
+    end: int | None = Field(default=None, description="One past its last: text == document[start:end].")
+    text: str | None = Field(default=None, description="With include_text=true.")
+    embedding: list[float] | str | None = Field(
+        default=None,
+        description="The vector (base64 float32s with encoding_format=base64); null until embedded.",
+    )
+    id: str | None = Field(default=None, description="A chunk not embedded: its input id, document#chunk.")
+    status: str | None = Field(default=None, description="A chunk not embedded: its call's status.")
+    job_id: str | None = Field(default=None, description="A chunk not embedded: its call's job.")
+    error: ChunkError | None = None
+
+
+class EmbeddedDocument(BaseModel):
+    """One document of an embed-mode batch: its chunks and its share of the calls' cost."""
+
+    document: str
+    status: str = Field(description="succeeded, failed, cancelled or in_progress (over its chunks' calls).")
+    chunks: int
+    input_tokens: int = Field(
+        description="Its chunks' share of the billed tokens of the calls that carried them."
+    )
+    cost_usd: str = Field(
+        description="Its share of those calls' cost; documents' costs add up to the batch's."
+    )
+    error: ChunkError | None
+    metadata: dict[str, Any]
+
+
+class EmbeddingDatum(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(description="Floats, or base64 float32s (encoding_format=base64).")
+
+
+class EmbeddingsUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsExtension(BaseModel):
+    job_ids: list[str] = Field(description="The jobs (one per provider call) that embedded the inputs.")
+    calls: int
+    deployments: list[str]
+    cost_usd: str = Field(description="Decimal USD, as a string to keep every digit.")
+
+
+class EmbeddingsAnswer(BaseModel):
+    """OpenAI's embeddings answer, with an `llmqueue` extension object."""
+
+    object: Literal["list"] = "list"
+    data: list[EmbeddingDatum] = Field(description="One vector per input, in input order.")
+    model: str
+    usage: EmbeddingsUsage
+    llmqueue: EmbeddingsExtension

@@ -97,7 +97,7 @@ class AttemptPublic(BaseModel):
     input_tokens: int
     output_tokens: int
     cost_usd: str
-    latency_ms: float | None
+    latency_ms: float | None = Field(description="This call's own duration, from request to answer or error.")
     error: ErrorPublic | None
     retry_after_s: float | None
     provider_request_id: str | None
@@ -139,8 +139,15 @@ class JobPublic(BaseModel):
     finish_reason: str | None
     usage: UsagePublic
     cost_usd: str = Field(description="Decimal USD, as a string to keep every digit.")
-    latency_ms: float | None
-    error: ErrorPublic | None
+    latency_ms: float | None = Field(
+        description="Milliseconds the provider call that answered took (that call alone: not the "
+        "time queued, nor earlier failed calls). None while running, and for a job no call answered."
+    )
+    total_latency_ms: float | None = Field(
+        description="Milliseconds from submission (created_at) to the end (finished_at): queueing, "
+        "retries, failovers and every call. None until the job ends."
+    )
+    error: ErrorPublic | None = Field(description="Why the job failed (type and message), if it did.")
     attempts: list[AttemptPublic]
     explanation: dict[str, Any] | None
     metadata: dict[str, Any]
@@ -177,6 +184,7 @@ class JobPublic(BaseModel):
             ),
             cost_usd=str(job.cost_usd),
             latency_ms=job.latency_ms,
+            total_latency_ms=job.total_latency_ms,
             error=ErrorPublic(type=job.error_type, message=job.error_message or "")
             if job.error_type
             else None,

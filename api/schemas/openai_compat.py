@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.errors import ApiError
 from api.schemas.jobs import JobCreate
-from core.types import Message, ResponseFormat, Tool, ToolChoice
+from core.types import Message, ResponseFormat, Tool, ToolCall, ToolChoice
 from routing.catalog import Catalog
 
 # alias -> routing strategy
@@ -44,7 +44,23 @@ class StreamOptions(BaseModel):
 class ChatCompletionCreate(BaseModel):
     """The body of OpenAI's `POST /v1/chat/completions`."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {"model": "cost", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 50},
+                {
+                    "model": "gpt-4o-mini",
+                    "messages": [
+                        {"role": "system", "content": "Answer in one sentence."},
+                        {"role": "user", "content": "What is backpressure?"},
+                    ],
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                },
+            ]
+        },
+    )
     model: str = Field(
         min_length=1,
         description="A catalog model or deployment, or auto/cost/quality/"
@@ -104,7 +120,19 @@ def parse_completion(body: Any, catalog: Catalog, where: str = "") -> JobCreate:
 class BatchCreate(BaseModel):
     """The body of OpenAI's `POST /v1/batches`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "input_file_id": "file_01J...",
+                    "endpoint": "/v1/chat/completions",
+                    "completion_window": "24h",
+                    "metadata": {"run": "nightly"},
+                }
+            ]
+        },
+    )
     input_file_id: str
     endpoint: str = Field(description="/v1/chat/completions or /v1/embeddings.")
     completion_window: str = Field(default="24h", description="Only 24h, as OpenAI.")
@@ -118,3 +146,93 @@ class BatchCreate(BaseModel):
         description="llmqueue extension (the openai SDK sends it with extra_body): the most the whole "
         "batch may spend; lines past it fail with budget_exceeded.",
     )
+
+
+# ------------------------------------------------------------- answers (documentation)
+# What `jobstore.batch_results.chat_completion` builds, described for the OpenAPI document.
+
+
+class CompletionMessage(BaseModel):
+    role: str = Field(description="Always assistant.")
+    content: str | None
+    refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    message: CompletionMessage
+    finish_reason: str = Field(description="stop, length, tool_calls or content_filter.")
+    logprobs: None = None
+
+
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int
+
+
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
+    completion_tokens_details: CompletionTokensDetails
+
+
+class LlmqueueExtension(BaseModel):
+    job_id: str = Field(description="The job behind this answer: GET /v1/jobs/{job_id}.")
+    provider: str | None
+    deployment: str | None
+    cost_usd: str = Field(description="Decimal USD, as a string.")
+    strategy: str
+
+
+class ChatCompletion(BaseModel):
+    """OpenAI's `chat.completion` object, plus llmqueue's `llmqueue` extension."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "chatcmpl-job_01J...",
+                    "object": "chat.completion",
+                    "created": 1767225600,
+                    "model": "gpt-4o-mini",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "Hello!", "refusal": None},
+                            "finish_reason": "stop",
+                            "logprobs": None,
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": 9,
+                        "completion_tokens": 3,
+                        "total_tokens": 12,
+                        "prompt_tokens_details": {"cached_tokens": 0},
+                        "completion_tokens_details": {"reasoning_tokens": 0},
+                    },
+                    "system_fingerprint": None,
+                    "llmqueue": {
+                        "job_id": "job_01J...",
+                        "provider": "openai",
+                        "deployment": "openai/gpt-4o-mini",
+                        "cost_usd": "0.00000315",
+                        "strategy": "cost",
+                    },
+                }
+            ]
+        }
+    )
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str = Field(description="The model that answered.")
+    choices: list[CompletionChoice]
+    usage: CompletionUsage
+    system_fingerprint: str | None = None
+    llmqueue: LlmqueueExtension

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -113,3 +114,47 @@ def test_a_bad_setting_is_named_without_a_traceback() -> None:
         assert done.returncode == 2, done.stderr
         assert f"{name}={env[name]!r}" in done.stderr and "fix the environment variable" in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_jobs_shows_a_failed_jobs_error(stack: Stack) -> None:
+    stack.emulator.configure(
+        {
+            "gpt-4o-mini": {
+                "script": [{"status": 400, "message": "Invalid value for 'temperature': " + "x" * 300}]
+            }
+        }
+    )
+    failed = cli(stack, "submit", "this one fails", "--model", "gpt-4o-mini", "--wait")
+    assert failed.returncode == 1 and "Invalid value for 'temperature'" in failed.stderr
+    listing = cli(stack, "jobs", "--limit", "1")
+    assert listing.returncode == 0, listing.stderr
+    row = next(line for line in listing.stdout.splitlines() if "failed" in line)
+    assert "invalid_request: Invalid value for 'temperature'" in row
+    assert "x" * 120 not in listing.stdout and "..." in row  # cut, not the whole message
+
+
+def test_listings_print_json_for_scripts(stack: Stack, tmp_path: Path) -> None:
+    ok = cli(stack, "submit", "json please", "--model", "gpt-4o-mini", "--wait")
+    assert ok.returncode == 0, ok.stderr
+    jobs = json.loads(cli(stack, "jobs", "--limit", "1", "--json").stdout)
+    assert len(jobs) == 1 and jobs[0]["status"] == "succeeded" and jobs[0]["result"]
+    assert jobs[0]["total_latency_ms"] >= jobs[0]["latency_ms"] > 0
+
+    (tmp_path / "a.txt").write_text("Otters hold hands while they sleep.")
+    run = cli(
+        stack, "batch", "run", str(tmp_path), "--prompt", "Summarise: {document}", "--model", "gpt-4o-mini"
+    )
+    batch_id = run.stdout.split("batch ", 1)[1].split(":", 1)[0]
+    listed = json.loads(cli(stack, "batch", "list", "--json").stdout)
+    assert listed[0]["id"] == batch_id
+    table = cli(stack, "batch", "list")
+    assert table.returncode == 0 and batch_id[:20] in table.stdout.replace("\n", "")
+    for _ in range(300):
+        status = json.loads(cli(stack, "batch", "status", batch_id, "--json").stdout)
+        if status["status"] == "completed":
+            break
+    assert status["counts"]["succeeded"] == 1
+    rows = json.loads(cli(stack, "batch", "results", batch_id, "--json").stdout)
+    assert [r["id"] for r in rows] == ["a.txt"] and rows[0]["status"] == "succeeded"
+    both = cli(stack, "batch", "results", batch_id, "--json", "--format", "csv")
+    assert both.returncode == 2 and "--json" in both.stderr

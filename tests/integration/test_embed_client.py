@@ -11,12 +11,13 @@ from pathlib import Path
 
 from emulator.embeddings import embed as emulator_vector
 from llmqueue.client import Client
+from llmqueue.demo_files import sample_documents
 from routing.chunking import chunk_text
 from tests.embedding_support import close
 from tests.integration.conftest import Stack
 from tests.integration.test_cli import cli
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = sample_documents()
 
 
 def test_client_embed_returns_the_vectors_in_order(stack: Stack) -> None:

@@ -110,10 +110,30 @@ def test_azure_content_filter_keeps_azures_message(emulator: EmulatorHandle) -> 
 
 
 def test_local_endpoints_give_the_sdk_a_placeholder_key() -> None:
-    for kind in ("ollama", "compatible"):
-        t = resolve_target(deployment(kind), emulator_url=None, environ={})
+    for kind, env in (("ollama", {"OLLAMA_HOST": "localhost:11434"}), ("compatible", {})):
+        t = resolve_target(deployment(kind), emulator_url=None, environ=env)
         assert t.api_key is None
         assert CLASSES[kind](t).client.api_key  # the SDK refuses to build without one
+
+
+def test_ollama_is_used_only_once_ollama_host_says_where() -> None:
+    with pytest.raises(errors.MissingCredentials, match="OLLAMA_HOST"):
+        resolve_target(deployment("ollama"), emulator_url=None, environ={})
+    t = resolve_target(deployment("ollama"), emulator_url=None, environ={"OLLAMA_HOST": "gpu-box:11434"})
+    assert t.base_url == "http://gpu-box:11434/v1"
+    # In auto mode the emulator stands in for what is not configured.
+    assert resolve_target(
+        deployment("ollama"), emulator_url="http://emu", emulator_mode="auto", environ={}
+    ).emulated
+
+
+def test_the_example_azure_resource_is_a_placeholder_until_an_endpoint_is_set() -> None:
+    env = {"AZURE_OPENAI_API_KEY": "k"}
+    with pytest.raises(errors.MissingCredentials, match="AZURE_OPENAI_ENDPOINT"):
+        resolve_target(deployment("azure"), emulator_url=None, environ=env)
+    real = {**env, "AZURE_OPENAI_ENDPOINT": "https://mine.openai.azure.com"}
+    t = resolve_target(deployment("azure"), emulator_url=None, environ=real)
+    assert t.base_url == "https://mine.openai.azure.com" and t.api_key == "k"
 
 
 def test_compatible_without_base_url_says_so() -> None:

@@ -232,5 +232,5 @@ def test_model_timeout_408_is_transient(emulator: EmulatorHandle, stream: bool) 
 
 def test_timeout_is_transient(emulator: EmulatorHandle) -> None:
     emulator.configure({"bedrock": {"latency_ms": 1500}})
-    with pytest.raises(errors.Transient, match="ReadTimeout"):
+    with pytest.raises(errors.Transient, match=r"timed out after 0\.3 s"):
         complete(emulator.url, req(), timeout_s=0.3)

@@ -242,9 +242,10 @@ def test_missing_key_names_the_variable(emulator: EmulatorHandle, case: Case) ->
     spec = PROVIDERS[case.provider]
     dep = case.deployment
     if spec.key_env is None:  # a local endpoint: no key, and the adapter builds without one
-        target = resolve_target(dep, emulator_url=emulator.url, emulator_mode="auto", environ={})
+        env = {spec.endpoint_env: "localhost:11434"} if spec.endpoint_env else {}
+        target = resolve_target(dep, emulator_url=emulator.url, emulator_mode="auto", environ=env)
         assert target.api_key is None and not target.emulated
-        assert target.base_url == dep.spec.base_url
+        assert target.base_url == (dep.spec.base_url or "http://localhost:11434/v1")
         case.adapter(target)
         return
     with pytest.raises(errors.MissingCredentials) as info:

@@ -1,18 +1,25 @@
 """docker-compose.yml, checked without a Docker engine: every service's command exists in
-the project, every dependency waits on health, required variables fail loudly."""
+the project, every dependency waits on health, required variables fail loudly, the image
+holds every package; and the README's compose quickstart names real variables, services,
+commands and routes."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import re
+import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import typer
 import yaml
 
 from llmqueue.cli import app as cli_app
+from tests.quickstart import readme_block
 from workers.queues import ALL_PROVIDER_QUEUES, ALL_QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,3 +118,78 @@ def test_flower_requires_basic_auth_from_the_environment() -> None:
     auth = flower["environment"]["FLOWER_BASIC_AUTH"]
     assert re.fullmatch(r"\$\{FLOWER_BASIC_AUTH:\?[^}]+\}", auth)
     assert "FLOWER_UNAUTHENTICATED_API" not in flower["environment"]
+
+
+# ------------------------------------------------------------ the README's compose quickstart
+# Docker cannot run here, so each command of the block is checked against what it names: the
+# variables compose reads, the services, the llmqueue commands they run, the API route.
+
+
+def quickstart_commands() -> list[str]:
+    text = readme_block("compose").replace("\\\n", " ")
+    return [line for line in (ln.split("  #")[0].strip() for ln in text.splitlines()) if line]
+
+
+def parse_llmqueue(args: list[str]) -> Any:
+    """Parse `llmqueue <args>` as the CLI would (a bad option or command raises), without running it."""
+    command: Any = typer.main.get_command(cli_app)
+    name = "llmqueue"
+    while hasattr(command, "list_commands"):  # a group: the next word names the subcommand
+        name, *args = args
+        sub = command.get_command(command.make_context("llmqueue", [name], resilient_parsing=True), name)
+        assert sub is not None, f"'llmqueue ... {name}': no such command"
+        command = sub
+    return command.make_context(name, list(args))
+
+
+def test_the_dockerfile_copies_every_package() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for pattern in project["tool"]["setuptools"]["packages"]["find"]["include"]:
+        package = pattern.rstrip("*")
+        assert f"COPY {package} {package}" in text, f"the image would lack {package}/"
+
+
+def test_compose_quickstart_sets_what_compose_needs() -> None:
+    exported: dict[str, str] = {}
+    for line in quickstart_commands():
+        if line.startswith("export "):
+            for word in shlex.split(line)[1:]:
+                name, _, value = word.partition("=")
+                exported[name] = value
+    assert "POSTGRES_PASSWORD" in exported  # compose refuses to start without it
+    passed = {name for service in SERVICES.values() for name in service.get("environment") or {}}
+    keys = [name for name in exported if name.endswith("_API_KEY") and name != "LLMQUEUE_API_KEY"]
+    assert keys and all(name in passed for name in keys), f"compose passes none of {keys} on"
+    mode = exported["LLMQUEUE_EMULATOR_MODE"]
+    assert (
+        mode in ("auto", "always", "never")
+        and "LLMQUEUE_EMULATOR_MODE" in COMPOSE["x-llmqueue"]["environment"]
+    )
+
+
+def test_compose_quickstart_commands_exist() -> None:
+    commands = quickstart_commands()
+    up = next(shlex.split(c) for c in commands if c.startswith("docker compose up"))
+    assert set(up[3:]) <= {"-d", "--detach", "--build"}
+    inner = next(m.group(1) for c in commands if (m := re.search(r"\$\((docker compose exec .*)\)", c)))
+    words = shlex.split(inner)
+    flags = [w for w in words[3:] if w.startswith("-") and words.index(w) < words.index("llmqueue")]
+    service = words[3 + len(flags)]
+    assert service in OWN and set(flags) <= {"-T"}
+    assert words[4 + len(flags)] == "llmqueue"
+    parse_llmqueue(words[5 + len(flags) :])
+
+
+def test_compose_quickstart_request_is_one_the_api_takes() -> None:
+    from api.main import create_app
+    from api.schemas.jobs import JobCreate
+
+    curl = shlex.split(next(c for c in quickstart_commands() if c.startswith("curl ")))
+    url = urlsplit(next(w for w in curl if w.startswith("http")))
+    assert f"{url.port}:8000" in SERVICES["api"]["ports"]  # the port compose publishes
+    posted = json.loads(curl[curl.index("-d") + 1])
+    assert "post" in create_app().openapi()["paths"][url.path]  # a route the API serves
+    JobCreate.model_validate(posted)
+    headers = [curl[i + 1] for i, w in enumerate(curl) if w == "-H"]
+    assert "Authorization: Bearer $LLMQUEUE_API_KEY" in headers

@@ -46,6 +46,7 @@ from workers.providers.errors import (
     Transient,
     parse_retry_after,
     status_error,
+    transport_error,
 )
 
 FINISH_REASONS = {
@@ -241,12 +242,13 @@ def classify_anthropic_error(
     return status_error(status, message, retry_after=retry_after, request_id=request_id)
 
 
-def map_anthropic_error(exc: Exception) -> ProviderError:
+def map_anthropic_error(
+    exc: Exception, *, url: str | None = None, timeout_s: float | None = None
+) -> ProviderError:
     """Any exception the anthropic SDK raises, as one of our error classes."""
-    if isinstance(exc, anthropic.APITimeoutError):
-        return Transient(f"timed out: {exc}")
-    if isinstance(exc, anthropic.APIConnectionError):
-        return Transient(f"connection failed: {exc}")
+    transport = transport_error(exc, url=url, timeout_s=timeout_s)
+    if transport is not None:
+        return transport
     if isinstance(exc, anthropic.APIStatusError):
         headers = exc.response.headers
         request_id = exc.request_id
@@ -274,6 +276,7 @@ class AnthropicProvider:
             timeout=target.timeout_s,
             http_client=anthropic.DefaultAioHttpClient(timeout=target.timeout_s),
         )
+        self.endpoint: str = str(self.client.base_url)  # named in transport errors
 
     async def complete(self, request: ChatRequest, *, on_text: TextSink | None = None) -> ChatResponse:
         dep = self.target.deployment
@@ -286,7 +289,7 @@ class AnthropicProvider:
         except ProviderError:
             raise
         except Exception as exc:
-            raise map_anthropic_error(exc) from exc
+            raise map_anthropic_error(exc, url=self.endpoint, timeout_s=self.target.timeout_s) from exc
 
     async def _stream(self, params: dict[str, Any], on_text: TextSink) -> ChatResponse:
         raw = await self.client.messages.with_raw_response.create(**params, stream=True)

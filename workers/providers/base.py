@@ -26,12 +26,15 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Protocol
 
 from core.embeddings import EmbeddingRequest, EmbeddingResponse
 from core.providers import provider_spec
+from core.settings import get_settings
 from core.types import ChatRequest, ChatResponse, Message, Usage
-from routing.catalog import Deployment, ModelKind
+from routing.catalog import Deployment, ModelKind, get_catalog
+from routing.credentials import emulated, resolve, unavailable
 from routing.tokens import calibrate, count_text
 from workers.providers.errors import InvalidRequest, MissingCredentials, ProviderError
 
@@ -134,37 +137,20 @@ def resolve_target(
     timeout_s: float = 120.0,
     environ: Mapping[str, str] | None = None,
 ) -> Target:
-    """Where this deployment's calls go.
+    """Where this deployment's calls go (`routing.credentials` decides what is configured).
 
-    emulator_mode: "always" sends every call to the emulator; "never" never does;
-    "auto" does so only for a deployment whose key variable is unset.
+    emulator_mode: "always" sends every call to the emulator; "never" never does; "auto" does
+    so only for a deployment that is not configured (its key or its endpoint unset).
     """
     env = os.environ if environ is None else environ
-    spec = provider_spec(deployment.provider)
-    key_env = deployment.api_key_env
-    fallbacks = spec.key_env_fallbacks if key_env == spec.key_env else ()
-    key = _read_key((key_env, *fallbacks), env) if key_env else None
-    use_emulator = emulator_url is not None and (
-        emulator_mode == "always" or (emulator_mode == "auto" and key_env is not None and not key)
-    )
-    if use_emulator:
+    resolution = resolve(deployment, env)
+    if emulated(resolution.problem, emulator_url=emulator_url, emulator_mode=emulator_mode):
         assert emulator_url is not None
-        url = emulator_url.rstrip("/") + spec.emulator_path
+        url = emulator_url.rstrip("/") + provider_spec(deployment.provider).emulator_path
         return Target(deployment, url, EMULATOR_KEY, timeout_s, True)
-    if key_env and not key:
-        names = " or ".join((key_env, *fallbacks))
-        raise MissingCredentials(
-            f"deployment {deployment.name!r} needs an API key: set the environment variable {names}"
-        )
-    return Target(deployment, deployment.spec.base_url, key, timeout_s, False)
-
-
-def _read_key(names: tuple[str, ...], env: Mapping[str, str]) -> str | None:
-    """The key from the first of these variables that is set (GEMINI_API_KEY, else GOOGLE_API_KEY)."""
-    for name in names:
-        if env.get(name):
-            return env[name]
-    return None
+    if resolution.problem is not None:
+        raise MissingCredentials(f"deployment {deployment.name!r} is not configured: {resolution.problem}")
+    return Target(deployment, resolution.base_url, resolution.key, timeout_s, False)
 
 
 def openai_style_content(message: Message) -> str | list[dict[str, Any]]:
@@ -182,3 +168,13 @@ def openai_style_content(message: Message) -> str | list[dict[str, Any]]:
                 image["detail"] = part.image_url.detail
             parts.append({"type": "image_url", "image_url": image})
     return parts
+
+
+@cache
+def unavailable_deployments() -> dict[str, str]:
+    """The catalog's deployments this process cannot call (no key, no endpoint, no emulator),
+    each with what to set; read once (the environment does not change under a process)."""
+    settings = get_settings()
+    return unavailable(
+        get_catalog(), os.environ, emulator_url=settings.emulator_url, emulator_mode=settings.emulator_mode
+    )

@@ -60,6 +60,7 @@ from workers.providers.errors import (
     Transient,
     parse_retry_after,
     status_error,
+    transport_error,
 )
 
 T = TypeVar("T")
@@ -249,8 +250,13 @@ def from_bedrock_response(response: dict[str, Any], model_id: str) -> ChatRespon
     )
 
 
-def map_bedrock_error(exc: Exception) -> ProviderError:
+def map_bedrock_error(
+    exc: Exception, *, url: str | None = None, timeout_s: float | None = None
+) -> ProviderError:
     """Any exception boto3/botocore raises for a Converse call, as one of our error classes."""
+    transport = transport_error(exc, url=url, timeout_s=timeout_s)
+    if transport is not None:
+        return transport
     if isinstance(exc, botocore.exceptions.ClientError):
         error = exc.response.get("Error") or {}
         meta = exc.response.get("ResponseMetadata") or {}
@@ -296,6 +302,7 @@ class BedrockProvider:
         self.model_id = target.deployment.provider_model
         self.executor = ThreadPoolExecutor(max_workers=MAX_CONCURRENCY, thread_name_prefix="bedrock")
         self.client = self.build_client(target)
+        self.endpoint: str = self.client.meta.endpoint_url  # named in transport errors
 
     def build_client(self, target: Target) -> Any:
         config = Config(
@@ -328,7 +335,7 @@ class BedrockProvider:
         except ProviderError:
             raise
         except Exception as exc:
-            raise map_bedrock_error(exc) from exc
+            raise map_bedrock_error(exc, url=self.endpoint, timeout_s=self.target.timeout_s) from exc
 
     async def _stream(self, params: dict[str, Any], on_text: TextSink) -> ChatResponse:
         """Read ConverseStream one event per thread hop, then answer as Converse would have."""

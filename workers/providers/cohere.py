@@ -45,7 +45,10 @@ from workers.providers.errors import (
     Transient,
     parse_retry_after,
     status_error,
+    transport_error,
 )
+
+DEFAULT_URL = "https://api.cohere.com"  # where the SDK calls when the deployment names no base_url
 
 FINISH_REASONS = {
     "COMPLETE": FinishReason.STOP,
@@ -165,12 +168,15 @@ def from_cohere_chat(response: Any, headers: Any, model: str) -> ChatResponse:
     )
 
 
-def map_cohere_error(exc: Exception) -> ProviderError:
+def map_cohere_error(
+    exc: Exception, *, url: str | None = None, timeout_s: float | None = None
+) -> ProviderError:
     """Any exception the cohere SDK (or its httpx transport) raises, as one of our error classes."""
-    if isinstance(exc, httpx.TimeoutException):
-        return Transient(f"timed out: {exc!r}")
-    if isinstance(exc, httpx.TransportError):
-        return Transient(f"connection failed: {exc!r}")
+    transport = transport_error(exc, url=url, timeout_s=timeout_s)
+    if transport is not None:
+        return transport
+    if isinstance(exc, httpx.TransportError):  # anything else on the wire
+        return Transient(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, ApiError):
         status = exc.status_code
         headers = exc.headers or {}
@@ -210,6 +216,7 @@ class CohereProvider:
             httpx_client=self.http,
             log_warning_experimental_features=False,
         )
+        self.endpoint: str = self.target.base_url or DEFAULT_URL  # named in transport errors
 
     async def complete(self, request: ChatRequest, *, on_text: TextSink | None = None) -> ChatResponse:
         model = self.target.deployment.provider_model
@@ -222,7 +229,7 @@ class CohereProvider:
         except ProviderError:
             raise
         except Exception as exc:
-            raise map_cohere_error(exc) from exc
+            raise map_cohere_error(exc, url=self.endpoint, timeout_s=self.target.timeout_s) from exc
 
     async def _stream(self, params: dict[str, Any], on_text: TextSink) -> ChatResponse:
         text: list[str] = []

@@ -12,11 +12,33 @@
 Each class's `kind` is its name in `core.errors.ErrorKind`. Adapters only classify: what to
 do with each kind (retry the same deployment, fail over to the next candidate, or fail the
 job) is decided once, in `workers/policy.py`.
+
+A call that never got an HTTP answer is classified once, here, by `transport_error`, for
+every adapter: connection refused, DNS failure, TLS failure, timeout, reset, each with its
+own message. The SDKs' own names for these mislead (the openai SDK's aiohttp transport
+calls a refused connection a `ConnectTimeout`), so the classification reads the chain of
+causes down to the socket-level error.
 """
 
 from __future__ import annotations
 
+import socket
+import ssl
+from enum import StrEnum
+from urllib.parse import urlsplit
+
 from core.errors import ErrorKind
+
+
+class TransportFailure(StrEnum):
+    """Why a call got no HTTP answer at all."""
+
+    CONNECTION_REFUSED = "connection_refused"
+    DNS = "dns"
+    TLS = "tls"
+    TIMEOUT = "timeout"
+    CONNECTION_RESET = "connection_reset"
+    CONNECTION_FAILED = "connection_failed"
 
 
 class ProviderError(Exception):
@@ -49,6 +71,8 @@ class RateLimited(ProviderError):
 
 class Transient(ProviderError):
     kind: ErrorKind = ErrorKind.TRANSIENT
+
+    transport: TransportFailure | None = None  # set when no HTTP answer came back at all
 
 
 class InvalidRequest(ProviderError):
@@ -118,3 +142,107 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if seconds >= 0 else None
+
+
+# The transports' own class names (httpx, httpx2, aiohttp, urllib3, botocore, the SDKs).
+TIMEOUT_NAMES: tuple[str, ...] = (
+    "ConnectTimeout",
+    "ReadTimeout",
+    "WriteTimeout",
+    "PoolTimeout",
+    "TimeoutException",
+)
+TIMEOUT_NAMES += ("APITimeoutError", "ConnectionTimeout")
+RESET_NAMES = ("ServerDisconnected", "RemoteProtocolError", "ConnectionClosed", "IncompleteRead")
+
+
+def causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what caused it, outermost first (explicit causes, then context)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _named(exc: BaseException, *words: str) -> bool:
+    """True when the class or one of its bases has one of these words in its name (the SDKs'
+    transports each define their own ConnectTimeout, ClientConnectorDNSError, ...)."""
+    return any(word in cls.__name__ for cls in type(exc).__mro__ for word in words)
+
+
+def _endpoint(url: str | None) -> str:
+    if not url:
+        return "the provider"
+    parts = urlsplit(url)
+    if parts.hostname is None:
+        return url
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"
+
+
+def _detail(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
+
+
+def classify_transport(exc: BaseException) -> tuple[TransportFailure, BaseException] | None:
+    """What kind of transport failure `exc` is and the cause that says so; None when `exc`
+    is not one (an HTTP error answer, a bug, a bad argument).
+
+    The most specific cause wins, wherever it sits in the chain: a DNS error, then TLS, then
+    a refused connection, then a timeout, then a reset; only then a generic connection error.
+    """
+    chain = causes(exc)
+    checks: tuple[tuple[TransportFailure, tuple[type[BaseException], ...], tuple[str, ...]], ...] = (
+        (TransportFailure.DNS, (socket.gaierror,), ("DNSError", "NameResolutionError")),
+        (TransportFailure.TLS, (ssl.SSLError, ssl.CertificateError), ("SSLError", "CertificateError")),
+        (TransportFailure.CONNECTION_REFUSED, (ConnectionRefusedError,), ()),
+        (TransportFailure.TIMEOUT, (TimeoutError,), TIMEOUT_NAMES),
+        (TransportFailure.CONNECTION_RESET, (ConnectionResetError, BrokenPipeError), RESET_NAMES),
+    )
+    if getattr(exc, "status_code", None) is not None or isinstance(getattr(exc, "response", None), dict):
+        return None  # an HTTP answer came back (botocore's ModelTimeoutException is one)
+    for failure, types, words in checks:
+        # The deepest match: the socket-level error carries the precise message.
+        for cause in reversed(chain):
+            if isinstance(cause, types) or (words and _named(cause, *words)):
+                return failure, cause
+    for cause in chain:
+        if isinstance(cause, ConnectionError) or _named(cause, "ConnectError", "ConnectionError"):
+            return TransportFailure.CONNECTION_FAILED, chain[-1]
+    return None
+
+
+def transport_error(
+    exc: BaseException, *, url: str | None = None, timeout_s: float | None = None
+) -> Transient | None:
+    """A `Transient` saying precisely why a call to `url` got no answer, or None when `exc`
+    is not a transport failure. Every adapter calls this before its own mapping."""
+    found = classify_transport(exc)
+    if found is None:
+        return None
+    failure, cause = found
+    where = _endpoint(url)
+    if failure is TransportFailure.DNS:
+        host = urlsplit(url).hostname if url else None
+        message = f"DNS lookup failed for {host or where}: {_detail(cause)}"
+    elif failure is TransportFailure.TLS:
+        hint = " (is it plain HTTP?)" if "WRONG_VERSION_NUMBER" in str(cause) else ""
+        message = f"TLS handshake with {where} failed{hint}: {_detail(cause)}"
+    elif failure is TransportFailure.CONNECTION_REFUSED:
+        message = f"connection refused by {where} (nothing listening there)"
+    elif failure is TransportFailure.TIMEOUT:
+        limit = f" after {timeout_s:g} s" if timeout_s is not None else ""
+        if any(_named(c, "ConnectTimeout", "ConnectionTimeout") for c in causes(exc)):
+            message = f"timed out{limit} connecting to {where}"
+        else:
+            message = f"timed out{limit} waiting for {where} to answer"
+    elif failure is TransportFailure.CONNECTION_RESET:
+        message = f"connection to {where} was closed before the answer was complete: {_detail(cause)}"
+    else:
+        message = f"could not connect to {where}: {type(cause).__name__}: {_detail(cause)}"
+    error = Transient(message)
+    error.transport = failure
+    return error

@@ -18,7 +18,6 @@ them; Gemini 2.5 does not require them back).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -27,8 +26,6 @@ import re
 import uuid
 from typing import Any
 
-import aiohttp
-import httpx
 import pydantic
 from google import genai
 from google.genai import errors as genai_errors
@@ -57,9 +54,13 @@ from workers.providers.errors import (
     RateLimited,
     Transient,
     status_error,
+    transport_error,
 )
 from workers.providers.gemini_embed import GEMINI_MAX_INPUTS, from_gemini_embeddings, to_gemini_embed_config
 
+DEFAULT_URL = (
+    "https://generativelanguage.googleapis.com"  # where the SDK calls when the deployment names no base_url
+)
 GENERATED_ID_PREFIX = "call_llmq_"  # ids we made up because Gemini sent none: never sent back
 FILTER_REASONS = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
 FINISH_REASONS = {
@@ -304,16 +305,17 @@ def classify_gemini_error(
     return status_error(code or 500, message)
 
 
-def map_gemini_error(exc: Exception) -> ProviderError:
+def map_gemini_error(
+    exc: Exception, *, url: str | None = None, timeout_s: float | None = None
+) -> ProviderError:
     """Any exception the google-genai SDK (or its HTTP transport) raises, as one of our errors."""
+    transport = transport_error(exc, url=url, timeout_s=timeout_s)
+    if transport is not None:
+        return transport
     if isinstance(exc, genai_errors.APIError):
         return classify_gemini_error(
             int(exc.code or 0), str(exc.status or ""), str(exc.message or exc), _details(exc.details)
         )
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return Transient(f"timed out: {exc!r}")
-    if isinstance(exc, (aiohttp.ClientError, httpx.TransportError, ConnectionError)):
-        return Transient(f"connection failed: {exc}")
     if isinstance(exc, genai_errors.UnknownApiResponseError):
         return Transient(f"unreadable response: {exc}")
     if isinstance(exc, pydantic.ValidationError):
@@ -327,6 +329,7 @@ class GeminiProvider:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.client = self.build_client(target)
+        self.endpoint: str = self.target.base_url or DEFAULT_URL  # named in transport errors
 
     def build_client(self, target: Target) -> genai.Client:
         options = types.HttpOptions(
@@ -358,7 +361,7 @@ class GeminiProvider:
         except ProviderError:
             raise
         except Exception as exc:
-            raise map_gemini_error(exc) from exc
+            raise map_gemini_error(exc, url=self.endpoint, timeout_s=self.target.timeout_s) from exc
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         check_embedding_call(self.target, request, GEMINI_MAX_INPUTS)

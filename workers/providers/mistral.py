@@ -46,12 +46,15 @@ from workers.providers.errors import (
     Transient,
     parse_retry_after,
     status_error,
+    transport_error,
 )
 from workers.providers.mistral_embed import (
     MISTRAL_MAX_INPUTS,
     from_mistral_embeddings,
     to_mistral_embed_params,
 )
+
+DEFAULT_URL = "https://api.mistral.ai"  # where the SDK calls when the deployment names no base_url
 
 FINISH_REASONS = {
     "stop": FinishReason.STOP,
@@ -212,12 +215,15 @@ def classify_mistral_error(
     return status_error(status, message, retry_after=retry_after, request_id=request_id)
 
 
-def map_mistral_error(exc: Exception) -> ProviderError:
+def map_mistral_error(
+    exc: Exception, *, url: str | None = None, timeout_s: float | None = None
+) -> ProviderError:
     """Any exception the mistralai SDK (or its httpx2 transport) raises, as one of our error classes."""
-    if isinstance(exc, httpx2.TimeoutException):
-        return Transient(f"timed out: {exc!r}")
-    if isinstance(exc, httpx2.TransportError | errors.NoResponseError):
-        return Transient(f"connection failed: {exc!r}")
+    transport = transport_error(exc, url=url, timeout_s=timeout_s)
+    if transport is not None:
+        return transport
+    if isinstance(exc, httpx2.TransportError | errors.NoResponseError):  # anything else on the wire
+        return Transient(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, errors.MistralError):
         status = exc.status_code
         request_id = exc.headers.get("mistral-correlation-id")
@@ -257,6 +263,7 @@ class MistralProvider:
             retry_config=NO_RETRIES,
             timeout_ms=int(target.timeout_s * 1000),
         )
+        self.endpoint: str = self.target.base_url or DEFAULT_URL  # named in transport errors
 
     async def complete(self, request: ChatRequest, *, on_text: TextSink | None = None) -> ChatResponse:
         params = to_mistral_params(request, self.target.deployment.provider_model)
@@ -269,7 +276,7 @@ class MistralProvider:
         except ProviderError:
             raise
         except Exception as exc:
-            raise map_mistral_error(exc) from exc
+            raise map_mistral_error(exc, url=self.endpoint, timeout_s=self.target.timeout_s) from exc
 
     async def _stream(self, params: dict[str, Any], on_text: TextSink) -> ChatResponse:
         stream = await self.client.chat.stream_async(**params)

@@ -41,6 +41,7 @@ from workers.providers.errors import (
     Transient,
     parse_retry_after,
     status_error,
+    transport_error,
 )
 
 FINISH_REASONS = {
@@ -92,21 +93,6 @@ def usage_from_openai(usage: Any) -> Usage:
     )
 
 
-def _connect_failure(exc: BaseException) -> OSError | None:
-    """The OS error behind a connection that could not be made (refused, unresolvable), or None
-    when a timeout lies behind `exc`. The SDK's aiohttp transport reports every failed connect
-    as a ConnectTimeout (openai-python#3594), so APITimeoutError alone cannot tell them apart."""
-    found: OSError | None = None
-    cause = exc.__cause__
-    while cause is not None:
-        if isinstance(cause, TimeoutError):
-            return None
-        if isinstance(cause, OSError) and found is None:
-            found = cause
-        cause = cause.__cause__
-    return found
-
-
 # "any array must be 2048 dimensions or less" (OpenAI, Azure OpenAI, and the compatible servers).
 OPENAI_MAX_INPUTS = 2048
 
@@ -149,15 +135,13 @@ def classify_openai_error(
     return status_error(status, message, retry_after=retry_after, request_id=request_id)
 
 
-def map_openai_error(exc: Exception) -> ProviderError:
+def map_openai_error(
+    exc: Exception, *, url: str | None = None, timeout_s: float | None = None
+) -> ProviderError:
     """Any exception the openai SDK raises, as one of our error classes."""
-    if isinstance(exc, openai.APIConnectionError) and (failure := _connect_failure(exc)):
-        said = "refused" if isinstance(failure.__cause__, ConnectionRefusedError) else "failed"
-        return Transient(f"connection {said}: {failure}")
-    if isinstance(exc, openai.APITimeoutError):
-        return Transient(f"timed out: {exc}")
-    if isinstance(exc, openai.APIConnectionError):
-        return Transient(f"connection failed: {exc}")
+    transport = transport_error(exc, url=url, timeout_s=timeout_s)
+    if transport is not None:
+        return transport
     if isinstance(exc, openai.APIStatusError):
         headers = exc.response.headers
         request_id = headers.get("x-request-id")
@@ -184,6 +168,7 @@ class OpenAIProvider:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.client = self.build_client(target)
+        self.endpoint: str = str(self.client.base_url)  # named in transport errors
 
     def build_client(self, target: Target) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
@@ -204,7 +189,7 @@ class OpenAIProvider:
         except ProviderError:
             raise
         except Exception as exc:
-            raise map_openai_error(exc) from exc
+            raise map_openai_error(exc, url=self.endpoint, timeout_s=self.target.timeout_s) from exc
 
     async def _stream(self, params: dict[str, Any], on_text: TextSink) -> ChatResponse:
         params = {**params, "stream": True, "stream_options": {"include_usage": True}}

@@ -1,0 +1,255 @@
+"""Waiting for jobs without holding anything: woken by events, one Redis connection a process.
+
+Two hubs, one of each per API process, started on first use on the API's event loop:
+
+- `ended`: a subscription to the channel where workers publish the ids of jobs that ended
+  (`workers.streams.publish_ended`, after each commit). `wait_ended(job_id)` returns the
+  ended job as soon as its id comes by. A waiter also looks at Postgres (a short session,
+  returned at once) when it starts, in case the job ended before it subscribed, and then
+  every FALLBACK_S, in case an event was lost (Redis restarting); without Redis (the embedded
+  default) that look is all it does, with a growing interval.
+- `streams`: one XREAD for every job stream clients are reading in this process (a blocking
+  read names all their keys at once), its entries fanned out to each client's queue. A
+  thousand SSE clients cost one Redis connection and no database connection.
+
+Neither holds a database connection while it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections import defaultdict
+from typing import Any, cast
+
+from core.redis import async_redis
+from core.settings import get_settings
+from jobstore.db import session_factory
+from jobstore.models import ENDED_JOB_STATUSES, Job
+from workers.streams import ended_channel, stream_key
+
+log = logging.getLogger(__name__)
+FALLBACK_S = 5.0  # how often a waiter looks at Postgres itself (events can be lost)
+EMBEDDED_POLL_S = (0.02, 0.5)  # without Redis: first and longest pause between looks
+READ_BLOCK_MS = 250  # a new stream joins the shared read within this
+READ_COUNT = 500
+
+
+def load_if_ended(job_id: str) -> Job | None:
+    """The job, detached, when it has ended; None while it runs (or when it does not exist)."""
+    with session_factory()() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status not in ENDED_JOB_STATUSES:
+            return None
+        session.expunge(job)
+        return job
+
+
+class EndedJobs:
+    """Futures of the jobs this process waits for, resolved by the workers' published ends."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        self._listener: asyncio.Task[None] | None = None
+
+    def _ensure_listener(self) -> None:
+        if async_redis() is not None and (self._listener is None or self._listener.done()):
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+
+    async def _listen(self) -> None:
+        channel = ended_channel()
+        while True:
+            try:
+                client = async_redis()
+                assert client is not None
+                pubsub = client.pubsub()
+                await pubsub.subscribe(channel)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self._wake(json.loads(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis away: waiters look at Postgres meanwhile
+                log.warning("lost the ended-jobs channel; subscribing again", exc_info=True)
+                await asyncio.sleep(1.0)
+
+    def _wake(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            for future in self._waiting.get(job_id, ()):
+                if not future.done():
+                    future.set_result(None)
+
+    async def wait(self, job_id: str, timeout_s: float) -> Job | None:
+        """The job once it has ended, or None after `timeout_s`."""
+        self._ensure_listener()
+        deadline = time.monotonic() + timeout_s
+        redis_on = async_redis() is not None
+        pause = EMBEDDED_POLL_S[0]
+        while True:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting[job_id].add(future)
+            try:
+                job = await _look(job_id)
+                if job is not None:
+                    return job
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                if redis_on:  # woken by the event, or look again after a while (jittered)
+                    wait = min(left, FALLBACK_S * (0.8 + 0.4 * random.random()))
+                else:
+                    wait, pause = min(left, pause), min(EMBEDDED_POLL_S[1], pause * 1.5)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(future), wait)
+            finally:
+                waiters = self._waiting.get(job_id)
+                if waiters is not None:
+                    waiters.discard(future)
+                    if not waiters:
+                        del self._waiting[job_id]
+
+
+async def _look(job_id: str) -> Job | None:
+    """One look at Postgres; a database that is away counts as not ended yet."""
+    try:
+        return await asyncio.to_thread(load_if_ended, job_id)
+    except Exception:
+        log.warning("could not read job %s; looking again later", job_id, exc_info=True)
+        return None
+
+
+class Subscription:
+    """One client's view of one job stream: what was written before it joined, then the rest."""
+
+    def __init__(self, hub: StreamHub, key: str) -> None:
+        self.hub = hub
+        self.key = key
+        self.queue: asyncio.Queue[tuple[str, dict[str, str]]] = asyncio.Queue()
+        self.backlog: list[tuple[str, dict[str, str]]] = []
+        self.last = "0-0"
+
+    async def next(self) -> tuple[str, dict[str, str]]:
+        """The next entry (waits for it); cancel the await to stop waiting."""
+        if self.backlog:
+            entry = self.backlog.pop(0)
+            self.last = entry[0]
+            return entry
+        while True:
+            entry = await self.queue.get()
+            if _entry_order(entry[0]) > _entry_order(self.last):
+                self.last = entry[0]
+                return entry
+
+    async def rest(self) -> list[tuple[str, dict[str, str]]]:
+        """Everything written after the last entry this subscription returned (the job ended:
+        what the shared read has not brought yet is read directly)."""
+        client = async_redis()
+        if client is None:
+            return []
+        found = await client.xrange(self.key, f"({self.last}" if self.last != "0-0" else "-", "+")
+        entries = [*self.backlog, *cast(list[tuple[str, dict[str, str]]], found)]
+        self.backlog = []
+        fresh = [e for e in entries if _entry_order(e[0]) > _entry_order(self.last)]
+        if fresh:
+            self.last = fresh[-1][0]
+        return fresh
+
+    def close(self) -> None:
+        self.hub.leave(self)
+
+
+class StreamHub:
+    """One blocking XREAD for every job stream this process's clients read."""
+
+    def __init__(self) -> None:
+        self._readers: dict[str, set[Subscription]] = defaultdict(set)
+        self._cursor: dict[str, str] = {}  # the last entry the shared read saw, per key
+        self._task: asyncio.Task[None] | None = None
+        self._joined = asyncio.Event()
+
+    async def subscribe(self, job_id: str) -> Subscription | None:
+        """A subscription to the job's stream from its start; None without Redis."""
+        client = async_redis()
+        if client is None:
+            return None
+        sub = Subscription(self, stream_key(job_id))
+        # Join the shared read first, then read what was written before: whatever the shared
+        # read finds from now on reaches this subscription, and whatever came before is in the
+        # range (an entry in both is passed on once).
+        self._readers[sub.key].add(sub)
+        self._cursor.setdefault(sub.key, "0-0")
+        self._joined.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._read_all())
+        try:
+            found = await client.xrange(sub.key, "-", "+", count=100_000)
+        except Exception:
+            self.leave(sub)
+            raise
+        sub.backlog = list(cast(list[tuple[str, dict[str, str]]], found))
+        return sub
+
+    def leave(self, sub: Subscription) -> None:
+        readers = self._readers.get(sub.key)
+        if readers is not None:
+            readers.discard(sub)
+            if not readers:
+                del self._readers[sub.key]
+                self._cursor.pop(sub.key, None)
+
+    async def _read_all(self) -> None:
+        while True:
+            if not self._readers:
+                self._joined.clear()
+                await self._joined.wait()
+            client = async_redis()
+            if client is None:
+                return
+            streams: dict[Any, Any] = {key: self._cursor.get(key, "0-0") for key in list(self._readers)}
+            try:
+                found: Any = await client.xread(streams, block=READ_BLOCK_MS, count=READ_COUNT)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis away: readers wait; their final state comes from Postgres
+                log.warning("stream hub: read failed; trying again", exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            for key, rows in found or []:
+                for entry_id, fields in rows:
+                    if key in self._cursor:
+                        self._cursor[key] = entry_id
+                    for sub in self._readers.get(key, ()):
+                        sub.queue.put_nowait((entry_id, fields))
+
+
+def _entry_order(entry_id: str) -> tuple[int, int]:
+    millis, _, seq = entry_id.partition("-")
+    return int(millis or 0), int(seq or 0)
+
+
+_ended: EndedJobs | None = None
+_hub: StreamHub | None = None
+
+
+def ended_jobs() -> EndedJobs:
+    global _ended
+    if _ended is None:
+        _ended = EndedJobs()
+    return _ended
+
+
+def stream_hub() -> StreamHub:
+    global _hub
+    if _hub is None:
+        _hub = StreamHub()
+    return _hub
+
+
+def stream_limits() -> tuple[int, float]:
+    """(open streams a key may have in one API process, the longest a stream lasts in s)."""
+    settings = get_settings()
+    return settings.max_streams_per_key, settings.max_stream_s
