@@ -14,15 +14,14 @@ import json
 import math
 import struct
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from jobstore.embedding_results import npy_header
-from llmqueue.cli_batch import expand, watch
+from llmqueue.cli_batch import embed_documents_table, expand, watch
 from llmqueue.cli_jobs import api_client, console, err, usd
 from llmqueue.client import Client, JsonDict
 
@@ -72,7 +71,7 @@ def embed(
         target = out or Path(f"{batch['id']}.jsonl")
         written = write_chunks(client, final, target, npy, include_text)
         docs = client.batch_documents(batch["id"])
-        console.print(cost_table(docs))
+        console.print(embed_documents_table(docs))
         files = f"{target} and {npy}" if npy else str(target)
         calls = f"{final['counts']['succeeded']} of {options['calls']} calls succeeded"
         spent = f"{final['input_tokens']} tokens, total {usd(final['cost_usd'])}"
@@ -119,18 +118,3 @@ def progress() -> Progress:
         TimeElapsedColumn(),
         console=console,
     )
-
-
-def cost_table(docs: list[dict[str, Any]]) -> Table:
-    table = Table(title="documents")
-    for column in ("document", "status", "chunks", "tokens", "cost"):
-        table.add_column(column, justify="right" if column in ("chunks", "tokens", "cost") else "left")
-    for doc in docs:
-        table.add_row(
-            escape(str(doc["document"])),
-            doc["status"],
-            str(doc["chunks"]),
-            str(doc["input_tokens"]),
-            usd(doc["cost_usd"]),
-        )
-    return table

@@ -69,6 +69,11 @@ def test_cli_embed_writes_chunks_and_vectors_with_costs(stack: Stack, tmp_path: 
     for row in rows:
         assert row["text"] == (EXAMPLES / row["document"]).read_text()[row["start"] : row["end"]]
         assert close(row["embedding"], emulator_vector(row["text"], 32))
+    with Client(base_url=stack.api_url, api_key=stack.key) as client:
+        batch_id = client.batches(limit=1)[0]["id"]
+    table = cli(stack, "batch", "results", batch_id)  # an embed-mode batch: its documents and their cost
+    assert table.returncode == 0, table.stderr
+    assert "tea-history.txt" in table.stdout and "chunks" in table.stdout and "succeeded" in table.stdout
     data = npy.read_bytes()
     header_len = struct.unpack("<H", data[8:10])[0]
     assert f"'shape': ({n_chunks}, 32)" in data[10 : 10 + header_len].decode("latin1")
