@@ -19,6 +19,8 @@ from api.routes import (
     batches,
     chat_completions,
     document_batches,
+    embed_results,
+    embeddings,
     files,
     healthz,
     jobs,
@@ -48,7 +50,9 @@ ROUTERS = (
     files.router,
     batches.router,
     document_batches.router,
+    embed_results.router,
     chat_completions.router,
+    embeddings.router,
     keys.router,
 )
 

@@ -32,6 +32,7 @@ from workers.providers.base import unavailable_deployments
 
 # For each filter that excluded every candidate: the request field to blame, and the code.
 PARAM_FOR_FILTER = {
+    "kind": "model",
     "capabilities": "messages",
     "max_output": "max_tokens",
     "context": "messages",
@@ -41,6 +42,7 @@ PARAM_FOR_FILTER = {
     "configured": "model",
 }
 CODE_FOR_FILTER = {
+    "kind": "wrong_model_kind",  # an embedding model named for a chat job (POST /v1/embeddings embeds)
     "capabilities": "unsupported_capability",
     "max_output": "max_tokens_too_large",
     "context": "context_length_exceeded",

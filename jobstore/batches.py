@@ -150,14 +150,21 @@ class BatchCounts:
         )
 
 
-def count_batch(session: Session, batch_id: str) -> BatchCounts:
-    """One GROUP BY over the batch's jobs: final jobs by status, usage over all of them."""
+# An OpenAI batch of /v1/embeddings lines packs many lines into one job (one provider call):
+# its job notes how many (`metadata.lines`), and its counts are in lines, as OpenAI's are.
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+_LINES = func.coalesce(Job.job_metadata["lines"].as_integer(), 1)
+
+
+def count_batch(session: Session, batch_id: str, *, per_line: bool = False) -> BatchCounts:
+    """One GROUP BY over the batch's jobs: final jobs by status (or, `per_line`, the request
+    lines they carry), usage over all of them."""
     is_map = case((Job.stage == "map", 1), else_=0).label("is_map")
     rows = session.execute(
         select(
             Job.status,
             is_map,
-            func.count(),
+            func.sum(_LINES) if per_line else func.count(),
             func.coalesce(func.sum(Job.cost_usd), 0),
             func.coalesce(func.sum(Job.input_tokens), 0),
             func.coalesce(func.sum(Job.output_tokens), 0),
@@ -183,7 +190,7 @@ def batch_counts(session: Session, batch: Batch) -> BatchCounts:
     """Frozen counts for an ended batch, live counts otherwise."""
     if batch.final_counts is not None:
         return BatchCounts.from_json(batch.final_counts)
-    return count_batch(session, batch.id)
+    return count_batch(session, batch.id, per_line=batch.endpoint == EMBEDDINGS_ENDPOINT)
 
 
 def eta_seconds(batch: Batch, counts: BatchCounts, now: datetime) -> float | None:

@@ -25,7 +25,7 @@ from typing import Any, cast
 from sqlalchemy import DateTime, Float, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus
+from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobKind, JobStatus
 
 _attempts = cast(Table, Attempt.__table__)
 _jobs = cast(Table, Job.__table__)
@@ -51,6 +51,7 @@ class Claimed:
     owner_id: str
     deadline_at: datetime | None
     request_tokens: int | None
+    kind: str = JobKind.CHAT.value  # issue 14: an embedding job's call goes to workers/embedding_calls.py
 
 
 @dataclass
@@ -126,6 +127,7 @@ def _statements(dialect: str) -> dict[str, Any]:
                 _jobs.c.owner_id,
                 _jobs.c.deadline_at,
                 _jobs.c.request_tokens,
+                _jobs.c.kind,  # issue 14
             )
         ),
         "close": (
@@ -203,6 +205,7 @@ def claim(
                     job.owner_id,
                     job.deadline_at,
                     job.request_tokens,
+                    job.kind,  # issue 14
                 )
             )
         else:

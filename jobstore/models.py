@@ -4,6 +4,10 @@ The schema is created only by Alembic migrations (`migrations/`), generated from
 metadata. A job is the durable unit of work; an attempt is one call to one deployment.
 A job's result, usage and cost come from exactly one succeeded attempt; failed attempts
 carry the error that ended them, so a job's attempts show every retry and failover hop.
+
+A job is of one `kind`: a chat completion, or an embedding call (one provider call carrying
+up to its model's per-call limit of inputs; `jobstore/embedding_jobs.py`), whose vectors are
+written to `job_vectors`, one row per input, with the job's result.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     Numeric,
     String,
     Text,
@@ -54,6 +59,11 @@ class JobStatus(StrEnum):
 
 OPEN_JOB_STATUSES = (JobStatus.QUEUED, JobStatus.DISPATCHED, JobStatus.RUNNING)
 ENDED_JOB_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class JobKind(StrEnum):
+    CHAT = "chat"  # a chat completion: `request` is a ChatRequest
+    EMBEDDING = "embedding"  # one embedding call: `request` holds its inputs (jobstore/embedding_jobs.py)
 
 
 class AttemptStatus(StrEnum):
@@ -150,6 +160,7 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
+    kind: Mapped[str] = mapped_column(String(16), default=JobKind.CHAT, server_default=JobKind.CHAT.value)
     request: Mapped[dict[str, Any]]
     model_requested: Mapped[str | None] = mapped_column(String(200))
     strategy: Mapped[str] = mapped_column(String(32))
@@ -244,3 +255,16 @@ class Attempt(Base):
     finished_at: Mapped[datetime | None]
 
     job: Mapped[Job] = relationship(back_populates="attempts")
+
+
+class JobVector(Base):
+    """One input's vector from a succeeded embedding job: float32, little-endian, `dims` long,
+    in the job's input order (`position`), under the id the input was submitted with."""
+
+    __tablename__ = "job_vectors"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    input_id: Mapped[str] = mapped_column(Text)
+    dims: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)

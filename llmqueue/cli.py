@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from llmqueue import cli_batch, cli_jobs, cli_keys
+from llmqueue import cli_batch, cli_embed, cli_jobs, cli_keys
 from workers.queues import ALL_QUEUES
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.add_typer(cli_batch.batch_app, name="batch")
 app.command()(cli_jobs.submit)
 app.command()(cli_jobs.jobs)
 app.command()(cli_jobs.costs)
+app.command()(cli_embed.embed)
 console = Console()
 POOL_THREADS = 8
 err = Console(stderr=True)

@@ -151,7 +151,8 @@ def results(
     format: Annotated[str, typer.Option("--format", "-f", help="table, jsonl or csv.")] = "table",
     as_json: JsonOpt = False,
 ) -> None:
-    """Each document's result (so far), in input order; --json prints them as one JSON array."""
+    """Each document's result (so far), in input order; --json prints them as one JSON array.
+    An embed-mode batch: its documents' chunks and cost (--format jsonl: every chunk's vector)."""
     if format not in ("table", "jsonl", "csv"):
         raise typer.BadParameter("choose table, jsonl or csv", param_hint="--format")
     if as_json and format != "table":
@@ -165,12 +166,31 @@ def results(
         if format == "csv":
             console.out(client.batch_results_csv(batch_id), end="", highlight=False)
             return
+        if format == "table" and client.batch(batch_id).get("mode") == "embed":  # rows are vectors
+            console.print(embed_documents_table(client.batch_documents(batch_id)))
+            return
         rows = client.batch_results(batch_id)
         if format == "jsonl":
             for row in rows:
                 console.out(json.dumps(row), highlight=False)
             return
         console.print(results_table(list(rows), title=f"results of {batch_id}"))
+
+
+def embed_documents_table(docs: list[dict[str, Any]]) -> Table:
+    """An embed-mode batch's documents: chunks, status, tokens and cost of each."""
+    table = Table(title="documents")
+    for column in ("document", "status", "chunks", "tokens", "cost"):
+        table.add_column(column, justify="right" if column in ("chunks", "tokens", "cost") else "left")
+    for doc in docs:
+        table.add_row(
+            escape(str(doc["document"])),
+            doc["status"],
+            str(doc["chunks"]),
+            str(doc["input_tokens"]),
+            usd(doc["cost_usd"]),
+        )
+    return table
 
 
 @batch_app.command("list")

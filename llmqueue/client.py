@@ -9,6 +9,9 @@ scripts, and the `llmqueue` CLI itself.
         batch = lq.submit_documents(["a.txt", "b.txt"], prompt="Summarise: {document}")
         lq.wait_batch(batch["id"], on_progress=lambda b: print(b["counts"]))
         for row in lq.batch_results(batch["id"]): ...
+        vectors = lq.embed(["a text", "another"], model="text-embedding-3-small")
+        batch = lq.embed_documents(["a.txt", "b.txt"], model="embed-v4.0", chunk_tokens=256)
+        for chunk in lq.batch_results(batch["id"]): ...     # {document, chunk, start, end, embedding}
 
 Every API error raises a subclass of `LlmqueueError` carrying the API's message, param and
 code; a job that ends failed raises `JobFailed` from `run`; waiting too long raises `Timeout`.
@@ -16,10 +19,13 @@ code; a job that ends failed raises `JobFailed` from `run`; waiting too long rai
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import sys
 import tempfile
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -121,6 +127,14 @@ def raise_for_error(response: httpx.Response) -> None:
         param=error.get("param"),
         code=error.get("code"),
     )
+
+
+def decode_vector(encoded: str) -> list[float]:
+    """A base64 vector (little-endian float32s, OpenAI's `encoding_format=base64`) as floats."""
+    values = array("f", base64.b64decode(encoded))
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values.tolist()
 
 
 def as_messages(prompt: str | list[JsonDict]) -> list[JsonDict]:
@@ -282,6 +296,11 @@ class Client:
         max_cost_per_document_usd, max_tokens, deadline_s, on_too_long (split|reject),
         webhook_url. The documents go up as one JSONL stream."""
         form = {"prompt": prompt, **{k: str(v) for k, v in options.items() if v is not None}}
+        return self._documents(form, documents, idempotency_key)
+
+    def _documents(
+        self, form: dict[str, str], documents: Iterable[str | Path | JsonDict], idempotency_key: str | None
+    ) -> JsonDict:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as payload:  # big batches spill to disk
             for line in document_lines(documents):
@@ -326,8 +345,11 @@ class Client:
             time.sleep(poll_s)
 
     def batch_results(self, batch_id: str) -> Iterator[JsonDict]:
-        """Each document's result, in input order, streamed."""
-        with self._http.stream("GET", f"/v1/document_batches/{batch_id}/results") as response:
+        """Each document's result (an embed-mode batch: each chunk's), in input order, streamed."""
+        yield from self._stream_lines(f"/v1/document_batches/{batch_id}/results")
+
+    def _stream_lines(self, path: str, params: dict[str, str] | None = None) -> Iterator[JsonDict]:
+        with self._http.stream("GET", path, params=params, timeout=None) as response:
             if not response.is_success:
                 response.read()
                 raise_for_error(response)
@@ -340,6 +362,95 @@ class Client:
 
     def document(self, batch_id: str, doc_id: str) -> JsonDict:
         return self._json("GET", f"/v1/document_batches/{batch_id}/documents/{doc_id}")
+
+    # ------------------------------------------------------------ embeddings
+
+    def embeddings(
+        self,
+        texts: str | list[str],
+        *,
+        model: str,
+        dimensions: int | None = None,
+        input_type: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> JsonDict:
+        """POST /v1/embeddings, waited for: OpenAI's answer (`data`, `usage`, and the `llmqueue`
+        object with the jobs, calls and cost), each `embedding` decoded to floats."""
+        body = {
+            "model": model,
+            "input": texts,
+            "dimensions": dimensions,
+            "input_type": input_type,
+            "encoding_format": "base64",  # a quarter of the bytes of JSON floats
+        }
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        answer = self._json(
+            "POST",
+            "/v1/embeddings",
+            json={k: v for k, v in body.items() if v is not None},
+            headers=headers,
+            timeout=None,  # the API answers once every call has; it gives up itself after 10 minutes
+        )
+        for datum in answer["data"]:
+            datum["embedding"] = decode_vector(datum["embedding"])
+        return answer
+
+    def embed(
+        self,
+        texts: list[str],
+        *,
+        model: str,
+        dimensions: int | None = None,
+        input_type: str | None = None,
+    ) -> list[list[float]]:
+        """The vectors of `texts`, in order (as many provider calls as the model's limits need)."""
+        answer = self.embeddings(texts, model=model, dimensions=dimensions, input_type=input_type)
+        return [datum["embedding"] for datum in sorted(answer["data"], key=lambda d: d["index"])]
+
+    def embed_documents(
+        self,
+        documents: Iterable[str | Path | JsonDict],
+        *,
+        model: str,
+        chunk_tokens: int | None = None,
+        overlap_tokens: int | None = None,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> JsonDict:
+        """Start a document batch in embed mode: each document chunked (`chunk_tokens`, overlapping
+        by `overlap_tokens`), the chunks packed into embedding calls. `options`: dimensions,
+        input_type, max_cost_usd, deadline_s, webhook_url. Read the chunks' vectors with
+        `embedding_results` (GET .../results?format=npy: a NumPy matrix), each document's cost with
+        `batch_documents`."""
+        form = {
+            "mode": "embed",
+            "model": model,
+            "chunk_tokens": chunk_tokens,
+            "overlap_tokens": overlap_tokens,
+            **options,
+        }
+        return self._documents(
+            {k: str(v) for k, v in form.items() if v is not None}, documents, idempotency_key
+        )
+
+    def batch_documents(self, batch_id: str) -> list[JsonDict]:
+        """An embed-mode batch's documents: chunks, status, input tokens and cost of each."""
+        text = self._request("GET", f"/v1/document_batches/{batch_id}/documents").text
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def embedding_results(
+        self, batch_id: str, *, include_text: bool = False, include_vectors: bool = True
+    ) -> Iterator[JsonDict]:
+        """An embed-mode batch's chunks in input order, vectors decoded to floats."""
+        params = {
+            "include_text": str(include_text).lower(),
+            "include_vectors": str(include_vectors).lower(),
+            "encoding_format": "base64",
+        }
+        for row in self._stream_lines(f"/v1/document_batches/{batch_id}/results", params):
+            if isinstance(row.get("embedding"), str):
+                row["embedding"] = decode_vector(row["embedding"])
+            yield row
 
     # ------------------------------------------------------------ spend
 

@@ -28,7 +28,7 @@ from core.types import Usage
 from routing.breaker import DeploymentHealth, breaker_blocks
 from routing.catalog import Catalog, Deployment, ModelKind, ModelSpec
 from routing.costs import MILLION, QUANTUM
-from routing.filters import BREAKER
+from routing.filters import BREAKER, CONFIGURED
 from routing.router import ramp_back
 from routing.strategies import weighted_shuffle
 from routing.tokens import calibrate, count_text
@@ -196,14 +196,16 @@ def route_embedding(
     raw_tokens: int = 0,
     exclude: frozenset[str] = frozenset(),
     lasting_exclude: frozenset[str] = frozenset(),
+    unavailable: Mapping[str, str] | None = None,
 ) -> RoutingDecision:
     """Rank the deployments an embedding call naming `name` may go to: only its model's.
 
     `raw_tokens` is the call's o200k count (for the candidates' estimates); `exclude` the
     deployments the job already failed over from, `lasting_exclude` those of them a second round
-    cannot cure (as for `routing.router.route`). Raises UnknownModel, WrongModelKind, or NoRoute
-    when every deployment of the model is excluded for a reason other than an open breaker; when
-    only breakers stand in the way, returns no candidates and `retry_at`.
+    cannot cure (as for `routing.router.route`); `unavailable` those this environment cannot
+    call, with what to set (`routing.credentials`). Raises UnknownModel, WrongModelKind, or
+    NoRoute when every deployment of the model is excluded for a reason other than an open
+    breaker; when only breakers stand in the way, returns no candidates and `retry_at`.
     """
     model, named = embedding_model_of(name, catalog)
     tokens = calibrate(raw_tokens, model.provider)
@@ -213,12 +215,13 @@ def route_embedding(
         for d in catalog.deployments_of(model.id)
     ]
     snapshot = health(s.name for s in pool)
+    missing = unavailable or {}
     try:
-        return _rank(pool, snapshot, now, rng, exclude)
+        return _rank(pool, snapshot, now, rng, exclude, missing)
     except NoRoute:
         if not exclude - lasting_exclude:
             raise
-        return _rank(pool, snapshot, now, rng, lasting_exclude)
+        return _rank(pool, snapshot, now, rng, lasting_exclude, missing)
 
 
 def _rank(
@@ -227,12 +230,16 @@ def _rank(
     now: float,
     rng: random.Random,
     exclude: frozenset[str],
+    unavailable: Mapping[str, str],
 ) -> RoutingDecision:
     eligible: list[Scored] = []
     excluded: list[Exclusion] = []
     for s in pool:
         h = snapshot.get(s.name)
-        if s.name in exclude:
+        if s.name in unavailable:
+            reason = f"not configured: {unavailable[s.name]}"
+            excluded.append(Exclusion(s.name, s.model_id, reason, CONFIGURED))
+        elif s.name in exclude:
             excluded.append(Exclusion(s.name, s.model_id, "failover: already tried for this job", "failover"))
         elif breaker_blocks(h, now):
             assert h is not None and h.open_until is not None

@@ -22,6 +22,7 @@ from routing.types import Exclusion, RoutingRequest, Scored
 
 BREAKER = "breaker"
 BUDGET_FILTER = "budget"
+CONFIGURED = "configured"  # routing.embeddings excludes unconfigured deployments under this name too
 
 
 def score_deployments(pool: Iterable[tuple[Deployment, int]], req: RoutingRequest) -> list[Scored]:
@@ -63,7 +64,7 @@ def model_kind(s: Scored, req: RoutingRequest, health: DeploymentHealth | None, 
     return f"kind: {s.model_id} is an {kind.value} model; a chat job needs a chat model"
 
 
-@_filter("configured")
+@_filter(CONFIGURED)
 def configured(s: Scored, req: RoutingRequest, health: DeploymentHealth | None, now: float) -> str | None:
     missing = req.unavailable.get(s.name)
     return f"not configured: {missing}" if missing else None

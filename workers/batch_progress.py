@@ -21,7 +21,9 @@ from sqlalchemy import select
 
 from jobstore import batch_results, batches
 from jobstore.batch_models import ENDED_BATCH_STATUSES, Batch, BatchKind
+from jobstore.batches import EMBEDDINGS_ENDPOINT
 from jobstore.db import transaction
+from jobstore.embedding_results import is_embed_mode, write_embedding_files
 from jobstore.models import JobStatus
 from routing.documents import reduce_text, user_request
 from workers.messages import send_batch_check, send_batch_webhook, send_dispatch
@@ -90,7 +92,7 @@ def finalize(batch_id: str) -> None:
     with transaction() as session:
         batch = session.get(Batch, batch_id)
         assert batch is not None
-        counts = batches.count_batch(session, batch_id)
+        counts = batches.count_batch(session, batch_id, per_line=batch.endpoint == EMBEDDINGS_ENDPOINT)
         output, errors = _write_files(session, batch)
         batches.finish_batch(session, batch, counts, now, output, errors)
         webhook = batch.webhook_url
@@ -100,6 +102,8 @@ def finalize(batch_id: str) -> None:
 
 
 def _write_files(session: Any, batch: Batch) -> tuple[str | None, str | None]:
+    if batch.endpoint == EMBEDDINGS_ENDPOINT or is_embed_mode(batch):  # vectors: embedding_results.py
+        return write_embedding_files(session, batch)
     out = batches.FileWriter(session, batch.owner_id, f"{batch.id}_output.jsonl", "batch_output")
     err = batches.FileWriter(session, batch.owner_id, f"{batch.id}_errors.jsonl", "batch_output")
     parts = batches.map_totals(session, batch.id) if batch.kind == BatchKind.NATIVE else {}

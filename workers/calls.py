@@ -29,6 +29,7 @@ from core.settings import Settings
 from jobstore import claims, ledger, transitions
 from jobstore.claims import Claimed
 from jobstore.db import transaction
+from jobstore.embedding_jobs import CallVectors, insert_vectors
 from jobstore.ledger import SoftAlert
 from jobstore.models import Attempt, AttemptStatus, Job, JobStatus
 from routing.catalog import Catalog
@@ -47,6 +48,7 @@ BREAKER_OPEN = "circuit breaker open"
 class Succeeded:
     claim: Claimed
     outcome: transitions.CallOutcome
+    vectors: CallVectors | None = None  # issue 14: an embedding call's (workers/embedding_calls.py)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ def write_successes(items: Sequence[Succeeded], now: datetime) -> Written:
         held = claims.still_held(session, ((i.claim.id, i.claim.token) for i in items))
         written = [i for i in items if i.claim.id in held]
         transitions.record_successes(session, [(i.claim, i.claim.token, i.outcome) for i in written], now)
+        insert_vectors(session, [(i.claim.job_id, i.vectors) for i in written if i.vectors])  # issue 14
         alerts = settle(session, written, now)
     lost = len(items) - len(written)
     if lost:

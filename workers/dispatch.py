@@ -24,8 +24,9 @@ from core.settings import get_settings
 from jobstore import ledger, transitions
 from jobstore.batches import HELD_UNTIL
 from jobstore.db import transaction
-from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus
+from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobKind, JobStatus
 from routing.catalog import Catalog, get_catalog
+from routing.embeddings import route_embedding
 from routing.filters import BUDGET_FILTER
 from routing.router import route
 from routing.spill import PINNED_STRATEGIES, choose
@@ -199,16 +200,33 @@ def route_queued_job(
         return SendDispatch(job.id, held.wait_s, priority=priority_of(job))
     attempts = job.attempts if job.attempt_count else []  # a new job: do not load its (empty) attempts
     headroom = context.budget_headroom(job.owner_id, job.batch_id)
-    request = RoutingRequest.for_job(
-        job,
-        budget_remaining_usd=headroom,
-        exclude=failed_over_deployments(attempts),
-        lasting=lastingly_failed_deployments(attempts),
-        unavailable=unavailable_deployments(),
-    )
-    rotation = next_rotation("round_robin") if job.strategy == "round_robin" else 0
+    max_tokens: int | None = None
     try:
-        decision = route(request, catalog, context.health, now=now.timestamp(), rng=_rng, rotation=rotation)
+        if job.kind == JobKind.EMBEDDING:  # issue 14: only the deployments of the one model it names
+            decision = route_embedding(
+                job.model_requested or "",
+                catalog,
+                context.health,
+                now=now.timestamp(),
+                rng=_rng,
+                raw_tokens=job.request_tokens or 0,
+                exclude=failed_over_deployments(attempts),
+                lasting_exclude=lastingly_failed_deployments(attempts),
+                unavailable=unavailable_deployments(),
+            )
+        else:
+            request = RoutingRequest.for_job(
+                job,
+                budget_remaining_usd=headroom,
+                exclude=failed_over_deployments(attempts),
+                lasting=lastingly_failed_deployments(attempts),
+                unavailable=unavailable_deployments(),
+            )
+            max_tokens = request.request.max_tokens
+            rotation = next_rotation("round_robin") if job.strategy == "round_robin" else 0
+            decision = route(
+                request, catalog, context.health, now=now.timestamp(), rng=_rng, rotation=rotation
+            )
     except NoRoute as exc:
         if headroom is not None and {e.filter for e in exc.exclusions} == {BUDGET_FILTER}:
             return _fail(session, job, Ended(JobError.BUDGET_EXCEEDED, f"{exc}"), now)
@@ -234,7 +252,7 @@ def route_queued_job(
         spill_s=get_settings().capacity_spill_s,
     )
     chosen = decision.candidates[choice.index]
-    reservation = context.reserve(job, chosen.deployment, chosen.input_tokens, request.request.max_tokens)
+    reservation = context.reserve(job, chosen.deployment, chosen.input_tokens, max_tokens)
     if reservation is None:
         why = (
             f"the budget left cannot cover a call to {chosen.deployment.name} "

@@ -32,11 +32,11 @@ from core.types import ChatRequest
 from jobstore import claims
 from jobstore.claims import Claimed
 from jobstore.db import transaction
-from jobstore.models import ApiKey
+from jobstore.models import ApiKey, JobKind
 from routing.catalog import Catalog, Deployment, get_catalog
 from routing.costs import expected_output_tokens, settle_cost
 from routing.tokens import calibrate, raw_request_tokens
-from workers import capacity, health, metrics, streams
+from workers import capacity, embedding_calls, health, metrics, streams
 from workers.call_loop import CallLoop, get_call_loop
 from workers.calls import BREAKER_OPEN, Failed, Succeeded, investigate, release_closed
 from workers.next_step import NextStep
@@ -162,6 +162,9 @@ class CallEngine:
             )
 
     async def _make_call(self, claim: Claimed, key_limits: capacity.Limits | None) -> None:
+        if claim.kind == JobKind.EMBEDDING:  # issue 14: an embedding call (workers/embedding_calls.py)
+            await embedding_calls.make_call(self, claim, key_limits)
+            return
         deployment = self.catalog.deployment(claim.deployment)
         if deployment is None:
             gone = ProviderError(f"deployment {claim.deployment!r} left the catalog")

@@ -2,6 +2,8 @@
 
 Every line of the input file becomes a job, routed like any other (`model` may be a
 routing alias); a malformed line fails alone, with its line number, into the error file.
+Lines of a `/v1/embeddings` batch are packed, whole, into embedding calls instead
+(`api/embedding_batch_lines.py`).
 The batch object, its status values and request_counts are OpenAI's; `cancelling` lasts
 until calls already in flight finish; output and error lines carry each custom_id.
 """
@@ -16,6 +18,7 @@ from fastapi import APIRouter, Query
 from api.batch_intake import Intake, add_openai_lines
 from api.budget_checks import require_budget_left, set_batch_budget
 from api.deps import OwnerDep, SessionDep
+from api.embedding_batch_lines import add_embedding_lines
 from api.errors import ApiError
 from api.idempotency import Idempotency, idempotent
 from api.routes.files import find_file
@@ -23,12 +26,13 @@ from api.schemas.batches import BatchList, BatchObject
 from api.schemas.openai_compat import BatchCreate
 from jobstore import batches
 from jobstore.batch_models import Batch, BatchKind, BatchStatus
+from jobstore.batches import EMBEDDINGS_ENDPOINT
 from routing.catalog import get_catalog
 from workers.messages import send_batch_check, send_dispatch
 from workers.queues import Priority
 
 router = APIRouter(prefix="/v1/batches", tags=["batches (OpenAI-compatible)"])
-ENDPOINTS = ("/v1/chat/completions",)
+ENDPOINTS = ("/v1/chat/completions", EMBEDDINGS_ENDPOINT)
 WINDOWS = {"24h": timedelta(hours=24)}
 
 
@@ -102,7 +106,11 @@ def create_batch(
     session.flush()
     set_batch_budget(session, owner, batch.id, body.max_cost_usd)
     intake = Intake(batch, batches.BulkJobWriter(session))
-    add_openai_lines(intake, get_catalog(), body.endpoint, batches.file_lines(session, source.id))
+    lines = batches.file_lines(session, source.id)
+    if body.endpoint == EMBEDDINGS_ENDPOINT:  # issue 14: lines packed into embedding calls
+        add_embedding_lines(intake, get_catalog(), lines)
+    else:
+        add_openai_lines(intake, get_catalog(), body.endpoint, lines)
     intake.writer.flush()
     if intake.total == 0:
         session.rollback()

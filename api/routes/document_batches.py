@@ -29,16 +29,21 @@ from api.batch_intake import (
 )
 from api.budget_checks import require_budget_left, set_batch_budget
 from api.deps import OwnerDep, SessionDep
+from api.embed_batches import EmbedIntake, EmbedOptions, embed_options
 from api.errors import ApiError
 from api.idempotency import Idempotency, idempotent
 from api.job_intake import draft_job, owner_budget
 from api.openapi import schema_ref, streamed
+from api.routes.embed_results import document_summary, embed_results
 from api.schemas.batches import DocumentBatch, DocumentBatchList, DocumentDetail, DocumentRow
+from api.schemas.embeddings import ChunkRow, EmbeddedDocument, EncodingFormat
 from api.schemas.jobs import JobCreate
 from api.validation import check_routable
 from jobstore import batch_results, batches
 from jobstore.batch_models import Batch, BatchKind, BatchStatus
 from jobstore.db import session_factory
+from jobstore.embedding_jobs import SAME_MODEL
+from jobstore.embedding_results import is_embed_mode
 from jobstore.models import ApiKey, Job
 from routing.catalog import get_catalog
 from routing.documents import PLACEHOLDER, fill, window_for
@@ -125,7 +130,10 @@ def create_document_batch(
     session: SessionDep,
     owner: OwnerDep,
     idem: Annotated[Idempotency | None, idempotent("POST /v1/document_batches")],
-    prompt: Annotated[str, Form(description="The template; {document} is replaced by each document's text.")],
+    prompt: Annotated[
+        str | None,
+        Form(description="mode=generate: the template; {document} is replaced by each document's text."),
+    ] = None,
     files: Annotated[
         list[UploadFile] | None, File(description="Documents, one per file (UTF-8 text).")
     ] = None,
@@ -155,8 +163,25 @@ def create_document_batch(
     ] = "split",
     webhook_url: Annotated[str | None, Form(description="POSTed once when the batch ends.")] = None,
     metadata: Annotated[str | None, Form(description="A JSON object kept with the batch.")] = None,
+    mode: Annotated[
+        Literal["generate", "embed"],
+        Form(description="generate (a prompt over each document) or embed (chunks' vectors)."),
+    ] = "generate",
+    chunk_tokens: Annotated[
+        int | None, Form(description="mode=embed: the most tokens a chunk has (default 512, or less).")
+    ] = None,
+    overlap_tokens: Annotated[
+        int | None, Form(description="mode=embed: tokens a chunk repeats of the one before (default 1/8).")
+    ] = None,
+    dimensions: Annotated[
+        int | None, Form(description="mode=embed: shorter vectors, where the model can.")
+    ] = None,
+    input_type: Annotated[
+        str | None, Form(description="mode=embed: search_document (default for retrieval), clustering, ...")
+    ] = None,
 ) -> DocumentBatch:
-    """Accept a batch: every document becomes a job (or map jobs and a reduce), dispatched in windows."""
+    """Accept a batch: every document becomes a job (or map jobs and a reduce), dispatched in
+    windows; with mode=embed, its chunks are packed into embedding calls instead."""
     if not files and jsonl is None:
         raise ApiError(
             422,
@@ -169,6 +194,30 @@ def create_document_batch(
     if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
         raise ApiError(422, "webhook_url must be an http(s) URL", param="webhook_url", code="invalid_value")
     require_budget_left(session, owner)
+    if mode == "embed":  # issue 14: chunks and vectors (api/embed_batches.py)
+        embedding = embed_options(
+            get_catalog(),
+            model=model,
+            chunk_tokens=chunk_tokens,
+            overlap_tokens=overlap_tokens,
+            dimensions=dimensions,
+            input_type=input_type,
+            deadline_s=deadline_s,
+        )
+        batch = _embed_batch(session, owner, embedding, files, jsonl, max_cost_usd, webhook_url, metadata)
+        created = _public(session, batch, request)
+        if idem is not None:
+            idem.save(session, 202, created, batch.id)
+        session.commit()
+        send_batch_check(batch.id)  # a batch whose every document failed on intake finalizes now
+        return created
+    if prompt is None:
+        raise ApiError(
+            422,
+            "prompt is required (or mode=embed to embed the documents)",
+            param="prompt",
+            code="missing_prompt",
+        )
     create = _routing_options(
         session,
         owner,
@@ -237,6 +286,50 @@ def create_document_batch(
     send_dispatch(intake.writer.to_dispatch, priority=Priority.BATCH)
     send_batch_check(batch.id)  # a batch whose every line failed on intake finalizes now
     return created
+
+
+def _embed_batch(
+    session: SessionDep,
+    owner: ApiKey,
+    options: EmbedOptions,
+    files: list[UploadFile] | None,
+    jsonl: UploadFile | None,
+    max_cost_usd: Decimal | None,
+    webhook_url: str | None,
+    metadata: str | None,
+) -> Batch:
+    """An embed-mode batch with its jobs, flushed (not committed)."""
+    now = datetime.now(UTC)
+    batch = Batch(
+        owner_id=owner.id,
+        kind=BatchKind.NATIVE,
+        status=BatchStatus.IN_PROGRESS,
+        model=options.model_name,
+        strategy=SAME_MODEL,
+        options=options.as_json() | ({"max_cost_usd": str(max_cost_usd)} if max_cost_usd is not None else {}),
+        webhook_url=webhook_url,
+        batch_metadata=_metadata(metadata),
+        created_at=now,
+        in_progress_at=now,
+    )
+    session.add(batch)
+    session.flush()
+    set_batch_budget(session, owner, batch.id, max_cost_usd)
+    intake = EmbedIntake(batch, batches.BulkJobWriter(session), options, get_catalog())
+    if jsonl is not None:
+        intake.add_jsonl(lines_of(jsonl.file))
+    for number, upload in enumerate(files or [], 1):
+        intake.add_file(number, upload.filename or f"file-{number}", upload.file)
+    intake.close()
+    if intake.total == 0:
+        session.rollback()
+        raise ApiError(
+            422, "the upload holds no documents", param="jsonl" if jsonl else "files", code="no_documents"
+        )
+    batch.total = intake.total
+    batch.errors = intake.errors or None
+    batch.options = {**batch.options, **intake.summary()}
+    return batch
 
 
 def _add_file(intake: Intake, options: NativeOptions, number: int, upload: UploadFile) -> None:
@@ -309,10 +402,16 @@ def _jsonl(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": "One DocumentRow a line (jsonl), or CSV with a header row",
+            "description": "One DocumentRow a line (jsonl), or CSV with a header row; an embed-mode "
+            "batch: one ChunkRow a line, or (format=npy) its vectors as a NumPy float32 matrix",
             "content": {
-                **streamed("application/x-ndjson", "rows", schema_ref(DocumentRow)),
+                **streamed(
+                    "application/x-ndjson",
+                    "rows",
+                    {"anyOf": [schema_ref(DocumentRow), schema_ref(ChunkRow)]},
+                ),
                 **streamed("text/csv", "id,line,status,provider,model,... one row per document"),
+                **streamed("application/octet-stream", ".npy: row i is line i of the jsonl"),
             },
         },
         404: {"description": "No such document batch for this key"},
@@ -323,15 +422,32 @@ def document_results(
     session: SessionDep,
     owner: OwnerDep,
     format: Annotated[
-        Literal["jsonl", "csv"], Query(description="jsonl (one object a line) or csv.")
+        Literal["jsonl", "csv", "npy"],
+        Query(description="jsonl (one object a line) or csv; an embed-mode batch: jsonl or npy (vectors)."),
     ] = "jsonl",
     status: Annotated[
         Literal["queued", "dispatched", "running", "succeeded", "failed", "cancelled"] | None,
         Query(description="Only documents in this status, e.g. failed."),
     ] = None,
+    include_text: Annotated[bool, Query(description="mode=embed: each chunk's text too.")] = False,
+    include_vectors: Annotated[bool, Query(description="mode=embed: each chunk's embedding.")] = True,
+    encoding_format: Annotated[
+        EncodingFormat, Query(description="mode=embed: vectors as floats or base64 float32s.")
+    ] = "float",
 ) -> StreamingResponse:
-    """Every document's result so far, in input order, streamed."""
+    """Every document's result so far, in input order, streamed; an embed-mode batch's, every chunk's."""
     batch = _find(session, owner, batch_id)
+    if is_embed_mode(batch):  # issue 14: chunks and their vectors (api/routes/embed_results.py)
+        return embed_results(
+            batch,
+            format,
+            include_text=include_text,
+            include_vectors=include_vectors,
+            encoding=encoding_format,
+            status=status,
+        )
+    if format == "npy":
+        raise ApiError(400, "npy is for an embed-mode batch's vectors", param="format", code="invalid_value")
     if format == "csv":
         return StreamingResponse(
             batch_results.csv_lines(_rows(batch.id, status)),
@@ -343,12 +459,14 @@ def document_results(
 
 @router.get(
     "/{batch_id}/documents/{doc_id}",
-    response_model=DocumentDetail,
+    response_model=DocumentDetail | EmbeddedDocument,
     responses={404: {"description": "No such batch or document"}},
 )
 def read_document(batch_id: str, doc_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
-    """One document's result; a split document lists its parts too."""
+    """One document's result; a split document lists its parts too; mode=embed: its usage and cost."""
     batch = _find(session, owner, batch_id)
+    if is_embed_mode(batch):
+        return document_summary(session, batch, doc_id)
     jobs = session.scalars(
         select(Job).where(Job.batch_id == batch.id, Job.custom_id == doc_id).order_by(Job.part)
     ).all()

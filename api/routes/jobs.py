@@ -17,12 +17,14 @@ from api.errors import ApiError
 from api.idempotency import Idempotency, idempotent
 from api.job_intake import store_job
 from api.openapi import streamed
+from api.schemas.embeddings import EncodingFormat, VectorPublic
 from api.schemas.jobs import JobAccepted, JobCreate, JobList, JobPublic, JobRequestPublic
 from api.streaming import job_event_stream
 from jobstore import transitions
 from jobstore.db import session_factory
+from jobstore.embedding_jobs import vectors_of
 from jobstore.jobs import get_job
-from jobstore.models import Job
+from jobstore.models import Job, JobKind, JobStatus
 from workers.streams import publish_ended
 
 log = logging.getLogger(__name__)
@@ -66,11 +68,26 @@ def submit_job(
 @router.get(
     "/{job_id}", response_model=JobPublic, responses={404: {"description": "No such job for this key"}}
 )
-def read_job(job_id: str, request: Request, session: SessionDep, owner: OwnerDep) -> JobPublic:
+def read_job(
+    job_id: str,
+    request: Request,
+    session: SessionDep,
+    owner: OwnerDep,
+    include_vectors: Annotated[
+        bool, Query(description="An embedding job: include its vectors (false: usage and cost only).")
+    ] = True,
+    encoding_format: Annotated[
+        EncodingFormat, Query(description="An embedding job's vectors as floats or base64 float32s.")
+    ] = "float",
+) -> JobPublic:
     job = get_job(session, job_id, owner.id)
     if job is None:
         raise ApiError(404, f"no job {job_id!r} for this API key", param="job_id", code="job_not_found")
-    return JobPublic.of(job, base_url(request))
+    public = JobPublic.of(job, base_url(request))
+    if job.kind == JobKind.EMBEDDING and include_vectors and job.status == JobStatus.SUCCEEDED:
+        stored = vectors_of(session, [job.id])[job.id]
+        public.embeddings = [VectorPublic.of(v, encoding_format) for v in stored]
+    return public
 
 
 @router.get("", response_model=JobList)

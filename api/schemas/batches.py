@@ -128,6 +128,11 @@ class DocumentBatch(BaseModel):
     id: str
     object: str = "document_batch"
     status: str = Field(description="in_progress, finalizing, completed, cancelling or cancelled.")
+    mode: str = Field(
+        default="generate",
+        description="generate, or embed: then `counts` are of provider calls (each embeds many chunks) "
+        "and documents refused at intake, and `options` say how many documents, chunks and calls.",
+    )
     prompt: str
     model: str | None
     strategy: str | None
@@ -152,6 +157,7 @@ class DocumentBatch(BaseModel):
         return cls(
             id=b.id,
             status=b.status,
+            mode=(b.options or {}).get("mode") or "generate",
             prompt=b.prompt or "",
             model=b.model,
             strategy=b.strategy,

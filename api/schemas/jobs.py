@@ -8,8 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api.schemas.embeddings import VectorPublic
 from core.types import ChatRequest, ToolCall
-from jobstore.models import Attempt, Job
+from jobstore.models import Attempt, Job, JobKind
 
 
 class JobCreate(ChatRequest):
@@ -127,6 +128,7 @@ class JobPublic(BaseModel):
     id: str
     url: str
     status: str
+    kind: str = Field(default="chat", description="chat, or embedding (one provider call's vectors).")
     model_requested: str | None
     strategy: str
     provider: str | None
@@ -151,13 +153,21 @@ class JobPublic(BaseModel):
     metadata: dict[str, Any]
     created_at: datetime
     finished_at: datetime | None
+    inputs: int | None = Field(default=None, description="An embedding job's number of inputs.")
+    embeddings: list[VectorPublic] | None = Field(
+        default=None,
+        description="An embedding job's vectors in input order, once it succeeded (include_vectors=true).",
+    )
 
     @classmethod
     def of(cls, job: Job, base_url: str) -> JobPublic:
+        embedding = job.kind == JobKind.EMBEDDING
         return cls(
             id=job.id,
             url=f"{base_url}/v1/jobs/{job.id}",
             status=job.status,
+            kind=job.kind or JobKind.CHAT.value,
+            inputs=len((job.request or {}).get("inputs") or ()) if embedding else None,
             model_requested=job.model_requested,
             strategy=job.strategy,
             provider=job.provider,

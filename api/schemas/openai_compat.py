@@ -134,7 +134,7 @@ class BatchCreate(BaseModel):
         },
     )
     input_file_id: str
-    endpoint: str = Field(description="Only /v1/chat/completions is served.")
+    endpoint: str = Field(description="/v1/chat/completions or /v1/embeddings.")
     completion_window: str = Field(default="24h", description="Only 24h, as OpenAI.")
     metadata: dict[str, str] | None = None
     webhook_url: str | None = Field(

@@ -31,9 +31,18 @@ def conforms(document: dict[str, Any], instance: Any, component: str) -> None:
     OAS31Validator(schema).validate(instance)
 
 
-def answer_schema(document: dict[str, Any], path: str, method: str, status: str) -> str:
-    content = document["paths"][path][method]["responses"][status]["content"]
-    ref: str = content["application/json"]["schema"]["$ref"]
+def answer_schema(
+    document: dict[str, Any],
+    path: str,
+    method: str,
+    status: str,
+    media_type: str = "application/json",
+    which: int = 0,
+) -> str:
+    """The component an answer is documented as; of a route answering one of several shapes
+    (`anyOf`), the one at `which`."""
+    schema = document["paths"][path][method]["responses"][status]["content"][media_type]["schema"]
+    ref: str = schema["$ref"] if "$ref" in schema else schema["anyOf"][which]["$ref"]
     return ref.rsplit("/", 1)[1]
 
 
@@ -72,10 +81,11 @@ def test_document_results_conform(stack: Stack, document: dict[str, Any]) -> Non
         assert time.monotonic() < deadline
         time.sleep(0.1)
     path = "/v1/document_batches/{batch_id}/results"
-    row_schema = document["paths"][path]["get"]["responses"]["200"]["content"]["application/x-ndjson"]
     lines = stack.client.get(f"/v1/document_batches/{batch_id}/results").text.splitlines()
     assert len(lines) == 1
-    conforms(document, json.loads(lines[0]), row_schema["schema"]["$ref"].rsplit("/", 1)[1])
+    conforms(
+        document, json.loads(lines[0]), answer_schema(document, path, "get", "200", "application/x-ndjson")
+    )
     detail = stack.client.get(f"/v1/document_batches/{batch_id}/documents/otters.txt")
     assert detail.status_code == 200, detail.text
     conforms(
@@ -120,3 +130,44 @@ def test_the_openai_sdk_still_works_against_the_documented_routes(stack: Stack) 
     assert any(m.id == "gpt-4o-mini" for m in client.models.list())
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=stack.api_url + "/v1", api_key="lq_wrong", max_retries=0).models.list()
+
+
+def test_embedding_answers_conform(stack: Stack, document: dict[str, Any]) -> None:
+    """Issue 14's routes: an embeddings answer, an embedding job with its vectors, an embed-mode
+    batch's chunk rows (the second shape of /results) and its documents."""
+    answer = stack.client.post(
+        "/v1/embeddings", json={"model": "text-embedding-3-small", "input": ["a", "b"]}
+    )
+    assert answer.status_code == 200, answer.text
+    conforms(document, answer.json(), answer_schema(document, "/v1/embeddings", "post", "200"))
+    job = stack.job(answer.json()["llmqueue"]["job_ids"][0])
+    assert len(job["embeddings"]) == 2
+    conforms(document, job, answer_schema(document, "/v1/jobs/{job_id}", "get", "200"))
+    r = stack.client.post(
+        "/v1/document_batches",
+        data={"mode": "embed", "model": "text-embedding-3-small", "chunk_tokens": "8", "dimensions": "4"},
+        files=[("files", ("otters.txt", b"Otters hold hands while they sleep, and drift.", "text/plain"))],
+    )
+    assert r.status_code == 202, r.text
+    batch_id = r.json()["id"]
+    deadline = time.monotonic() + 60
+    while stack.client.get(f"/v1/document_batches/{batch_id}").json()["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    rows = stack.client.get(f"/v1/document_batches/{batch_id}/results", params={"include_text": "true"})
+    path = "/v1/document_batches/{batch_id}/results"
+    chunk_row = answer_schema(document, path, "get", "200", "application/x-ndjson", which=1)
+    assert chunk_row == "ChunkRow"
+    for line in rows.text.splitlines():
+        conforms(document, json.loads(line), chunk_row)
+    listing = stack.client.get(f"/v1/document_batches/{batch_id}/documents").text.splitlines()
+    docs_path = "/v1/document_batches/{batch_id}/documents"
+    for line in listing:
+        conforms(
+            document,
+            json.loads(line),
+            answer_schema(document, docs_path, "get", "200", "application/x-ndjson"),
+        )
+    one = stack.client.get(f"/v1/document_batches/{batch_id}/documents/otters.txt").json()
+    doc_path = "/v1/document_batches/{batch_id}/documents/{doc_id}"
+    conforms(document, one, answer_schema(document, doc_path, "get", "200", which=1))

@@ -2,7 +2,8 @@
 
 Failover and round robin need what the session stack cannot give without changing it for
 everyone: a test catalog (the default plus model `rr-mini` with three deployments, priced
-and scored so that no automatic strategy ever picks it), a one-second breaker cooldown, a
+and scored so that no automatic strategy ever picks it, and an embedding model with two
+deployments the emulator tells apart), a one-second breaker cooldown, a
 three-second traffic ramp after a recovery, and two dispatcher processes. So this stack has
 its own Postgres database (migrated by Alembic), its own Redis prefix (hence its own Celery
 queues), the API as a `llmqueue api` subprocess, and Celery workers as `llmqueue worker`
@@ -49,6 +50,32 @@ tags = ["test"]
 """ + "".join(
     f'\n[[deployments]]\nname = "{name}"\nmodel = "rr-mini"\nprovider_model = "gpt-4o-mini"\n'
     for name in RR_DEPLOYMENTS
+)
+
+
+# Issue 14: an embedding model with two deployments the emulator tells apart (a cross-region
+# inference profile's id is a scope of its own there), so an outage can hit one of them only:
+# embedding jobs must fail over to the other, never to another model.
+EMBED_MODEL = "titan-embed-e2e"
+EMBED_DEPLOYMENTS = {
+    "titan-e2e/us-east-1": "amazon.titan-embed-text-v2:0",
+    "titan-e2e/us-profile": "us.amazon.titan-embed-text-v2:0",
+}
+EMBED_CATALOG = f"""
+[[models]]
+id = "{EMBED_MODEL}"
+provider = "bedrock"
+kind = "embedding"
+dimensions = 1024
+dimension_options = [256, 512]
+max_input_tokens = 8192
+max_inputs_per_call = 1
+input_price = "0.02"
+quality = 58
+""" + "".join(
+    f'\n[[deployments]]\nname = "{name}"\nmodel = "{EMBED_MODEL}"\nregion = "us-east-1"\n'
+    f'provider_model = "{provider_model}"\n'
+    for name, provider_model in EMBED_DEPLOYMENTS.items()
 )
 
 
@@ -115,7 +142,7 @@ def _run(env: dict[str, str], *args: str) -> str:
 def routing_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Environment for every process of this stack: own database, prefix and catalog."""
     catalog = Path(tmp_path_factory.mktemp("routing")) / "catalog.toml"
-    catalog.write_text(DEFAULT_CATALOG_PATH.read_text() + RR_CATALOG)
+    catalog.write_text(DEFAULT_CATALOG_PATH.read_text() + RR_CATALOG + EMBED_CATALOG)
     db = f"{TEST_DB}_routing"
     prefix = f"llmqtest:{RUN_ID}:routing:"
     env = {
