@@ -1,6 +1,6 @@
 """jobs.kind (chat | embedding) and job_vectors (an embedding job's vectors, one row per input)
 
-Revision ID: embed_jobs
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-03 10:00:00
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "embed_jobs"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
