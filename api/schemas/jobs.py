@@ -140,7 +140,15 @@ class JobPublic(BaseModel):
     latency_ms: float | None
     error: ErrorPublic | None
     attempts: list[AttemptPublic]
-    explanation: dict[str, Any] | None
+    explanation: dict[str, Any] | None = Field(
+        description="How routing chose; for a batch's job in economy mode, `economy` says whether it "
+        "went by provider batch or online, and why."
+    )
+    provider_batch_id: str | None = Field(
+        default=None,
+        description="The provider batch (economy mode) that holds or answered this job's line; "
+        "None when it went online.",
+    )
     metadata: dict[str, Any]
     created_at: datetime
     finished_at: datetime | None
@@ -171,7 +179,8 @@ class JobPublic(BaseModel):
             if job.error_type
             else None,
             attempts=[AttemptPublic.of(a) for a in job.attempts],
-            explanation=job.explanation,
+            explanation=_explanation(job),
+            provider_batch_id=job.provider_batch_id,
             metadata=job.job_metadata,
             created_at=job.created_at,
             finished_at=job.finished_at,
@@ -187,3 +196,12 @@ class JobRequestPublic(BaseModel):
     id: str
     request: dict[str, Any] = Field(description="messages and generation parameters, as submitted")
     routing: dict[str, Any] = Field(description="fallbacks, floors, ceilings and weights, as submitted")
+
+
+def _explanation(job: Job) -> dict[str, Any] | None:
+    """The routing explanation, with economy mode's decision (kept in the job's routing record,
+    since the dispatcher writes its own explanation when the job goes online)."""
+    economy = (job.routing or {}).get("economy")
+    if economy is None:
+        return job.explanation
+    return {**(job.explanation or {}), "economy": economy}
