@@ -305,6 +305,16 @@ def update_held(session: Session, pb_id: str, token: str, **values: Any) -> bool
     return bool(changed.rowcount == 1)  # type: ignore[attr-defined]
 
 
+def next_poll(at: datetime) -> Any:
+    """`next_poll_at` as SQL: `at`, or at once when a cancel was asked for and not yet sent (a
+    cancel that arrived while this worker held the provider batch is not left waiting)."""
+    asked = ProviderBatch.cancel_requested_at.is_not(None) & ProviderBatch.cancel_sent_at.is_(None)
+    return case(
+        (asked, ProviderBatch.cancel_requested_at),
+        else_=bindparam("p_next_poll", at, type_=ProviderBatch.next_poll_at.type),
+    )
+
+
 def let_go(session: Session, pb_id: str, token: str, **values: Any) -> bool:
     """`update_held`, and the lease given up."""
     return update_held(session, pb_id, token, lease_until=None, lease_token=None, **values)

@@ -111,10 +111,12 @@ def plan_batch(batch_id: str, *, catalog: Catalog | None = None, now: datetime |
 
 def _plan_jobs(session: Session, batch: Batch, jobs: list[Job], catalog: Catalog, now: datetime) -> list[str]:
     context = DispatchContext(session, catalog, now)
+    # Every job is the batch's, so one budget scope: its headroom (reservations aside) read once.
+    headroom = context.budget_headroom(batch.owner_id, batch.id)
     online: dict[str, dict[str, Any]] = {}  # job id -> its economy record, for the jobs going online
     routed: dict[str, Routed] = {}
     for index, job in enumerate(jobs):
-        found = _route(job, context, catalog, now, index)
+        found = _route(job, headroom, context, catalog, now, index)
         if isinstance(found, str):
             online[job.id] = {"mode": Route.ONLINE.value, "reason": found}
         else:
@@ -146,9 +148,10 @@ def _plan_jobs(session: Session, batch: Batch, jobs: list[Job], catalog: Catalog
     return made
 
 
-def _route(job: Job, context: DispatchContext, catalog: Catalog, now: datetime, index: int) -> Routed | str:
+def _route(
+    job: Job, headroom: Decimal | None, context: DispatchContext, catalog: Catalog, now: datetime, index: int
+) -> Routed | str:
     """The job routed as the dispatcher would route it now (its first choice), or why it was not."""
-    headroom = context.budget_headroom(job.owner_id, job.batch_id)
     request = RoutingRequest.for_job(job, budget_remaining_usd=headroom)
     try:
         # Round robin turns per job here, as the dispatcher's shared rotation would.

@@ -11,10 +11,12 @@ up to `provider_batch_poll_max_s`.
 
     submit   planned -> submitting -> submitted. Its lines' requests are built by the
              provider's batch client from the jobs' requests (the online adapter's own
-             translation). A rate limit or a blip: planned again, later. Any other refusal:
-             every line back online. A worker that died mid-submission leaves `submitting`:
-             whether the provider made the batch cannot be known without its id, so after
-             the (long) submit lease its lines go back online (see the README).
+             translation). A rate limit or a blip (or, seen at a poll, a batch the provider
+             failed for its enqueued-token limit): planned again, later, until the give-up
+             time. Any other refusal: every line back online. A worker that died
+             mid-submission leaves `submitting`: whether the provider made the batch cannot
+             be known without its id, so after the (long) submit lease its lines go back
+             online (see the README).
     poll     a cancel asked for (the llmqueue batch was cancelled, or the give-up time came)
              is sent to the provider first; then the provider's state. Once it has ended:
              collecting, then the results are read as they stream and written a chunk at a
@@ -140,7 +142,7 @@ class Step:
             store.let_go(session, self.pb.id, self.token, **values)
 
     def later(self, wait_s: float, **values: Any) -> str:
-        self.done(next_poll_at=utcnow() + timedelta(seconds=wait_s), **values)
+        self.done(next_poll_at=store.next_poll(utcnow() + timedelta(seconds=wait_s)), **values)
         return f"again in {wait_s:.1f} s"
 
     def renew(self) -> None:
@@ -299,12 +301,27 @@ def _poll(step: Step) -> str:
                 wait, poll_interval_s=wait, error_type=exc.kind.value, error_message=exc.message
             )
         seen = _seen(status, pb.polls + 1)
+        if _refused_for_now(status) and now < aware(pb.give_up_at):
+            # The provider's batch queue was full (an enqueued-token limit): nothing ran, so
+            # the same lines are submitted again later.
+            wait = next_interval(pb.poll_interval_s, *_poll_bounds())
+            log.warning(
+                "provider batch %s: refused for now (%s); submitted again in %.0f s",
+                pb.id,
+                status.error,
+                wait,
+            )
+            return step.later(wait, phase=ProviderBatchPhase.PLANNED, ref=None, poll_interval_s=wait, **seen)
         if not status.terminal:
             wait = next_interval(pb.poll_interval_s, *_poll_bounds())
             return step.later(wait, poll_interval_s=wait, **seen)
         step.update(phase=ProviderBatchPhase.COLLECTING, ended_at=now, **seen)
         log.info("provider batch %s ended at the provider: %s", pb.id, status.provider_status)
     return _collect(step, client, ref, deployment.model, emulated)
+
+
+def _refused_for_now(status: ProviderBatchStatus) -> bool:
+    return status.state is ProviderBatchState.FAILED and isinstance(status.error, RateLimited)
 
 
 def _seen(status: ProviderBatchStatus, polls: int) -> dict[str, Any]:
