@@ -7,6 +7,10 @@ in a counter. A document too long for its model becomes `map` jobs (one per part
 nor anyone else sends it); when its map jobs have all ended, `release_ready_reduces` fills
 in its request from their answers and unparks it. Durable, with no Celery chord: a crash
 at any point leaves rows from which the next check carries on.
+
+A batch's other jobs are stored held: for the feeder (`HELD_UNTIL`), or, when the batch may
+use provider batches (`economy_eligible`), for economy mode's planner first
+(`ECONOMY_HELD_UNTIL`, see workers/economy_feeder.py).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from core.clock import aware, utcnow
 from core.errors import BatchLineError
+from core.provider_batches import provider_batch_spec
 from core.settings import get_settings
 from core.types import ChatRequest
 from jobstore import provider_batches as store
@@ -114,6 +115,22 @@ async def _client(deployment: Deployment) -> tuple[ProviderBatchClient, bool]:
         found = (batch_client_class(deployment.provider)(target), target.emulated)
         _clients[deployment.name] = found
     return found
+
+
+def warm_clients() -> list[str]:
+    """Build now the batch client of every deployment that may go by provider batch (importing
+    an SDK and building its client take seconds, better paid before the first submission);
+    returns the deployments whose client could not be built (a missing key), left to fail
+    at their first use with the proper error."""
+    failed = []
+    for deployment in get_catalog().deployments.values():
+        if provider_batch_spec(deployment.provider) is None or not deployment.model.has_batch_prices:
+            continue
+        try:
+            _run(_client(deployment))
+        except Exception:
+            failed.append(deployment.name)
+    return failed
 
 
 def _run(coro: Awaitable[T]) -> T:
@@ -412,6 +429,7 @@ def _settle_all(step: Step, why: Unanswered, *, error: str | None = None) -> str
         if not left:
             break
         send_back(step.pb, [(line, why) for line in left], utcnow())
+        step.renew()
     return _settle(step, error_message=error) if error else _settle(step)
 
 

@@ -29,7 +29,7 @@ from workers.engine import get_engine
 from workers.feeder import FEED_EVERY_S, feed_once
 from workers.metrics import serve_worker_metrics
 from workers.probes import send_probe_round
-from workers.provider_batch_runs import DUE_EVERY_S, send_due
+from workers.provider_batch_runs import DUE_EVERY_S, send_due, warm_clients
 from workers.providers import load_adapters
 from workers.queues import Queue
 from workers.sweeper import LEASE_SWEEP_S, SWEEP_EVERY_S, sweep_leases, sweep_once
@@ -46,7 +46,7 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     if Queue.DISPATCH.value in queues:
         start_dispatcher_loops()
     if Queue.PROVIDER_BATCH.value in queues:
-        get_call_loop()  # the batch clients' calls run on it
+        warm_clients()  # on the call loop, where the batch clients' calls run
         periodic.every("provider-batch-due", DUE_EVERY_S, send_due)
     if providers:
         load_adapters(providers)

@@ -100,6 +100,9 @@ class AttemptPublic(BaseModel):
     error: ErrorPublic | None
     retry_after_s: float | None
     provider_request_id: str | None
+    provider_batch_id: str | None = Field(
+        default=None, description="Set when this attempt was a line of a provider batch (economy mode)."
+    )
     started_at: datetime | None
     finished_at: datetime | None
 
@@ -118,6 +121,7 @@ class AttemptPublic(BaseModel):
             error=ErrorPublic(type=a.error_type, message=a.error_message or "") if a.error_type else None,
             retry_after_s=a.retry_after_s,
             provider_request_id=a.provider_request_id,
+            provider_batch_id=a.provider_batch_id,
             started_at=a.started_at,
             finished_at=a.finished_at,
         )

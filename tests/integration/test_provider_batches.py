@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -239,7 +240,9 @@ def test_poller_killed_mid_batch_and_failed_lines_go_online_once(stack: Stack, c
     finally:
         second.stop()
     assert done.status == "completed" and done.request_counts.completed == 300
-    assert len(jsonl(client, done.output_file_id)) == 300 and done.error_file_id is None
+    output = jsonl(client, done.output_file_id)
+    assert len(output) == 300 and done.error_file_id is None
+    answered_by = Counter(row["response"]["body"]["llmqueue"]["provider_batch_id"] for row in output)
     [emulated] = emulated_batches(stack)  # one provider batch: nothing was submitted twice
     failed_by_provider = emulated["errored"]
     assert emulated["status"] == "completed" and 0 < failed_by_provider < 60
@@ -249,6 +252,7 @@ def test_poller_killed_mid_batch_and_failed_lines_go_online_once(stack: Stack, c
     model = get_catalog().models["gpt-4o"]
     went_online = [j for j in jobs if j.provider_batch_id is None]
     assert len(went_online) == failed_by_provider
+    assert answered_by == {pb.id: 300 - failed_by_provider, None: failed_by_provider}  # each line's way
     for job in jobs:
         tries = attempts[job.id]
         assert job.status == "succeeded" and [a.status for a in tries].count("succeeded") == 1
