@@ -101,7 +101,7 @@ def plan_batch(batch_id: str, *, catalog: Catalog | None = None, now: datetime |
         jobs = store.economy_held(session, batch_id, PLAN_CHUNK)
         if not jobs:
             return []
-        made = _plan_jobs(session, batch, jobs, catalog, now)
+        made = plan_jobs(session, batch, jobs, catalog, now)
     for pb_id in made:
         send_provider_batch_submit(pb_id)
     if made:
@@ -109,7 +109,7 @@ def plan_batch(batch_id: str, *, catalog: Catalog | None = None, now: datetime |
     return made
 
 
-def _plan_jobs(session: Session, batch: Batch, jobs: list[Job], catalog: Catalog, now: datetime) -> list[str]:
+def plan_jobs(session: Session, batch: Batch, jobs: list[Job], catalog: Catalog, now: datetime) -> list[str]:
     context = DispatchContext(session, catalog, now)
     # Every job is the batch's, so one budget scope: its headroom (reservations aside) read once.
     headroom = context.budget_headroom(batch.owner_id, batch.id)

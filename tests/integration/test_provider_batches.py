@@ -11,23 +11,30 @@ from __future__ import annotations
 import io
 import json
 import time
+import tomllib
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
+from core.clock import utcnow
 from core.types import Usage
-from jobstore.batch_models import ProviderBatch
-from jobstore.db import transaction
+from jobstore import provider_batches as store
+from jobstore.batch_models import Batch, BatchKind, BatchStatus, ProviderBatch
+from jobstore.batches import HELD_UNTIL, job_row
+from jobstore.db import session_factory, transaction
+from jobstore.jobs import create_api_key
 from jobstore.models import Attempt, Budget, Job
-from routing.catalog import get_catalog
+from routing.catalog import DEFAULT_CATALOG_PATH, catalog_from_dict, get_catalog
 from routing.costs import settle_batch_cost, settle_cost
 from tests.integration.conftest import Stack, WorkerProcess
+from workers.economy_feeder import plan_jobs
 
 ENDED_BATCH = ("completed", "failed", "cancelled", "expired")
 FAST_POLLS = {"LLMQUEUE_PROVIDER_BATCH_POLL_S": "0.3", "LLMQUEUE_PROVIDER_BATCH_POLL_MAX_S": "1"}
@@ -118,14 +125,14 @@ def usage_of(job: Job) -> Usage:
     return Usage(input_tokens=job.input_tokens, output_tokens=job.output_tokens)
 
 
-def document_batch(stack: Stack, count: int, **form: str) -> dict[str, Any]:
+def document_batch(stack: Stack, count: int, model: str = "gpt-4o-mini", **form: str) -> dict[str, Any]:
     docs = "\n".join(
         json.dumps({"id": f"doc-{i}", "text": f"Document {i}: the river rose {i} feet in spring."})
         for i in range(count)
     )
     r = stack.client.post(
         "/v1/document_batches",
-        data={"prompt": "Summarise: {document}", "model": "gpt-4o-mini", "max_tokens": "40", **form},
+        data={"prompt": "Summarise: {document}", "model": model, "max_tokens": "40", **form},
         files=[("jsonl", ("docs.jsonl", docs.encode()))],
     )
     assert r.status_code == 202, r.text
@@ -143,35 +150,66 @@ def wait_document_batch(stack: Stack, batch_id: str, timeout: float = 120) -> di
         time.sleep(0.3)
 
 
+@pytest.mark.parametrize(
+    ("model", "deployment"),
+    [
+        ("gpt-4o-mini", "openai/gpt-4o-mini"),
+        ("azure/gpt-4o-mini", "azure/gpt-4o-mini"),
+        ("claude-haiku-4-5", "anthropic/claude-haiku-4-5"),
+        ("gemini-2.5-flash", "gemini/gemini-2.5-flash"),
+        ("mistral-small-latest", "mistral/mistral-small"),
+    ],
+)
 def test_economy_document_batch_goes_by_provider_batch_at_batch_prices(
-    stack: Stack, pb_worker: WorkerProcess
+    stack: Stack, pb_worker: WorkerProcess, model: str, deployment: str
 ) -> None:
     emulate_batches(stack, completion_s=1.0)
-    created = document_batch(stack, 40, mode="economy")
+    created = document_batch(stack, 40, model=model, mode="economy")
     assert created["mode"] == "economy"
     done = wait_document_batch(stack, created["id"])
     assert done["status"] == "completed" and done["counts"]["succeeded"] == 40
     assert done["jobs_by_path"] == {"provider_batch": 40, "online": 0, "deciding": 0, "none": 0}
     [pb] = done["provider_batches"]
-    assert pb["provider"] == "openai" and pb["deployment"] == "openai/gpt-4o-mini"
+    spec = get_catalog().models[model]
+    assert pb["provider"] == spec.provider and pb["deployment"] == deployment
     assert pb["phase"] == "settled" and pb["state"] == "completed" and pb["lines"] == 40
-    assert pb["lines_succeeded"] == 40 and pb["provider_batch_id"].startswith("batch_")
-    assert pb["reason"].startswith("provider batch: openai batch API")
+    assert pb["lines_succeeded"] == 40 and pb["reason"].startswith(
+        f"provider batch: {spec.provider} batch API"
+    )
     assert online_calls(stack) == []  # not one line bought online
     [emulated] = emulated_batches(stack)
-    assert emulated["id"] == pb["provider_batch_id"] and emulated["total"] == 40
-    model = get_catalog().models["gpt-4o-mini"]
+    assert pb["provider_batch_id"].endswith(emulated["id"]) and emulated["total"] == 40
     total = Decimal(0)
     for job in jobs_of(created["id"]):
         assert job.status == "succeeded" and job.provider_batch_id == pb["id"] and job.attempt_count == 1
-        assert job.cost_usd == settle_batch_cost(model, usage_of(job)) > 0  # batch prices, once
+        assert job.cost_usd == settle_batch_cost(spec, usage_of(job)) > 0  # batch prices, once
         total += job.cost_usd
     assert Decimal(done["cost_usd"]) == total == Decimal(pb["cost_usd"])
     job = stack.job(jobs_of(created["id"])[0].id)
-    assert job["provider_batch_id"] == pb["id"]
+    assert job["provider_batch_id"] == pb["id"] and job["attempts"][0]["provider_batch_id"] == pb["id"]
     economy = job["explanation"]["economy"]
     assert economy["mode"] == "provider_batch" and economy["provider_batch"] == pb["id"]
     assert "give_up_at" in economy and economy["reason"] == pb["reason"]
+    rows = [
+        json.loads(line)
+        for line in stack.client.get(f"/v1/document_batches/{created['id']}/results").text.splitlines()
+    ]
+    assert {row["provider_batch_id"] for row in rows} == {pb["id"]}
+
+
+def test_a_document_batch_without_a_deadline_goes_online_and_says_why(stack: Stack) -> None:
+    created = document_batch(stack, 5, mode="auto")  # no deadline_s: answers wanted now
+    done = wait_document_batch(stack, created["id"])
+    assert (
+        done["counts"]["succeeded"] == 5 and done["provider_batches"] == [] and done["jobs_by_path"] is None
+    )
+    small = document_batch(stack, 5, deadline_s=str(3 * 86400))  # a deadline, but too little to save
+    done = wait_document_batch(stack, small["id"])
+    assert done["jobs_by_path"] == {"provider_batch": 0, "online": 5, "deciding": 0, "none": 0}
+    job = stack.job(jobs_of(small["id"])[0].id)
+    economy = job["explanation"]["economy"]
+    assert economy["mode"] == "online" and "not worth the wait" in economy["reason"]
+    assert job["explanation"]["candidates"]  # the dispatcher's own explanation is kept beside it
 
 
 def test_5000_requests_with_a_24h_window_cost_at_most_52_percent_of_online(
@@ -317,3 +355,64 @@ def test_lines_the_provider_batch_never_ran_go_online(stack: Stack, pb_worker: W
             select(func.count()).select_from(Attempt).where(Attempt.error_type == "batch_expired")
         )
     assert expired == 40 - ran
+
+
+def test_the_planner_keeps_a_deployment_within_its_enqueued_token_quota(
+    database: str, redis_clean: None
+) -> None:
+    """The planner itself, on the real database, in a transaction never committed (so the
+    session's dispatcher never sees the batch), with a catalog whose deployment has a quota."""
+    data = tomllib.loads(DEFAULT_CATALOG_PATH.read_text())
+    for deployment in data["deployments"]:
+        if deployment["name"] == "openai/gpt-4o-mini":
+            deployment["batch_enqueued_tokens"] = 200
+    catalog = catalog_from_dict(data)
+    now = utcnow()
+    session = session_factory()()
+    try:
+        key, _ = create_api_key(session, "quota")
+        batch = Batch(
+            owner_id=key.id,
+            kind=BatchKind.OPENAI,
+            status=BatchStatus.IN_PROGRESS,
+            options={"mode": "economy"},
+            created_at=now,
+            in_progress_at=now,
+            expires_at=now + timedelta(hours=24),
+            total=30,
+        )
+        session.add(batch)
+        session.flush()
+        request = {"messages": [{"role": "user", "content": "a note about the tides"}], "max_tokens": 20}
+        session.execute(
+            insert(Job),
+            [
+                job_row(
+                    batch,
+                    request=request,
+                    custom_id=f"r{i}",
+                    line_number=i,
+                    model="gpt-4o-mini",
+                    strategy="manual",
+                )
+                for i in range(30)
+            ],
+        )
+        jobs = store.economy_held(session, batch.id, 100)
+        [pb_id] = plan_jobs(session, batch, jobs, catalog, now)
+        pb = session.get(ProviderBatch, pb_id)
+        assert pb is not None and 0 < pb.line_count < 30 and pb.input_tokens <= 200
+        fresh = select(Job).where(Job.batch_id == batch.id).execution_options(populate_existing=True)
+        held = {j.id: j for j in session.scalars(fresh)}
+        online = [j for j in held.values() if j.provider_batch_id is None]
+        assert len(online) == 30 - pb.line_count
+        assert all(j.not_before == HELD_UNTIL and j.status == "queued" for j in online)  # to the feeder
+        reason = online[0].routing["economy"]["reason"]
+        assert reason.startswith("online: the enqueued-token quota of openai/gpt-4o-mini is full")
+        lines = [j for j in held.values() if j.provider_batch_id == pb_id]
+        assert all(
+            j.status == "running" and j.explanation["economy"]["mode"] == "provider_batch" for j in lines
+        )
+    finally:
+        session.rollback()
+        session.close()
