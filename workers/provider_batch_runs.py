@@ -383,10 +383,8 @@ def _collect(
     try:
         status = _run(client.poll(ref))
         _run(_stream_results(step, client, ref, model, emulated))
-    except (
-        ProviderError,
-        BatchNotEnded,
-    ) as exc:  # the stream broke off: read again later (written lines stay written)
+    except (ProviderError, BatchNotEnded) as exc:
+        # The stream broke off: read again later (the lines written stay written, once).
         wait = next_interval(pb.poll_interval_s, *_poll_bounds())
         log.warning("provider batch %s: reading results failed (%s); again in %.0f s", pb.id, exc, wait)
         return step.later(wait, poll_interval_s=wait)
