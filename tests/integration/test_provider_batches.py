@@ -428,3 +428,22 @@ def test_the_planner_keeps_a_deployment_within_its_enqueued_token_quota(
     finally:
         session.rollback()
         session.close()
+
+
+def test_an_unknown_mode_is_refused_naming_it(stack: Stack, client: openai.OpenAI) -> None:
+    r = stack.client.post(
+        "/v1/document_batches",
+        data={"prompt": "Summarise: {document}", "mode": "cheapest"},
+        files=[("jsonl", ("docs.jsonl", b'{"id": "a", "text": "x"}'))],
+    )
+    assert r.status_code == 422 and r.json()["error"]["param"] == "mode", r.text
+    data = io.BytesIO((request_line("a", "x", "gpt-4o-mini") + "\n").encode())
+    file_id = client.files.create(file=("requests.jsonl", data), purpose="batch").id
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        client.batches.create(
+            input_file_id=file_id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            extra_body={"mode": "cheapest"},
+        )
+    assert "mode: Input should be 'auto', 'economy' or 'online'" in str(refused.value)
