@@ -47,7 +47,8 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
         start_dispatcher_loops()
     if Queue.PROVIDER_BATCH.value in queues:
         warm_clients()  # on the call loop, where the batch clients' calls run
-        periodic.every("provider-batch-due", DUE_EVERY_S, send_due)
+        if Queue.DISPATCH.value not in queues:  # (a dispatcher runs it already)
+            periodic.every("provider-batch-due", DUE_EVERY_S, send_due)
     if providers:
         load_adapters(providers)
         warm_provider_clients(providers)
