@@ -1,5 +1,5 @@
 """Economy mode end to end: one OpenAI-style batch with a 24-hour window through the whole
-stack, by provider batch (the default for such a batch) and online (`mode=online`).
+stack, by provider batch (the default for such a batch) and online (`delivery=online`).
 
     python -m bench.economy [--docs 5000] [--model gpt-4o-mini] [--completion-s 0]
 
@@ -115,7 +115,7 @@ def main() -> None:
         ).raise_for_status()
         client = openai.OpenAI(base_url=stack.api_url + "/v1", api_key=stack.key, max_retries=2, timeout=300)
         economy, economy_s = run_batch(client, data)
-        online, online_s = run_batch(client, data, mode="online")
+        online, online_s = run_batch(client, data, delivery="online")
         split = phases(stack, economy.id)
         seen = (client.batches.retrieve(economy.id).model_extra or {}).get("jobs_by_path")
         ok = answered_once(client, economy, args.docs) and answered_once(client, online, args.docs)

@@ -49,7 +49,7 @@ ECONOMY_HELD_UNTIL = datetime(9100, 1, 1, tzinfo=UTC)
 
 
 class EconomyMode(StrEnum):
-    """Whether a batch's jobs may go through a provider's batch API (`options["mode"]`)."""
+    """Whether a batch's jobs may go through a provider's batch API (`options["delivery"]`)."""
 
     # An OpenAI-style batch (its completion window is its deadline), or a document batch given
     # a deadline: by provider batch where that saves enough to be worth the wait.
@@ -59,7 +59,7 @@ class EconomyMode(StrEnum):
 
 
 def economy_mode(batch: Batch) -> EconomyMode:
-    return EconomyMode((batch.options or {}).get("mode") or EconomyMode.AUTO)
+    return EconomyMode((batch.options or {}).get("delivery") or EconomyMode.AUTO)
 
 
 def economy_eligible(batch: Batch) -> bool:

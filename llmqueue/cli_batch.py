@@ -111,7 +111,7 @@ def run(
     deadline_s: Annotated[
         float | None, typer.Option(help="Give up on a document this long after submit.")
     ] = None,
-    mode: Annotated[
+    delivery: Annotated[
         str,
         typer.Option(
             help="Economy mode: auto (by provider batch, at about half price, when --deadline-s "
@@ -132,7 +132,7 @@ def run(
             on_too_long=on_too_long,
             webhook_url=webhook_url,
             deadline_s=deadline_s,
-            mode=mode,
+            delivery=delivery,
         )
         console.print(f"batch {batch['id']}: {batch['counts']['total']} documents accepted")
         if not wait:

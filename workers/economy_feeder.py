@@ -2,7 +2,7 @@
 
 A batch that may use provider batches (`jobstore.batches.economy_eligible`: an OpenAI-style
 batch, whose 24h completion window is its deadline, or a document batch with a deadline or
-`mode=economy`) has its jobs stored economy-held, out of the feeder's sight. Every second one
+`delivery=economy`) has its jobs stored economy-held, out of the feeder's sight. Every second one
 dispatcher process (`workers/periodic.py`) takes such a batch (its row locked: one planner at a
 time), routes each held job as the dispatcher would (the same routing function, without
 capacity spill: a provider batch does not use the online rpm/tpm), groups the jobs by the
@@ -18,7 +18,7 @@ online, and why. In the same transaction:
 - every other job is released to the feeder, held as any batch job is, its routing record
   (`routing["economy"]`, shown in its explanation) saying why it goes online.
 
-`mode=economy` takes any saving; the default (`auto`) only one worth the wait
+`delivery=economy` takes any saving; the default (`auto`) only one worth the wait
 (`EconomyPolicy`). Jobs are planned PLAN_CHUNK at a time in line order, so a huge batch is
 never held in memory whole; a crash mid-way rolls the chunk back and the next round plans it.
 """

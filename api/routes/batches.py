@@ -5,7 +5,7 @@ routing alias); a malformed line fails alone, with its line number, into the err
 The batch object, its status values and request_counts are OpenAI's; `cancelling` lasts
 until calls already in flight finish; output and error lines carry each custom_id. The 24h
 completion window is a deadline economy mode may use: lines may go through a provider's own
-batch API at its batch prices (`mode`, an llmqueue extension; see workers/economy_feeder.py),
+batch API at its batch prices (`delivery`, an llmqueue extension; see workers/economy_feeder.py),
 and the batch object lists those provider batches and which way its jobs went.
 """
 
@@ -93,7 +93,7 @@ def create_batch(
         in_progress_at=now,
         expires_at=now + WINDOWS[body.completion_window],
         options={
-            "mode": body.mode.value,
+            "delivery": body.delivery.value,
             **({"max_cost_usd": str(body.max_cost_usd)} if body.max_cost_usd is not None else {}),
         },
     )

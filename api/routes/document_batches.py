@@ -5,7 +5,7 @@ Submit documents as multipart `files` (one document each) or as one `jsonl` file
 counted from the batch's jobs; results stream as JSONL or CSV; a document reads back alone.
 A document longer than its model's context is split and its parts' answers combined
 (`on_too_long=split`, map then reduce), or fails alone (`reject`). With a deadline that allows
-it, or `mode=economy`, documents may go through a provider's own batch API at its batch prices
+it, or `delivery=economy`, documents may go through a provider's own batch API at its batch prices
 (workers/economy_feeder.py); the batch lists those provider batches.
 """
 
@@ -157,7 +157,7 @@ def create_document_batch(
     ] = "split",
     webhook_url: Annotated[str | None, Form(description="POSTed once when the batch ends.")] = None,
     metadata: Annotated[str | None, Form(description="A JSON object kept with the batch.")] = None,
-    mode: Annotated[
+    delivery: Annotated[
         EconomyMode,
         Form(
             description="Economy mode: `auto` sends documents through a provider's own batch API, at its "
@@ -217,7 +217,7 @@ def create_document_batch(
             "on_too_long": on_too_long,
             "max_tokens": max_tokens,
             "deadline_s": deadline_s,
-            "mode": mode.value,
+            "delivery": delivery.value,
             **({"max_cost_usd": str(max_cost_usd)} if max_cost_usd is not None else {}),
         },
         webhook_url=webhook_url,

@@ -109,7 +109,7 @@ class ProviderBatchPublic(BaseModel):
 class EconomyView:
     """What a batch's economy mode did, for its public object."""
 
-    mode: str
+    delivery: str
     provider_batches: list[ProviderBatch]
     jobs_by_path: dict[str, int] | None  # None when no job could go by provider batch
 
@@ -124,7 +124,7 @@ class EconomyView:
 
     def fields(self) -> dict[str, Any]:
         return {
-            "mode": self.mode,
+            "delivery": self.delivery,
             "provider_batches": [ProviderBatchPublic.of(pb) for pb in self.provider_batches],
             "jobs_by_path": self.jobs_by_path,
         }
@@ -173,7 +173,7 @@ class BatchObject(BaseModel):
     max_cost_usd: str | None = Field(
         default=None, description="llmqueue extension: the batch's own budget, when it was given one."
     )
-    mode: str = Field(default="auto", description=MODE_DESCRIPTION)
+    delivery: str = Field(default="auto", description=MODE_DESCRIPTION)
     provider_batches: list[ProviderBatchPublic] = Field(
         default_factory=list, description="llmqueue extension: its provider batches (economy mode)."
     )
@@ -252,7 +252,7 @@ class DocumentBatch(BaseModel):
     created_at: datetime
     completed_at: datetime | None
     cancelled_at: datetime | None
-    mode: str = Field(default="auto", description=MODE_DESCRIPTION.removeprefix("llmqueue extension: "))
+    delivery: str = Field(default="auto", description=MODE_DESCRIPTION.removeprefix("llmqueue extension: "))
     provider_batches: list[ProviderBatchPublic] = Field(
         default_factory=list, description="Its provider batches (economy mode)."
     )

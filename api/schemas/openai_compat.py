@@ -119,7 +119,7 @@ class BatchCreate(BaseModel):
         description="llmqueue extension (the openai SDK sends it with extra_body): the most the whole "
         "batch may spend; lines past it fail with budget_exceeded.",
     )
-    mode: EconomyMode = Field(
+    delivery: EconomyMode = Field(
         default=EconomyMode.AUTO,
         description="llmqueue extension (extra_body): `auto` sends lines through a provider's own batch "
         "API at its batch prices where that saves enough within the completion window; `economy` "

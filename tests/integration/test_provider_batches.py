@@ -164,8 +164,8 @@ def test_economy_document_batch_goes_by_provider_batch_at_batch_prices(
     stack: Stack, pb_worker: WorkerProcess, model: str, deployment: str
 ) -> None:
     emulate_batches(stack, completion_s=1.0)
-    created = document_batch(stack, 40, model=model, mode="economy")
-    assert created["mode"] == "economy"
+    created = document_batch(stack, 40, model=model, delivery="economy")
+    assert created["delivery"] == "economy"
     done = wait_document_batch(stack, created["id"])
     assert done["status"] == "completed" and done["counts"]["succeeded"] == 40
     assert done["jobs_by_path"] == {"provider_batch": 40, "online": 0, "deciding": 0, "none": 0}
@@ -198,7 +198,7 @@ def test_economy_document_batch_goes_by_provider_batch_at_batch_prices(
 
 
 def test_a_document_batch_without_a_deadline_goes_online_and_says_why(stack: Stack) -> None:
-    created = document_batch(stack, 5, mode="auto")  # no deadline_s: answers wanted now
+    created = document_batch(stack, 5, delivery="auto")  # no deadline_s: answers wanted now
     done = wait_document_batch(stack, created["id"])
     assert (
         done["counts"]["succeeded"] == 5 and done["provider_batches"] == [] and done["jobs_by_path"] is None
@@ -230,12 +230,12 @@ def test_5000_requests_with_a_24h_window_cost_at_most_52_percent_of_online(
     )
     # Its 5,000 lines are not online work: a batch sent meanwhile is not held behind them (the
     # feeder's window of batch jobs in flight is 1,000).
-    quick = wait_batch(client, openai_batch(client, lines[:100], mode="online"))
+    quick = wait_batch(client, openai_batch(client, lines[:100], delivery="online"))
     assert quick.status == "completed" and quick.request_counts.completed == 100
     [pb] = provider_batches(economy_id)
     assert pb.ended_at is None  # still at the provider
     economy = wait_batch(client, economy_id, timeout=300)
-    online = wait_batch(client, openai_batch(client, lines, mode="online"), timeout=300)
+    online = wait_batch(client, openai_batch(client, lines, delivery="online"), timeout=300)
     for batch in (economy, online):
         assert batch.status == "completed" and batch.request_counts.completed == 5000
         answered = [row["custom_id"] for row in jsonl(client, batch.output_file_id)]
@@ -326,7 +326,7 @@ def test_cancel_before_completion_keeps_and_charges_the_lines_already_done(
     stack: Stack, pb_worker: WorkerProcess
 ) -> None:
     emulate_batches(stack, completion_s=20.0)
-    created = document_batch(stack, 60, mode="economy")
+    created = document_batch(stack, 60, delivery="economy")
     wait_for("a third of the lines done", lambda: [b for b in emulated_batches(stack) if b["done"] >= 20])
     r = stack.client.post(f"/v1/document_batches/{created['id']}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "cancelling"
@@ -350,7 +350,7 @@ def test_cancel_before_completion_keeps_and_charges_the_lines_already_done(
 
 def test_lines_the_provider_batch_never_ran_go_online(stack: Stack, pb_worker: WorkerProcess) -> None:
     emulate_batches(stack, completion_s=30.0)
-    created = document_batch(stack, 40, mode="economy")
+    created = document_batch(stack, 40, delivery="economy")
     [emulated] = wait_for("ten lines done", lambda: [b for b in emulated_batches(stack) if b["done"] >= 10])
     httpx.post(f"{stack.emulator.url}/_emulator/batches/{emulated['id']}/expire").raise_for_status()
     done = wait_document_batch(stack, created["id"])
@@ -387,7 +387,7 @@ def test_the_planner_keeps_a_deployment_within_its_enqueued_token_quota(
             owner_id=key.id,
             kind=BatchKind.OPENAI,
             status=BatchStatus.IN_PROGRESS,
-            options={"mode": "economy"},
+            options={"delivery": "economy"},
             created_at=now,
             in_progress_at=now,
             expires_at=now + timedelta(hours=24),
@@ -433,10 +433,10 @@ def test_the_planner_keeps_a_deployment_within_its_enqueued_token_quota(
 def test_an_unknown_mode_is_refused_naming_it(stack: Stack, client: openai.OpenAI) -> None:
     r = stack.client.post(
         "/v1/document_batches",
-        data={"prompt": "Summarise: {document}", "mode": "cheapest"},
+        data={"prompt": "Summarise: {document}", "delivery": "cheapest"},
         files=[("jsonl", ("docs.jsonl", b'{"id": "a", "text": "x"}'))],
     )
-    assert r.status_code == 422 and r.json()["error"]["param"] == "mode", r.text
+    assert r.status_code == 422 and r.json()["error"]["param"] == "delivery", r.text
     data = io.BytesIO((request_line("a", "x", "gpt-4o-mini") + "\n").encode())
     file_id = client.files.create(file=("requests.jsonl", data), purpose="batch").id
     with pytest.raises(openai.UnprocessableEntityError) as refused:
@@ -444,6 +444,6 @@ def test_an_unknown_mode_is_refused_naming_it(stack: Stack, client: openai.OpenA
             input_file_id=file_id,
             endpoint="/v1/chat/completions",
             completion_window="24h",
-            extra_body={"mode": "cheapest"},
+            extra_body={"delivery": "cheapest"},
         )
-    assert "mode: Input should be 'auto', 'economy' or 'online'" in str(refused.value)
+    assert "delivery: Input should be 'auto', 'economy' or 'online'" in str(refused.value)

@@ -36,11 +36,11 @@ def batch(kind: BatchKind, **options: Any) -> Batch:
     ("kind", "options", "eligible"),
     [
         (BatchKind.OPENAI, {}, True),  # its 24h completion window is a deadline
-        (BatchKind.OPENAI, {"mode": "online"}, False),
+        (BatchKind.OPENAI, {"delivery": "online"}, False),
         (BatchKind.NATIVE, {}, False),  # no deadline given: answers are wanted as soon as may be
         (BatchKind.NATIVE, {"deadline_s": 86400 * 2}, True),
-        (BatchKind.NATIVE, {"deadline_s": 86400 * 2, "mode": "online"}, False),
-        (BatchKind.NATIVE, {"mode": "economy"}, True),
+        (BatchKind.NATIVE, {"deadline_s": 86400 * 2, "delivery": "online"}, False),
+        (BatchKind.NATIVE, {"delivery": "economy"}, True),
     ],
 )
 def test_which_batches_may_use_provider_batches(
