@@ -27,6 +27,18 @@ class ErrorKind(StrEnum):
     UNSTORABLE_RESULT = "unstorable_result"
 
 
+class BatchLineError(StrEnum):
+    """Why a provider batch's line came back unanswered with no error of the provider's own for
+    it (a line the provider answered with an error keeps that error's ErrorKind). Stored as
+    the error type of the line's attempt."""
+
+    EXPIRED = "batch_expired"  # the provider's window closed before the line ran
+    CANCELLED = "batch_cancelled"  # the batch was stopped first (llmqueue gave up on it, or a cancel)
+    BATCH_FAILED = "batch_failed"  # the provider refused the whole batch
+    NOT_REPORTED = "batch_line_missing"  # the batch ended without a word about this line
+    SUBMIT_LOST = "batch_submit_lost"  # the worker submitting the batch died before it was recorded
+
+
 FAILOVER_PREFIX = "failover:"
 
 

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     max_stream_s: float = Field(default=900.0, gt=0)
     # Provider calls in flight per worker process (`llmqueue worker -c`).
     max_in_flight: int = Field(default=200, ge=1)
+    # A provider batch (economy mode) is first polled this long after it was submitted, then
+    # each wait grows by half, up to the max: a batch takes minutes to hours at the provider.
+    provider_batch_poll_s: float = Field(default=30.0, gt=0)
+    provider_batch_poll_max_s: float = Field(default=300.0, gt=0)
     # Longer than any call: a message unacked this long is handed to another worker.
     visibility_timeout_s: int = Field(default=3600, gt=0)
     retries_per_deployment: int = Field(default=4, ge=0)

@@ -58,6 +58,7 @@ def chat_completion(job: Job) -> dict[str, Any]:
             "deployment": job.deployment,
             "cost_usd": str(job.cost_usd),
             "strategy": job.strategy,
+            "provider_batch_id": job.provider_batch_id,  # economy mode: the provider batch that answered
         },
     }
 
@@ -137,6 +138,7 @@ def document_row(job: Job, parts: tuple[int, int, Decimal, int] | None = None) -
         "error": job_error(job) if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) else None,
         "metadata": job.job_metadata,
         "job_id": job.id,
+        "provider_batch_id": job.provider_batch_id,  # economy mode: None when it went online
     }
 
 

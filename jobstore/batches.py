@@ -7,6 +7,10 @@ in a counter. A document too long for its model becomes `map` jobs (one per part
 nor anyone else sends it); when its map jobs have all ended, `release_ready_reduces` fills
 in its request from their answers and unparks it. Durable, with no Celery chord: a crash
 at any point leaves rows from which the next check carries on.
+
+A batch's other jobs are stored held: for the feeder (`HELD_UNTIL`), or, when the batch may
+use provider batches (`economy_eligible`), for economy mode's planner first
+(`ECONOMY_HELD_UNTIL`, see workers/economy_feeder.py).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import case, exists, func, insert, select, update
@@ -27,6 +32,7 @@ from jobstore.batch_models import (
     FILE_PART_BYTES,
     OPEN_BATCH_STATUSES,
     Batch,
+    BatchKind,
     BatchStatus,
     FilePart,
     StoredFile,
@@ -37,6 +43,36 @@ INSERT_CHUNK = 1000
 PARKED_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)  # a reduce waiting for its parts
 # A batch's job waiting for the feeder (workers/feeder.py) to release it to the dispatcher.
 HELD_UNTIL = datetime(9000, 1, 1, tzinfo=UTC)
+# A job of an economy-mode batch waiting for routing to decide provider batch or online
+# (workers/economy_feeder.py): the feeder leaves it alone until then.
+ECONOMY_HELD_UNTIL = datetime(9100, 1, 1, tzinfo=UTC)
+
+
+class EconomyMode(StrEnum):
+    """Whether a batch's jobs may go through a provider's batch API (`options["delivery"]`)."""
+
+    # An OpenAI-style batch (its completion window is its deadline), or a document batch given
+    # a deadline: by provider batch where that saves enough to be worth the wait.
+    AUTO = "auto"
+    ECONOMY = "economy"  # by provider batch wherever it saves anything, within the deadline if any
+    ONLINE = "online"  # every job online
+
+
+def economy_mode(batch: Batch) -> EconomyMode:
+    return EconomyMode((batch.options or {}).get("delivery") or EconomyMode.AUTO)
+
+
+def economy_eligible(batch: Batch) -> bool:
+    """Whether routing is asked, for this batch's jobs, provider batch or online."""
+    options = batch.options or {}
+    if options.get("mode") == "embed" or batch.endpoint == "/v1/embeddings":
+        return False  # embedding calls go online: provider batches here are chat completions
+    mode = economy_mode(batch)
+    if mode is EconomyMode.AUTO:
+        return batch.kind == BatchKind.OPENAI or bool(options.get("deadline_s"))
+    return mode is EconomyMode.ECONOMY
+
+
 FINAL_STAGE = (Job.stage.is_(None)) | (Job.stage == "reduce")  # the job that answers a document
 
 
@@ -60,8 +96,10 @@ def job_row(
     error: tuple[str, str] | None = None,
     parked: bool = False,
 ) -> dict[str, Any]:
-    """One jobs row for a bulk insert. With `error` the job is born failed (a bad line)."""
+    """One jobs row for a bulk insert. With `error` the job is born failed (a bad line). A job
+    to run is held: for the feeder, or for economy planning when the batch may use provider batches."""
     now = utcnow()
+    held = ECONOMY_HELD_UNTIL if economy_eligible(batch) else HELD_UNTIL
     row: dict[str, Any] = {
         "id": new_id("job"),
         "owner_id": batch.owner_id,
@@ -74,7 +112,7 @@ def job_row(
         "job_metadata": metadata or {},
         "stream": False,
         "deadline_at": deadline_at,
-        "not_before": PARKED_UNTIL if parked else (None if error else HELD_UNTIL),
+        "not_before": PARKED_UNTIL if parked else (None if error else held),
         "batch_id": batch.id,
         "custom_id": custom_id,
         "line_number": line_number,

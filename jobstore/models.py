@@ -199,6 +199,11 @@ class Job(Base):
     line_number: Mapped[int | None] = mapped_column(Integer)
     stage: Mapped[str | None] = mapped_column(String(8))  # None (whole document), "map" or "reduce"
     part: Mapped[int | None] = mapped_column(Integer)  # a map job's chunk number, from 1
+    # The provider batch (jobstore/batch_models.py) this job's line is in, or was answered,
+    # failed or cancelled by; None for a job that went online (cleared when a line goes back).
+    provider_batch_id: Mapped[str | None] = mapped_column(
+        ForeignKey("provider_batches.id", name="fk_jobs_provider_batch_id")
+    )
 
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="job", order_by="Attempt.number", lazy="selectin"
@@ -219,6 +224,13 @@ class Attempt(Base):
         UniqueConstraint("job_id", "number", name="uq_attempts_job_number"),
         # The sweeper's look for expired leases and overdue pending attempts.
         Index("ix_attempts_status_lease", "status", "lease_until"),
+        # A provider batch's lines (only attempts that are lines have one).
+        Index(
+            "ix_attempts_provider_batch",
+            "provider_batch_id",
+            postgresql_where=text("provider_batch_id IS NOT NULL"),
+            sqlite_where=text("provider_batch_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("att"))
@@ -250,6 +262,10 @@ class Attempt(Base):
     emulated: Mapped[bool] = mapped_column(default=False)  # sent to the built-in emulator
     provider_request_id: Mapped[str | None] = mapped_column(String(200))
     rate_limit_headers: Mapped[dict[str, Any] | None]
+    # Set when this attempt is a line of a provider batch (whose id is then its claim token).
+    provider_batch_id: Mapped[str | None] = mapped_column(
+        ForeignKey("provider_batches.id", name="fk_attempts_provider_batch_id")
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

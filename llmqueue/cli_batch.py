@@ -98,6 +98,7 @@ def summary(batch: dict[str, Any]) -> str:
         f"batch {batch['id']} {batch['status']}: {counts['succeeded']} succeeded, {counts['failed']} failed, "
         f"{counts['cancelled']} cancelled of {counts['total']}; {batch['input_tokens']} in + "
         f"{batch['output_tokens']} out tokens; total cost {usd(batch['cost_usd'])}"
+        + (f"; {paths['provider_batch']} by provider batch" if (paths := batch.get("jobs_by_path")) else "")
     )
 
 
@@ -110,6 +111,16 @@ def run(
     max_tokens: Annotated[int | None, typer.Option(help="Cap on each answer's tokens.")] = None,
     on_too_long: Annotated[str, typer.Option(help="split (map, then reduce) or reject.")] = "split",
     webhook_url: Annotated[str | None, typer.Option(help="POSTed once when the batch ends.")] = None,
+    deadline_s: Annotated[
+        float | None, typer.Option(help="Give up on a document this long after submit.")
+    ] = None,
+    delivery: Annotated[
+        str,
+        typer.Option(
+            help="Economy mode: auto (by provider batch, at about half price, when --deadline-s "
+            "allows it and it saves enough), economy (wherever it saves anything) or online."
+        ),
+    ] = "auto",
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Show progress, then the results.")] = False,
 ) -> None:
     """Submit documents as one batch; with --wait, a live progress bar and a results table."""
@@ -123,6 +134,8 @@ def run(
             max_tokens=max_tokens,
             on_too_long=on_too_long,
             webhook_url=webhook_url,
+            deadline_s=deadline_s,
+            delivery=delivery,
         )
         console.print(f"batch {batch['id']}: {batch['counts']['total']} documents accepted")
         if not wait:

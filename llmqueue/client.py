@@ -294,7 +294,8 @@ class Client:
         """Start a document batch: paths (read as UTF-8 text) or {"id", "text", "metadata"} dicts.
         `options`: model, strategy, min_quality, max_cost_usd (the whole batch's budget),
         max_cost_per_document_usd, max_tokens, deadline_s, on_too_long (split|reject),
-        webhook_url. The documents go up as one JSONL stream."""
+        webhook_url, delivery (auto|economy|online: economy mode, README). The documents go up as
+        one JSONL stream."""
         form = {"prompt": prompt, **{k: str(v) for k, v in options.items() if v is not None}}
         return self._documents(form, documents, idempotency_key)
 

@@ -88,3 +88,16 @@ def max_cost(model: ModelSpec, input_tokens: int, output_tokens: int) -> Decimal
     price (a cache discount only lowers it). Rounded up, so a reservation never falls short."""
     cost = (Decimal(input_tokens) * model.input_price + Decimal(output_tokens) * model.output_price) / MILLION
     return cost.quantize(QUANTUM, rounding=ROUND_CEILING)
+
+
+def max_batch_cost(model: ModelSpec, input_tokens: int, output_tokens: int) -> Decimal:
+    """`max_cost` for a line of a provider batch: every token at the model's batch prices
+    (NoBatchPrices when it has none). What a line reserves against a budget."""
+    if model.batch_input_price is None or model.batch_output_price is None:
+        raise NoBatchPrices(
+            f"model {model.id!r} has no batch prices (batch_input_price, batch_output_price) in the catalog"
+        )
+    cost = (
+        Decimal(input_tokens) * model.batch_input_price + Decimal(output_tokens) * model.batch_output_price
+    ) / MILLION
+    return cost.quantize(QUANTUM, rounding=ROUND_CEILING)

@@ -71,6 +71,8 @@ def feed_once(now: datetime | None = None) -> int:
                 select(func.count())
                 .select_from(Job)
                 .where(Job.batch_id.in_(batch_ids), Job.status.in_((JobStatus.DISPATCHED, JobStatus.RUNNING)))
+                # provider-batches: a line in a provider batch is not online work (workers/economy_feeder.py)
+                .where(Job.provider_batch_id.is_(None))
             )
             or 0
         )

@@ -100,3 +100,13 @@ def send_batch_webhook(batch_id: str) -> None:
 def send_probe(deployment: str, provider: str, expires_s: float) -> None:
     """An active probe; one still queued by the next round says nothing new, so it expires."""
     app.send_task(TaskName.PROBE.value, args=[deployment], queue=provider_queue(provider), expires=expires_s)
+
+
+def send_provider_batch_submit(pb_id: str) -> None:
+    """Submit a planned provider batch to its provider."""
+    app.send_task(TaskName.PROVIDER_BATCH_SUBMIT.value, args=[pb_id], queue=Queue.PROVIDER_BATCH.value)
+
+
+def send_provider_batch_poll(pb_id: str) -> None:
+    """Look at a submitted provider batch: cancel it if asked, poll it, write its results once it ended."""
+    app.send_task(TaskName.PROVIDER_BATCH_POLL.value, args=[pb_id], queue=Queue.PROVIDER_BATCH.value)

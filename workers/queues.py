@@ -1,5 +1,5 @@
-"""Every queue and task name in one place: the dispatcher's queue and one per provider, the
-tasks that consume them, and the message priorities.
+"""Every queue and task name in one place: the dispatcher's queue, one per provider and the
+provider-batch queue, the tasks that consume them, and the message priorities.
 
 Messages are sent by task name (`workers/messages.py`), so a sender never imports the module
 that defines the task (`workers/tasks.py`).
@@ -14,6 +14,7 @@ from core.providers import PROVIDERS, provider_spec
 
 class Queue(StrEnum):
     DISPATCH = "dispatch"
+    PROVIDER_BATCH = "provider_batch"  # submitting and polling provider batches (economy mode)
 
 
 class TaskName(StrEnum):
@@ -24,6 +25,9 @@ class TaskName(StrEnum):
     PROBE = "llmqueue.probe"  # the optional active probe of one deployment; on its provider's queue
     BATCH_CHECK = "llmqueue.batch_check"  # release reduces, finalize a batch; on the dispatch queue
     BATCH_WEBHOOK = "llmqueue.batch_webhook"  # tell a batch's webhook it ended; on the dispatch queue
+    # A provider batch's submission, and its polls (then its results); on the provider_batch queue.
+    PROVIDER_BATCH_SUBMIT = "llmqueue.provider_batch_submit"
+    PROVIDER_BATCH_POLL = "llmqueue.provider_batch_poll"
 
 
 class Priority(IntEnum):
@@ -54,4 +58,4 @@ def provider_queue(provider: str) -> str:
 
 
 ALL_PROVIDER_QUEUES = tuple(provider_queue(p) for p in PROVIDERS)
-ALL_QUEUES = (Queue.DISPATCH.value, *ALL_PROVIDER_QUEUES)
+ALL_QUEUES = (Queue.DISPATCH.value, *ALL_PROVIDER_QUEUES, Queue.PROVIDER_BATCH.value)

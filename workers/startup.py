@@ -4,8 +4,10 @@ Every worker pays its cold start now rather than on its first jobs: database con
 in provider workers, the adapters of the providers it serves (imported now, so a provider
 whose adapter is missing stops the worker with its name) and their SDK clients; in
 dispatchers, the tokenizer. Dispatcher workers also run the background loops
-(`workers/periodic.py`): the sweeper, the check of open batches, the deletion of expired
-idempotency records, and the optional active probe.
+(`workers/periodic.py`): the sweeper, the feeder and economy mode's planner, the check of
+open batches, the deletion of expired idempotency records, and the optional active probe.
+The loop that sends provider batches' due polls runs in dispatchers and provider-batch
+workers alike (one of them a round), so a provider batch is polled while either is up.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from routing.tokens import count_text
 from workers import periodic
 from workers.batch_progress import check_open_batches
 from workers.call_loop import get_call_loop, prewarm
+from workers.economy_feeder import PLAN_EVERY_S, plan_round
 from workers.engine import get_engine
 from workers.feeder import FEED_EVERY_S, feed_once
 from workers.metrics import serve_worker_metrics
 from workers.probes import send_probe_round
+from workers.provider_batch_runs import DUE_EVERY_S, send_due, warm_clients
 from workers.providers import load_adapters
 from workers.queues import Queue
 from workers.sweeper import LEASE_SWEEP_S, SWEEP_EVERY_S, sweep_leases, sweep_once
@@ -41,6 +45,10 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     providers = {q.removeprefix("provider.") for q in queues if q.startswith("provider.")}
     if Queue.DISPATCH.value in queues:
         start_dispatcher_loops()
+    if Queue.PROVIDER_BATCH.value in queues:
+        warm_clients()  # on the call loop, where the batch clients' calls run
+        if Queue.DISPATCH.value not in queues:  # (a dispatcher runs it already)
+            periodic.every("provider-batch-due", DUE_EVERY_S, send_due)
     if providers:
         load_adapters(providers)
         warm_provider_clients(providers)
@@ -55,6 +63,8 @@ def start_dispatcher_loops() -> None:
     periodic.every("sweeper", SWEEP_EVERY_S, sweep_once)
     periodic.every("lease-sweep", LEASE_SWEEP_S, sweep_leases)
     periodic.every("feeder", FEED_EVERY_S, feed_once)
+    periodic.every("economy-planner", PLAN_EVERY_S, plan_round)
+    periodic.every("provider-batch-due", DUE_EVERY_S, send_due)
     periodic.every("batch-sweep", BATCH_SWEEP_S, check_open_batches)
     periodic.every("idempotency-cleanup", idempotency.CLEANUP_EVERY_S, idempotency.cleanup)
     probe_s = get_settings().active_probe_s

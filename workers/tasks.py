@@ -26,6 +26,8 @@ from workers.engine import get_engine
 from workers.messages import send_step, send_steps
 from workers.next_step import SendDispatch, ended_jobs
 from workers.probes import probe_deployment
+from workers.provider_batch_runs import poll as poll_provider_batch
+from workers.provider_batch_runs import submit as submit_provider_batch
 from workers.queues import TaskName
 from workers.streams import publish_ended
 
@@ -112,3 +114,15 @@ def batch_webhook(self: Task, batch_id: str) -> None:
     """Deliver a batch's webhook, retrying with backoff (2, 4, 8 ... s) while the receiver fails."""
     if not deliver_webhook(batch_id) and self.request.retries < WEBHOOK_RETRIES:
         raise self.retry(countdown=2 ** (self.request.retries + 1))
+
+
+@house_task(TaskName.PROVIDER_BATCH_SUBMIT)
+def provider_batch_submit(self: Task, pb_id: str) -> str:
+    """Submit a planned provider batch to its provider (workers/provider_batch_runs.py)."""
+    return submit_provider_batch(pb_id)
+
+
+@house_task(TaskName.PROVIDER_BATCH_POLL)
+def provider_batch_poll(self: Task, pb_id: str) -> str:
+    """Cancel a provider batch if asked, poll it, and write its results once it ended."""
+    return poll_provider_batch(pb_id)

@@ -5,7 +5,10 @@ routing alias); a malformed line fails alone, with its line number, into the err
 Lines of a `/v1/embeddings` batch are packed, whole, into embedding calls instead
 (`api/embedding_batch_lines.py`).
 The batch object, its status values and request_counts are OpenAI's; `cancelling` lasts
-until calls already in flight finish; output and error lines carry each custom_id.
+until calls already in flight finish; output and error lines carry each custom_id. The 24h
+completion window is a deadline economy mode may use: lines may go through a provider's own
+batch API at its batch prices (`delivery`, an llmqueue extension; see workers/economy_feeder.py),
+and the batch object lists those provider batches and which way its jobs went.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from api.embedding_batch_lines import add_embedding_lines
 from api.errors import ApiError
 from api.idempotency import Idempotency, idempotent
 from api.routes.files import find_file
-from api.schemas.batches import BatchList, BatchObject
+from api.schemas.batches import BatchList, BatchObject, EconomyView
 from api.schemas.openai_compat import BatchCreate
 from jobstore import batches
 from jobstore.batch_models import Batch, BatchKind, BatchStatus
@@ -46,7 +49,7 @@ def _find(session: SessionDep, owner_id: str, batch_id: str) -> Batch:
 
 
 def _public(session: SessionDep, batch: Batch) -> BatchObject:
-    return BatchObject.of(batch, batches.batch_counts(session, batch))
+    return BatchObject.of(batch, batches.batch_counts(session, batch), EconomyView.read(session, batch))
 
 
 @router.post(
@@ -100,7 +103,10 @@ def create_batch(
         created_at=now,
         in_progress_at=now,
         expires_at=now + WINDOWS[body.completion_window],
-        options={"max_cost_usd": str(body.max_cost_usd)} if body.max_cost_usd is not None else {},
+        options={
+            "delivery": body.delivery.value,
+            **({"max_cost_usd": str(body.max_cost_usd)} if body.max_cost_usd is not None else {}),
+        },
     )
     session.add(batch)
     session.flush()

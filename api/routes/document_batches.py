@@ -4,7 +4,9 @@ Submit documents as multipart `files` (one document each) or as one `jsonl` file
 `{"id", "text", "metadata"}` lines, with a `prompt` containing `{document}`. Progress is
 counted from the batch's jobs; results stream as JSONL or CSV; a document reads back alone.
 A document longer than its model's context is split and its parts' answers combined
-(`on_too_long=split`, map then reduce), or fails alone (`reject`).
+(`on_too_long=split`, map then reduce), or fails alone (`reject`). With a deadline that allows
+it, or `delivery=economy`, documents may go through a provider's own batch API at its batch prices
+(workers/economy_feeder.py); the batch lists those provider batches.
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ from api.idempotency import Idempotency, idempotent
 from api.job_intake import draft_job, owner_budget
 from api.openapi import schema_ref, streamed
 from api.routes.embed_results import document_summary, embed_results
-from api.schemas.batches import DocumentBatch, DocumentBatchList, DocumentDetail, DocumentRow
+from api.schemas.batches import DocumentBatch, DocumentBatchList, DocumentDetail, DocumentRow, EconomyView
 from api.schemas.embeddings import ChunkRow, EmbeddedDocument, EncodingFormat
 from api.schemas.jobs import JobCreate
 from api.validation import check_routable
 from jobstore import batch_results, batches
 from jobstore.batch_models import Batch, BatchKind, BatchStatus
+from jobstore.batches import EconomyMode
 from jobstore.db import session_factory
 from jobstore.embedding_jobs import SAME_MODEL
 from jobstore.embedding_results import is_embed_mode
@@ -116,7 +119,7 @@ def _find(session: SessionDep, owner: ApiKey, batch_id: str) -> Batch:
 def _public(session: SessionDep, batch: Batch, request: Request) -> DocumentBatch:
     counts = batches.batch_counts(session, batch)
     eta = batches.eta_seconds(batch, counts, datetime.now(UTC))
-    return DocumentBatch.of(batch, counts, eta, _base_url(request))
+    return DocumentBatch.of(batch, counts, eta, _base_url(request), EconomyView.read(session, batch))
 
 
 @router.post(
@@ -179,6 +182,14 @@ def create_document_batch(
     input_type: Annotated[
         str | None, Form(description="mode=embed: search_document (default for retrieval), clustering, ...")
     ] = None,
+    delivery: Annotated[
+        EconomyMode,
+        Form(
+            description="Economy mode: `auto` sends documents through a provider's own batch API, at its "
+            "batch prices, when a deadline_s is given that allows it and it saves enough; `economy` "
+            "wherever it saves anything (within deadline_s, if given); `online` never."
+        ),
+    ] = EconomyMode.AUTO,
 ) -> DocumentBatch:
     """Accept a batch: every document becomes a job (or map jobs and a reduce), dispatched in
     windows; with mode=embed, its chunks are packed into embedding calls instead."""
@@ -256,6 +267,7 @@ def create_document_batch(
             "on_too_long": on_too_long,
             "max_tokens": max_tokens,
             "deadline_s": deadline_s,
+            "delivery": delivery.value,
             **({"max_cost_usd": str(max_cost_usd)} if max_cost_usd is not None else {}),
         },
         webhook_url=webhook_url,

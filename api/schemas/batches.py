@@ -1,15 +1,19 @@
 """Batch and file objects as clients see them: OpenAI's `batch` and `file` objects (fields,
-status values and request_counts as OpenAI defines them) and the native `document_batch`."""
+status values and request_counts as OpenAI defines them) and the native `document_batch`,
+each with economy mode's provider batches and which way its jobs went."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
-from jobstore.batch_models import Batch, StoredFile
-from jobstore.batches import BatchCounts
+from jobstore import provider_batches
+from jobstore.batch_models import Batch, ProviderBatch, StoredFile
+from jobstore.batches import BatchCounts, economy_eligible, economy_mode
 from jobstore.models import JobStatus
 
 
@@ -39,6 +43,102 @@ class RequestCounts(BaseModel):
     total: int
     completed: int
     failed: int
+
+
+class ProviderBatchPublic(BaseModel):
+    """One provider batch (economy mode): some of the batch's jobs sent through a provider's own
+    batch API, at its batch prices."""
+
+    id: str = Field(description="llmqueue's id for it.")
+    provider: str
+    deployment: str
+    model: str
+    provider_batch_id: str | None = Field(description="The provider's own id, once submitted.")
+    phase: str = Field(description="planned, submitting, submitted, collecting or settled.")
+    state: str | None = Field(description="The provider's state: validating, in_progress, completed, ...")
+    provider_status: str | None = Field(description="The provider's own word for its state.")
+    lines: int
+    request_counts: RequestCounts | None = Field(description="The provider's counts at the last poll.")
+    lines_succeeded: int = Field(description="Once settled: lines it answered.")
+    lines_online: int = Field(description="Once settled: lines it failed or never ran, sent back online.")
+    lines_failed: int = Field(description="Once settled: lines failed (the deadline had passed).")
+    lines_cancelled: int = Field(description="Once settled: lines cancelled with the batch.")
+    cost_usd: str = Field(description="What its answered lines cost, at batch prices.")
+    estimated_cost_usd: str
+    estimated_online_cost_usd: str = Field(description="The same lines' estimate at online prices.")
+    reason: str = Field(description="Why routing sent these jobs by provider batch.")
+    give_up_at: datetime
+    error: str | None
+    created_at: datetime
+    submitted_at: datetime | None
+    ended_at: datetime | None
+    settled_at: datetime | None
+
+    @classmethod
+    def of(cls, pb: ProviderBatch) -> ProviderBatchPublic:
+        counts = pb.request_counts
+        return cls(
+            id=pb.id,
+            provider=pb.provider,
+            deployment=pb.deployment,
+            model=pb.model,
+            provider_batch_id=(pb.ref or {}).get("batch_id"),
+            phase=pb.phase,
+            state=pb.provider_state,
+            provider_status=pb.provider_status,
+            lines=pb.line_count,
+            request_counts=RequestCounts.model_validate(counts) if counts else None,
+            lines_succeeded=pb.lines_succeeded,
+            lines_online=pb.lines_online,
+            lines_failed=pb.lines_failed,
+            lines_cancelled=pb.lines_cancelled,
+            cost_usd=str(pb.cost_usd),
+            estimated_cost_usd=str(pb.estimated_cost_usd),
+            estimated_online_cost_usd=str(pb.estimated_online_cost_usd),
+            reason=pb.reason,
+            give_up_at=pb.give_up_at,
+            error=f"{pb.error_type}: {pb.error_message}" if pb.error_type else pb.error_message,
+            created_at=pb.created_at,
+            submitted_at=pb.submitted_at,
+            ended_at=pb.ended_at,
+            settled_at=pb.settled_at,
+        )
+
+
+@dataclass(frozen=True)
+class EconomyView:
+    """What a batch's economy mode did, for its public object."""
+
+    delivery: str
+    provider_batches: list[ProviderBatch]
+    jobs_by_path: dict[str, int] | None  # None when no job could go by provider batch
+
+    @classmethod
+    def read(cls, session: Session, batch: Batch) -> EconomyView:
+        eligible = economy_eligible(batch)
+        return cls(
+            economy_mode(batch).value,
+            provider_batches.of_batch(session, batch.id) if eligible else [],
+            provider_batches.jobs_by_path(session, batch.id) if eligible else None,
+        )
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "delivery": self.delivery,
+            "provider_batches": [ProviderBatchPublic.of(pb) for pb in self.provider_batches],
+            "jobs_by_path": self.jobs_by_path,
+        }
+
+
+MODE_DESCRIPTION = (
+    "llmqueue extension: economy mode. `auto`: by provider batch (the provider's batch API, at its "
+    "batch prices) where the deadline allows and it saves enough; `economy`: wherever it saves "
+    "anything; `online`: never."
+)
+PATHS_DESCRIPTION = (
+    "llmqueue extension: the batch's jobs by the way they went: provider_batch, online, deciding "
+    "(waiting for economy planning), none (ended without being sent: a bad line, a cancel)."
+)
 
 
 class BatchErrors(BaseModel):
@@ -73,9 +173,14 @@ class BatchObject(BaseModel):
     max_cost_usd: str | None = Field(
         default=None, description="llmqueue extension: the batch's own budget, when it was given one."
     )
+    delivery: str = Field(default="auto", description=MODE_DESCRIPTION)
+    provider_batches: list[ProviderBatchPublic] = Field(
+        default_factory=list, description="llmqueue extension: its provider batches (economy mode)."
+    )
+    jobs_by_path: dict[str, int] | None = Field(default=None, description=PATHS_DESCRIPTION)
 
     @classmethod
-    def of(cls, b: Batch, counts: BatchCounts) -> BatchObject:
+    def of(cls, b: Batch, counts: BatchCounts, economy: EconomyView | None = None) -> BatchObject:
         failed = counts.of(JobStatus.FAILED, JobStatus.CANCELLED)
         return cls(
             id=b.id,
@@ -101,6 +206,7 @@ class BatchObject(BaseModel):
             metadata=b.batch_metadata or None,
             cost_usd=str(counts.cost_usd),
             max_cost_usd=(b.options or {}).get("max_cost_usd"),
+            **(economy.fields() if economy is not None else {}),
         )
 
 
@@ -151,9 +257,23 @@ class DocumentBatch(BaseModel):
     created_at: datetime
     completed_at: datetime | None
     cancelled_at: datetime | None
+    delivery: str = Field(default="auto", description=MODE_DESCRIPTION.removeprefix("llmqueue extension: "))
+    provider_batches: list[ProviderBatchPublic] = Field(
+        default_factory=list, description="Its provider batches (economy mode)."
+    )
+    jobs_by_path: dict[str, int] | None = Field(
+        default=None, description=PATHS_DESCRIPTION.removeprefix("llmqueue extension: ")
+    )
 
     @classmethod
-    def of(cls, b: Batch, counts: BatchCounts, eta: float | None, base_url: str) -> DocumentBatch:
+    def of(
+        cls,
+        b: Batch,
+        counts: BatchCounts,
+        eta: float | None,
+        base_url: str,
+        economy: EconomyView | None = None,
+    ) -> DocumentBatch:
         return cls(
             id=b.id,
             status=b.status,
@@ -184,6 +304,7 @@ class DocumentBatch(BaseModel):
             created_at=b.created_at,
             completed_at=b.completed_at,
             cancelled_at=b.cancelled_at,
+            **(economy.fields() if economy is not None else {}),
         )
 
 

@@ -101,6 +101,9 @@ class AttemptPublic(BaseModel):
     error: ErrorPublic | None
     retry_after_s: float | None
     provider_request_id: str | None
+    provider_batch_id: str | None = Field(
+        default=None, description="Set when this attempt was a line of a provider batch (economy mode)."
+    )
     started_at: datetime | None
     finished_at: datetime | None
 
@@ -119,6 +122,7 @@ class AttemptPublic(BaseModel):
             error=ErrorPublic(type=a.error_type, message=a.error_message or "") if a.error_type else None,
             retry_after_s=a.retry_after_s,
             provider_request_id=a.provider_request_id,
+            provider_batch_id=a.provider_batch_id,
             started_at=a.started_at,
             finished_at=a.finished_at,
         )
@@ -149,7 +153,15 @@ class JobPublic(BaseModel):
     )
     error: ErrorPublic | None = Field(description="Why the job failed (type and message), if it did.")
     attempts: list[AttemptPublic]
-    explanation: dict[str, Any] | None
+    explanation: dict[str, Any] | None = Field(
+        description="How routing chose; for a batch's job in economy mode, `economy` says whether it "
+        "went by provider batch or online, and why."
+    )
+    provider_batch_id: str | None = Field(
+        default=None,
+        description="The provider batch (economy mode) that holds or answered this job's line; "
+        "None when it went online.",
+    )
     metadata: dict[str, Any]
     created_at: datetime
     finished_at: datetime | None
@@ -189,7 +201,8 @@ class JobPublic(BaseModel):
             if job.error_type
             else None,
             attempts=[AttemptPublic.of(a) for a in job.attempts],
-            explanation=job.explanation,
+            explanation=_explanation(job),
+            provider_batch_id=job.provider_batch_id,
             metadata=job.job_metadata,
             created_at=job.created_at,
             finished_at=job.finished_at,
@@ -205,3 +218,12 @@ class JobRequestPublic(BaseModel):
     id: str
     request: dict[str, Any] = Field(description="messages and generation parameters, as submitted")
     routing: dict[str, Any] = Field(description="fallbacks, floors, ceilings and weights, as submitted")
+
+
+def _explanation(job: Job) -> dict[str, Any] | None:
+    """The routing explanation, with economy mode's decision (kept in the job's routing record,
+    since the dispatcher writes its own explanation when the job goes online)."""
+    economy = (job.routing or {}).get("economy")
+    if economy is None:
+        return job.explanation
+    return {**(job.explanation or {}), "economy": economy}

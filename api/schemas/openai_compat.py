@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from api.errors import ApiError
 from api.schemas.jobs import JobCreate
 from core.types import Message, ResponseFormat, Tool, ToolCall, ToolChoice
+from jobstore.batches import EconomyMode
 from routing.catalog import Catalog
 
 # alias -> routing strategy
@@ -145,6 +146,12 @@ class BatchCreate(BaseModel):
         gt=0,
         description="llmqueue extension (the openai SDK sends it with extra_body): the most the whole "
         "batch may spend; lines past it fail with budget_exceeded.",
+    )
+    delivery: EconomyMode = Field(
+        default=EconomyMode.AUTO,
+        description="llmqueue extension (extra_body): `auto` sends lines through a provider's own batch "
+        "API at its batch prices where that saves enough within the completion window; `economy` "
+        "wherever it saves anything; `online` never.",
     )
 
 

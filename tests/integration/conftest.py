@@ -27,6 +27,9 @@ from workers.queues import ALL_QUEUES
 
 ENDED = ("succeeded", "failed", "cancelled")
 CRASH_TEST_QUEUE = "provider.azure"
+# Queues the shared worker leaves to the workers a test starts (and may kill) itself: the crash
+# test's provider queue, and the provider-batch queue (tests/integration/test_provider_batches.py).
+OWN_WORKER_QUEUES = (CRASH_TEST_QUEUE, "provider_batch")
 
 
 @pytest.fixture(scope="session")
@@ -207,8 +210,8 @@ def api_server(database: str, redis_clean: None) -> Iterator[ApiServer]:
 
 @pytest.fixture(scope="session")
 def worker(database: str, redis_clean: None, emulator_server: Any) -> Iterator[WorkerProcess]:
-    # provider.azure is left to the workers a test starts itself (the crash test).
-    queues = ",".join(q for q in ALL_QUEUES if q != CRASH_TEST_QUEUE)
+    # provider.azure and provider_batch are left to the workers a test starts itself.
+    queues = ",".join(q for q in ALL_QUEUES if q not in OWN_WORKER_QUEUES)
     # It serves its Prometheus metrics too (tests/integration/test_metrics.py reads them).
     proc = WorkerProcess(queues=queues, env={"LLMQUEUE_METRICS_PORT": str(free_port())}).start()
     yield proc
@@ -225,7 +228,7 @@ def wait_until_quiet(timeout: float = 60) -> None:
     from jobstore.models import Attempt, AttemptStatus
     from workers.sweeper import idle_broker_queues
 
-    served = {q for q in ALL_QUEUES if q != CRASH_TEST_QUEUE}
+    served = {q for q in ALL_QUEUES if q not in OWN_WORKER_QUEUES}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with transaction() as session:
