@@ -1,12 +1,13 @@
 """The provider-call engine of a worker process: many calls in flight on one event loop.
 
-A Celery task hands the engine a message's attempt ids (`accept`, on the task's thread): the
-engine waits until it has room (`max_in_flight`: a full engine takes no more work, so a busy
-worker leaves messages to the others), claims the attempts in one transaction with a lease,
-asks each deployment's breaker once, and starts each call as a coroutine on its event loop
-(`workers/call_loop.py`). The task then returns and its message is acked: from here on the
-lease, renewed every few seconds, is what keeps the call durable (a killed worker stops
-renewing, and the sweeper hands its attempts to another worker within seconds).
+A Celery task hands the engine a message's attempt ids (`accept`, on the task's thread): as
+the engine has room (`max_in_flight`), it claims as many as can start in one transaction with
+a lease, asks each deployment's breaker once, and starts each call as a coroutine on its event
+loop (`workers/call_loop.py`); a full engine waits, holding its message, so a busy worker
+leaves the next messages to the others. Once all are claimed the task returns and its message
+is acked: from here on the lease, renewed every few seconds, is what keeps the call durable
+(a killed worker stops renewing, and the sweeper hands its attempts to another worker within
+seconds).
 
 A call books its slot with the capacity limiter (`workers/capacity.py`) and sleeps until
 it, then calls the provider through its adapter, streaming deltas when the job streams. Its
@@ -86,10 +87,24 @@ class CallEngine:
     # ------------------------------------------------------------ taking work (a task's thread)
 
     def accept(self, attempt_ids: Sequence[str]) -> list[NextStep]:
-        """Claim these attempts, start their calls, and return (what to send for the rest) once
-        the engine has room again. The claim comes first: from then on the attempts are held by
-        leases, so a worker killed while it waits for room loses nothing for longer than a
-        lease; the wait before returning is what keeps a full worker from taking more messages."""
+        """Claim these attempts as the engine has room for them and start their calls; return
+        what to send for the rest. Only what can start now is claimed: `max_in_flight` holds,
+        and work still waiting in the message stays cancellable (a cancel ends a job no worker
+        holds). The message is acked only once every attempt is claimed or passed on, so a full
+        worker takes no more messages and leaves them to the others; if it is killed meanwhile,
+        its unclaimed attempts are sent again by the sweeper."""
+        steps: list[NextStep] = []
+        remaining = list(attempt_ids)
+        while remaining:
+            with self._room:
+                while self._in_flight >= self.max_in_flight:
+                    self._room.wait(1.0)
+                room = self.max_in_flight - self._in_flight
+            taken, remaining = remaining[:room], remaining[room:]
+            steps += self._claim_and_start(taken)
+        return steps
+
+    def _claim_and_start(self, attempt_ids: Sequence[str]) -> list[NextStep]:
         token = f"{PROCESS}:{uuid.uuid4().hex[:12]}"
         now = utcnow()
         with transaction() as session:
@@ -108,9 +123,6 @@ class CallEngine:
                 self.loop.submit(self._call(claim, limits.get(claim.owner_id)))
             else:
                 self.writer.submit(Failed(claim, Transient(BREAKER_OPEN), action=Action.FAILOVER))
-        with self._room:
-            while self._in_flight >= self.max_in_flight:
-                self._room.wait(1.0)
         return steps
 
     def _breakers(self, claimed: Sequence[Claimed]) -> dict[str, bool]:
