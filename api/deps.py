@@ -17,10 +17,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 
@@ -38,26 +39,50 @@ _key_cache: OrderedDict[str, tuple[float, ApiKey]] = OrderedDict()
 _key_cache_lock = threading.Lock()  # sync dependencies run on a thread pool
 
 
-def get_session() -> Iterator[Session]:
+async def get_session() -> AsyncIterator[Session]:
+    """A session for the request. Made on the event loop (making one does no I/O: it connects
+    at its first statement, on the route's thread), so a request pays no thread hop for it;
+    closed there too unless a transaction is still open (its rollback is a round trip)."""
     session = session_factory()()
     try:
         yield session
     finally:
-        session.close()
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def current_key(
+async def current_key(
     request: Request,
     _declared: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
 ) -> ApiKey:
     """The API key in `Authorization: Bearer <key>`, or a 401 saying what is missing.
 
     The header is read whole, not through `bearer`'s parse, which cannot tell a missing
-    header from a malformed one."""
-    return key_for_authorization(request.headers.get("authorization"))
+    header from a malformed one. A key in the cache costs no thread hop; a lookup runs on
+    the thread pool."""
+    authorization = request.headers.get("authorization")
+    cached = _cached_key(authorization)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(key_for_authorization, authorization)
+
+
+def _cached_key(authorization: str | None) -> ApiKey | None:
+    scheme, _, secret = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return None
+    digest = hash_secret(secret.strip())
+    with _key_cache_lock:
+        cached = _key_cache.get(digest)
+        if cached is not None and time.monotonic() - cached[0] < KEY_CACHE_S:
+            _key_cache.move_to_end(digest)
+            return cached[1]
+    return None
 
 
 def key_for_authorization(authorization: str | None) -> ApiKey:
@@ -79,12 +104,10 @@ def key_for_authorization(authorization: str | None) -> ApiKey:
             param="Authorization",
             code="invalid_api_key",
         )
+    cached = _cached_key(authorization)
+    if cached is not None:
+        return cached
     digest = hash_secret(secret.strip())
-    with _key_cache_lock:
-        cached = _key_cache.get(digest)
-        if cached is not None and time.monotonic() - cached[0] < KEY_CACHE_S:
-            _key_cache.move_to_end(digest)
-            return cached[1]
     with session_factory()() as session:
         key = find_api_key(session, secret.strip())
         if key is None:
@@ -101,7 +124,7 @@ def key_for_authorization(authorization: str | None) -> ApiKey:
 OwnerDep = Annotated[ApiKey, Depends(current_key)]
 
 
-def admin_key(owner: OwnerDep) -> ApiKey:
+async def admin_key(owner: OwnerDep) -> ApiKey:
     """The caller's key when it is an admin key, else a 403 saying so."""
     if owner.role != KeyRole.ADMIN.value:
         raise ApiError(
