@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.console.router import router as console_router
 from api.errors import install_error_handlers
+from api.guard import RequestGuard
 from api.idempotency import install_idempotency_handlers
 from api.routes import (
     batches,
@@ -75,6 +76,7 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     install_idempotency_handlers(app)
+    app.add_middleware(RequestGuard)  # every request answered; bodies limited while read
     for router in ROUTERS:
         app.include_router(router)
     return app

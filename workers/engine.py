@@ -42,7 +42,7 @@ from workers.calls import BREAKER_OPEN, Failed, Succeeded, investigate, release_
 from workers.next_step import NextStep
 from workers.outcomes import OutcomeWriter, sanitized
 from workers.policy import Action
-from workers.providers.errors import ProviderError, RateLimited, Transient
+from workers.providers.errors import ProviderError, RateLimited, Transient, scrub_for
 
 log = logging.getLogger(__name__)
 PROCESS = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -187,8 +187,10 @@ class CallEngine:
             response = await asyncio.wait_for(adapter.complete(request, on_text=sink), timeout)
         except TimeoutError:
             error = Transient(f"no answer within {timeout:.0f} s (timed out)")
-        except ProviderError as exc:
-            error = exc
+        except ProviderError as exc:  # issue 10 (hostile): no key or internal host reaches users
+            error = await asyncio.to_thread(
+                scrub_for, exc, deployment.api_key_env, self._endpoints(deployment)
+            )
         latency = (time.perf_counter() - started) * 1000
         used = None if error is not None else response.usage.input_tokens + response.usage.output_tokens
         try:
@@ -218,6 +220,9 @@ class CallEngine:
             emulated=self.loop.emulated.get(deployment.name, False),
         )
         self.writer.submit(Succeeded(claim, outcome))
+
+    def _endpoints(self, deployment: Deployment) -> tuple[str | None, ...]:  # issue 10 (hostile)
+        return (deployment.spec.base_url, self.settings.emulator_url)
 
     def _tokens_to_book(self, claim: Claimed, request: ChatRequest, deployment: Deployment) -> int:
         """The job's estimate: its input as this provider counts it, plus the output it may produce."""

@@ -38,7 +38,7 @@ from routing.catalog import Catalog
 from workers import health, streams
 from workers.batch_progress import after_step
 from workers.calls import Failed, Succeeded, Written, write_failure, write_successes
-from workers.messages import send_step
+from workers.messages import send_alert_webhook, send_step
 from workers.next_step import NextStep, Nothing
 from workers.policy import Action
 from workers.providers.errors import UnstorableResult
@@ -237,6 +237,10 @@ class OutcomeWriter:
                 alert.soft_limit_usd,
                 alert.limit_usd,
             )
+            try:  # issue 10 (hostile): and the key's alert webhook, signed, by a task
+                send_alert_webhook(alert)
+            except Exception:  # the broker is away: the alert stays in the log line above
+                log.warning("could not send the alert webhook of budget %s", alert.budget_id, exc_info=True)
 
     def _after(self, step: NextStep) -> None:
         try:

@@ -24,6 +24,7 @@ class TaskName(StrEnum):
     PROBE = "llmqueue.probe"  # the optional active probe of one deployment; on its provider's queue
     BATCH_CHECK = "llmqueue.batch_check"  # release reduces, finalize a batch; on the dispatch queue
     BATCH_WEBHOOK = "llmqueue.batch_webhook"  # tell a batch's webhook it ended; on the dispatch queue
+    ALERT_WEBHOOK = "llmqueue.alert_webhook"  # a budget's soft-limit alert to its key's webhook; dispatch
 
 
 class Priority(IntEnum):

@@ -27,6 +27,7 @@ from workers.messages import send_step, send_steps
 from workers.next_step import SendDispatch
 from workers.probes import probe_deployment
 from workers.queues import TaskName
+from workers.webhooks import Delivery, deliver_budget_alert
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,5 +109,15 @@ def batch_check(self: Task, batch_id: str) -> str:
 @house_task(TaskName.BATCH_WEBHOOK)
 def batch_webhook(self: Task, batch_id: str) -> None:
     """Deliver a batch's webhook, retrying with backoff (2, 4, 8 ... s) while the receiver fails."""
-    if not deliver_webhook(batch_id) and self.request.retries < WEBHOOK_RETRIES:
-        raise self.retry(countdown=2 ** (self.request.retries + 1))
+    _retry_webhook(self, deliver_webhook(batch_id))
+
+
+@house_task(TaskName.ALERT_WEBHOOK)
+def alert_webhook(self: Task, alert: dict[str, Any]) -> None:
+    """Tell a key's alert webhook its budget passed the soft limit, retried like a batch's."""
+    _retry_webhook(self, deliver_budget_alert(alert))
+
+
+def _retry_webhook(task: Task, result: Delivery) -> None:
+    if not result.delivered and result.retry and task.request.retries < WEBHOOK_RETRIES:
+        raise task.retry(countdown=2 ** (task.request.retries + 1))

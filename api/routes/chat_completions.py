@@ -28,6 +28,7 @@ from api.dispatch_buffer import dispatch_buffer
 from api.errors import ApiError, error_body
 from api.idempotency import HEADER, Idempotency, idempotent
 from api.job_intake import store_job
+from api.limits import check_messages, check_metadata
 from api.schemas.jobs import JobCreate
 from api.schemas.openai_compat import ChatCompletionCreate, ModelNotFound
 from core.redis import async_redis
@@ -115,6 +116,8 @@ async def chat_completions(
     except ValueError:
         raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from None
     completion = _parse(body)
+    check_messages(completion.messages)  # the request limits (api/limits.py)
+    check_metadata(completion.metadata)
     try:
         create = completion.to_job(get_catalog())
     except ModelNotFound as exc:

@@ -127,7 +127,9 @@ class DocumentBatch(BaseModel):
 
     id: str
     object: str = "document_batch"
-    status: str = Field(description="in_progress, finalizing, completed, cancelling or cancelled.")
+    status: str = Field(
+        description="in_progress, finalizing, completed, expired (past its deadline), cancelling, cancelled."
+    )
     prompt: str
     model: str | None
     strategy: str | None

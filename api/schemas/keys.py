@@ -136,3 +136,13 @@ class KeyCreated(KeyPublic):
 class KeyList(BaseModel):
     object: Literal["list"] = "list"
     data: list[KeyPublic]
+
+
+class WebhookSecret(BaseModel):
+    object: Literal["webhook_secret"] = "webhook_secret"
+    secret: str = Field(description="HMAC-SHA256 key of X-Llmqueue-Signature on this key's webhooks.")
+    header: str = "X-Llmqueue-Signature"
+    scheme: str = Field(
+        default="t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'>",
+        description="Refuse a t more than 5 minutes old.",
+    )
