@@ -13,6 +13,7 @@ unexpected exception a 500 whose message carries a reference to the logged trace
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -28,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
+UNAVAILABLE_LOG_EVERY_S = 5.0
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -113,7 +115,7 @@ def unavailable_response(exc: BaseException) -> JSONResponse:
         what, code = "the broker or shared state (Redis)", "redis_unavailable"
     else:
         what, code = "the job store (Postgres)", "database_unavailable"
-    log.warning("answering 503: %s is unavailable: %s", what, type(exc).__name__)
+    _log_unavailable(what, exc)
     message = (
         f"{what} is unavailable or too slow right now; retry in {retry_after} s "
         "(send the same Idempotency-Key on creating routes to be sure nothing is made twice)"
@@ -123,6 +125,17 @@ def unavailable_response(exc: BaseException) -> JSONResponse:
         status_code=503,
         headers={"Retry-After": str(retry_after)},
     )
+
+
+_unavailable_logged = [0.0, 0]  # when the last line was logged, 503s answered since
+
+
+def _log_unavailable(what: str, exc: BaseException) -> None:
+    """One line every few seconds while an outage lasts, not one per request."""
+    _unavailable_logged[1] += 1
+    if time.monotonic() - _unavailable_logged[0] >= UNAVAILABLE_LOG_EVERY_S:
+        log.warning("answering 503 (%d so far): %s is unavailable: %r", _unavailable_logged[1], what, exc)
+        _unavailable_logged[0] = time.monotonic()
 
 
 def unexpected_response(exc: BaseException) -> JSONResponse:
