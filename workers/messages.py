@@ -119,9 +119,9 @@ def send_alert_webhook(alert: SoftAlert) -> None:
         "budget_id": alert.budget_id,
         "owner_id": alert.owner_id,
         "batch_id": alert.batch_id,
-        "spent_usd": str(alert.spent_usd),
-        "soft_limit_usd": str(alert.soft_limit_usd),
-        "limit_usd": str(alert.limit_usd),
+        "spent_usd": f"{alert.spent_usd:f}",
+        "soft_limit_usd": f"{alert.soft_limit_usd:f}",
+        "limit_usd": f"{alert.limit_usd:f}",
     }
     app.send_task(TaskName.ALERT_WEBHOOK.value, args=[body], queue=Queue.DISPATCH.value)
 
