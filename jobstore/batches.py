@@ -225,16 +225,14 @@ EXPIRED_MESSAGE = "This request could not be executed before the completion wind
 
 
 def expire_batch(session: Session, batch: Batch, now: datetime) -> int:
-    """At `expires_at`: the batch is marked expired (it ends `expired` once its calls in flight
-    finish) and its jobs not yet claimed are cancelled as `batch_expired`. Run again by every
-    later check, so a job that comes back to the queue (a retry) is cancelled too; returns how
-    many jobs it cancelled. Only job rows are locked, as in `cancel_batch`."""
+    """At `expires_at`, the batch's jobs not yet claimed by a worker are cancelled as
+    `batch_expired`, and the batch is marked expired (it ends `expired` once its calls in
+    flight finish; a batch whose every job had already run when it expired ends `completed`).
+    Run again by every later check, so a job that comes back to the queue (a retry) is
+    cancelled too. Returns how many jobs it cancelled. Only job rows are locked, as in
+    `cancel_batch`."""
     if batch.expires_at is None or aware(batch.expires_at) > now or batch.status != BatchStatus.IN_PROGRESS:
         return 0
-    if batch.expired_at is None:
-        session.execute(
-            update(Batch).where(Batch.id == batch.id, Batch.expired_at.is_(None)).values(expired_at=now)
-        )
     cancelled = session.execute(
         update(Job)
         .where(Job.batch_id == batch.id, Job.status.in_((JobStatus.QUEUED, JobStatus.DISPATCHED)))
@@ -245,8 +243,13 @@ def expire_batch(session: Session, batch: Batch, now: datetime) -> int:
             error_type=EXPIRED_CODE,
             error_message=EXPIRED_MESSAGE,
         )
-    )
-    return int(cancelled.rowcount)  # type: ignore[attr-defined]
+    ).rowcount  # type: ignore[attr-defined]
+    if cancelled and batch.expired_at is None:
+        session.execute(
+            update(Batch).where(Batch.id == batch.id, Batch.expired_at.is_(None)).values(expired_at=now)
+        )
+        batch.expired_at = now
+    return int(cancelled)
 
 
 def close_cancelled_attempts(session: Session, batch_id: str, now: datetime) -> None:

@@ -93,7 +93,7 @@ def check_batch(batch_id: str) -> str:
 
 def _check_at_expiry(batch: Batch, now: datetime) -> None:
     """A batch that expires before the next periodic check gets a check at its expires_at."""
-    if batch.expires_at is None or batch.expired_at is not None:
+    if batch.expires_at is None:
         return
     left = (aware(batch.expires_at) - now).total_seconds()
     if 0 < left <= EXPIRY_LOOKAHEAD_S:
