@@ -7,6 +7,8 @@ A pure ASGI middleware just inside Starlette's outermost error middleware:
   `max_upload_bytes` (the upload routes, plus room for the form's own fields) reading stops
   with a 413 naming the limit. A `Content-Length` already over the limit is refused before
   a byte of the body is read, so a 2 GB body is never buffered, spooled or parsed.
+- A NUL character in the URL's path or query is a 400 here: no route takes one, and Postgres
+  cannot compare text with one.
 - An exception that escapes the routes and their handlers (one raised inside an exception
   handler, a body read failing, a bug) is answered here while nothing has been sent: a 503
   with `Retry-After` when the job store is away, else a 500 with a logged reference. After a
@@ -19,9 +21,10 @@ from __future__ import annotations
 
 import logging
 
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import BodyTooLarge, unexpected_response
+from api.errors import BodyTooLarge, error_body, unexpected_response
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,13 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        nul = _nul_in_url(scope)
+        if nul is not None:  # no route takes one, and Postgres text cannot hold one
+            await JSONResponse(
+                error_body(400, f"the URL's {nul} contains a NUL character (%00)", nul, "invalid_value"),
+                status_code=400,
+            )(scope, receive, send)
+            return
         limit, name = body_limit(scope["method"], scope["path"])
         declared = _content_length(scope)
         if declared is not None and declared > limit:
@@ -96,6 +106,16 @@ class RequestGuard:
                 raise
             response = unexpected_response(exc)
             await response(scope, receive, send)
+
+
+def _nul_in_url(scope: Scope) -> str | None:
+    """'path' or 'query' when that part of the URL holds a NUL character, else None."""
+    if "\x00" in scope["path"]:
+        return "path"
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query:
+        return "query"
+    return None
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -31,6 +31,7 @@ from api.routes import (
     spend,
     stats,
 )
+from jobstore.db import get_engine, store_any_text
 from routing.catalog import get_catalog
 
 # Every resource's routes, in the order /docs lists them.
@@ -67,6 +68,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     get_catalog()  # a malformed catalog fails the start, not the first request
+    store_any_text(get_engine())  # text with NUL or unpaired surrogates is stored, not a 500
     app = FastAPI(
         lifespan=lifespan,
         title="llmqueue",

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
+from psycopg.types.string import StrDumperUnknown
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -66,6 +67,30 @@ def postgres_timeouts() -> dict[str, Any]:
         "keepalives_count": 3,
         "tcp_user_timeout": socket_s * 1000,
     }
+
+
+class _StorableText(StrDumperUnknown):
+    """Text as Postgres can store it: NUL characters dropped (a text value cannot hold one) and
+    unpaired surrogates replaced (they are not UTF-8), instead of an error from the driver."""
+
+    def dump(self, obj: str) -> bytes:
+        if "\x00" in obj:
+            obj = obj.replace("\x00", "")
+        try:
+            return obj.encode(self._encoding)
+        except UnicodeEncodeError:
+            return obj.encode(self._encoding, "replace")
+
+
+def store_any_text(engine: Engine) -> None:
+    """Make every connection of `engine` store any Python text (`_StorableText`). The API does
+    this: what it stores as text comes from anyone; the workers keep the driver's faster dumper."""
+    if engine.dialect.name == "postgresql" and not event.contains(engine, "connect", _register_text):
+        event.listen(engine, "connect", _register_text)
+
+
+def _register_text(dbapi_conn: Any, _: Any) -> None:
+    dbapi_conn.adapters.register_dumper(str, _StorableText)
 
 
 def get_engine() -> Engine:

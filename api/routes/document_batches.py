@@ -35,6 +35,7 @@ from api.job_intake import draft_job, owner_budget
 from api.limits import check_metadata, check_placeholder, check_webhook_url, limited_lines
 from api.schemas.batches import DocumentBatch, DocumentBatchList
 from api.schemas.jobs import JobCreate
+from api.schemas.keys import MAX_USD
 from api.validation import check_routable
 from jobstore import batch_results, batches
 from jobstore.batch_models import Batch, BatchKind, BatchStatus
@@ -134,6 +135,7 @@ def create_document_batch(
         Decimal | None,
         Form(
             gt=0,
+            le=MAX_USD,
             description="The most the whole batch may spend; documents past it fail with budget_exceeded.",
         ),
     ] = None,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from api.errors import ApiError
 from api.limits import check_messages, check_metadata
 from api.schemas.jobs import JobCreate
+from api.schemas.keys import MAX_USD
 from core.types import Message, ResponseFormat, Tool, ToolChoice
 from routing.catalog import Catalog
 
@@ -119,6 +120,7 @@ class BatchCreate(BaseModel):
     max_cost_usd: Decimal | None = Field(
         default=None,
         gt=0,
+        le=MAX_USD,
         description="llmqueue extension (the openai SDK sends it with extra_body): the most the whole "
         "batch may spend; lines past it fail with budget_exceeded.",
     )

@@ -53,7 +53,9 @@ INTERNAL_SUFFIXES = (
 
 
 def scrub(text: str, *, secrets: Iterable[str] = (), hosts: Iterable[str] = ()) -> str:
-    """`text` without these secrets, anything key-shaped, or these host names (with a port)."""
+    """`text` without these secrets, anything key-shaped, or these host names (with a port);
+    and without NUL characters, which Postgres text cannot hold."""
+    text = text.replace("\x00", "")
     for secret in secrets:
         if secret and len(secret) >= 6:
             text = text.replace(secret, REDACTED)
