@@ -18,6 +18,7 @@ from celery import Task
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from workers.batch_progress import after_step, check_batch, deliver_webhook
 from workers.celery_app import app
@@ -39,6 +40,7 @@ class TaskRetry:
     # redis-py's errors are not the builtin ConnectionError; psycopg's come as OperationalError.
     on: tuple[type[BaseException], ...] = (
         OperationalError,
+        PoolTimeoutError,  # no pooled connection within LLMQUEUE_DB_POOL_TIMEOUT_S
         ConnectionError,
         RedisConnectionError,
         RedisTimeoutError,
