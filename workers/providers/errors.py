@@ -38,7 +38,7 @@ INTERNAL_HOST = "[internal host]"
 # key ids, and a bearer token; masked fragments (sk-abc****xyz) count too.
 SECRET_LIKE = re.compile(
     r"\b(?:sk-[A-Za-z0-9_\-*.]{3,}|lq_[A-Za-z0-9_\-*.]{3,}|AIza[0-9A-Za-z_\-]{10,}|(?:AKIA|ASIA)[0-9A-Z]{12,})"
-    r"|(?i:bearer)\s+[A-Za-z0-9_\-.=~+/]{8,}"
+    r"|(?i:bearer)\s+[A-Za-z0-9_\-.=~+/]{20,}"
 )
 INTERNAL_SUFFIXES = (
     ".local",
