@@ -12,12 +12,13 @@ shows in the batch's counts and error file like any other failure.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from api.errors import ApiError
+from api.limits import check_metadata
 from api.schemas.openai_compat import parse_completion
 from jobstore.batch_models import Batch
 from jobstore.batches import BulkJobWriter, job_row
@@ -109,6 +110,10 @@ def parse_document_line(raw: bytes, line: int) -> tuple[str, str, dict[str, Any]
     metadata = obj.get("metadata") or {}
     if not isinstance(metadata, dict):
         return "'metadata' must be a JSON object"
+    try:
+        check_metadata(metadata)
+    except ApiError as exc:
+        return exc.message
     return str(doc_id), text, metadata
 
 
@@ -228,12 +233,3 @@ def add_openai_lines(intake: Intake, catalog: Catalog, endpoint: str, lines: Ite
     for number, raw in enumerate(lines, 1):
         if raw.strip():
             add_openai_line(intake, catalog, endpoint, number, raw)
-
-
-# ---------------------------------------------------------------- after the commit
-
-
-def lines_of(binary: Any) -> Iterator[bytes]:
-    """A binary file's lines without their line endings, read a line at a time."""
-    for raw in binary:
-        yield raw.rstrip(b"\r\n")

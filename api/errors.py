@@ -3,16 +3,33 @@
     {"error": {"message": "...", "type": "invalid_request_error", "param": "max_tokens", "code": "..."}}
 
 `param` says where the problem is (a dotted path into the body, or a header name).
+
+Nothing answers outside this shape: a job store that is away or too slow (a refused
+connection, a statement or pool timeout) is a 503 with `Retry-After`, and any other
+unexpected exception a 500 whose message carries a reference to the logged traceback
+(`unexpected_response`, also used by the request guard in `api/guard.py`).
 """
 
 from __future__ import annotations
 
+import logging
+import time
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.settings import get_settings
+
+log = logging.getLogger(__name__)
+UNAVAILABLE_LOG_EVERY_S = 5.0
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -23,7 +40,25 @@ ERROR_TYPES = {
     413: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
+    503: "service_unavailable",
 }
+
+# Postgres refused, dropped or timed out (connect, statement, or waiting for a pooled
+# connection): the request may succeed in a few seconds.
+DATABASE_AWAY: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeoutError)
+# Redis (the broker, shared state) refused or timed out.
+REDIS_AWAY: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """A request body past its limit, raised while it is read (an HTTPException, so FastAPI's
+    body reading passes it on as it is instead of calling it a parse error)."""
+
+    def __init__(self, message: str, *, param: str = "body", code: str = "body_too_large") -> None:
+        super().__init__(413, message)
+        self.message = message
+        self.param = param
+        self.code = code
 
 
 class ApiError(Exception):
@@ -67,6 +102,58 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def too_large_response(exc: BodyTooLarge) -> JSONResponse:
+    return JSONResponse(
+        error_body(413, exc.message, exc.param, exc.code),
+        status_code=413,
+        headers={"Connection": "close"},  # the rest of the body is not read
+    )
+
+
+def unavailable_response(exc: BaseException) -> JSONResponse:
+    """503: the job store (or Redis) is away or too slow; retry after a few seconds."""
+    retry_after = get_settings().db_retry_after_s
+    if isinstance(exc, REDIS_AWAY):
+        what, code = "the broker or shared state (Redis)", "redis_unavailable"
+    else:
+        what, code = "the job store (Postgres)", "database_unavailable"
+    _log_unavailable(what, exc)
+    message = (
+        f"{what} is unavailable or too slow right now; retry in {retry_after} s "
+        "(send the same Idempotency-Key on creating routes to be sure nothing is made twice)"
+    )
+    return JSONResponse(
+        error_body(503, message, None, code),
+        status_code=503,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+_unavailable_logged = [0.0, 0]  # when the last line was logged, 503s answered since
+
+
+def _log_unavailable(what: str, exc: BaseException) -> None:
+    """One line every few seconds while an outage lasts, not one per request."""
+    _unavailable_logged[1] += 1
+    if time.monotonic() - _unavailable_logged[0] >= UNAVAILABLE_LOG_EVERY_S:
+        log.warning("answering 503 (%d so far): %s is unavailable: %r", _unavailable_logged[1], what, exc)
+        _unavailable_logged[0] = time.monotonic()
+
+
+def unexpected_response(exc: BaseException) -> JSONResponse:
+    """500 for an exception nobody expected: logged with a reference the answer carries."""
+    if isinstance(exc, DATABASE_AWAY + REDIS_AWAY):
+        return unavailable_response(exc)
+    if isinstance(exc, BodyTooLarge):
+        return too_large_response(exc)
+    reference = uuid.uuid4().hex[:12]
+    log.error("unexpected %s (reference %s)", type(exc).__name__, reference, exc_info=exc)
+    return JSONResponse(
+        error_body(500, f"internal error (reference {reference}), logged", None, "internal_error"),
+        status_code=500,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -97,4 +184,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code)
+        if isinstance(exc, BodyTooLarge):
+            return too_large_response(exc)
+        return JSONResponse(
+            error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
+
+    for away in DATABASE_AWAY + REDIS_AWAY:
+
+        @app.exception_handler(away)
+        async def _away(_: Request, exc: Exception) -> JSONResponse:
+            return unavailable_response(exc)

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.console.router import router as console_router
 from api.errors import install_error_handlers
+from api.guard import RequestGuard
 from api.idempotency import install_idempotency_handlers
 from api.openapi import install_openapi
 from api.routes import (
@@ -33,6 +34,7 @@ from api.routes import (
     spend,
     stats,
 )
+from jobstore.db import get_engine, store_any_text
 from routing.catalog import get_catalog
 
 # Every resource's routes, in the order /docs lists them.
@@ -71,6 +73,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     get_catalog()  # a malformed catalog fails the start, not the first request
+    store_any_text(get_engine())  # text with NUL or unpaired surrogates is stored, not a 500
     app = FastAPI(
         lifespan=lifespan,
         title="llmqueue",
@@ -85,6 +88,7 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     install_idempotency_handlers(app)
     install_openapi(app)
+    app.add_middleware(RequestGuard)  # every request answered; bodies limited while read
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -64,6 +64,17 @@ class Settings(BaseSettings):
     api_base_url: str = "http://127.0.0.1:8000"
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
+    # Postgres may be away or stuck; nothing waits on it for ever. A request waits this long for
+    # a pooled connection (well under any client's timeout, so the answer is a 503, not a hang),
+    # a new connection this long to open, and any one statement this long to run. A connection
+    # whose peer went silent is dropped after db_socket_timeout_s (TCP keepalives and
+    # tcp_user_timeout), so a half-open socket does not hold a thread.
+    db_pool_timeout_s: float = Field(default=10.0, gt=0)
+    db_connect_timeout_s: int = Field(default=5, ge=1)
+    db_statement_timeout_s: float = Field(default=60.0, ge=0)  # 0: no limit
+    db_socket_timeout_s: int = Field(default=30, ge=1)
+    # How long an API answer asks a client to wait (Retry-After) when the job store is away.
+    db_retry_after_s: int = Field(default=5, ge=1)
     # Celery task events (task-sent/received/succeeded) for Flower's live view. Each is one more
     # Redis publish per task in the API and the workers; LLMQUEUE_TASK_EVENTS=false turns them off.
     task_events: bool = True
@@ -78,7 +89,53 @@ class Settings(BaseSettings):
     # When set, GET /metrics wants `Authorization: Bearer <this>`.
     metrics_token: str | None = None
 
-    @field_validator("metrics_token", "session_secret", mode="before")
+    # ---- What one request may carry: each refusal is a 413 (size) or a 422 (count, shape) whose
+    # message names the limit and whose `param` says where (api/limits.py enforces them).
+    max_body_bytes: int = Field(default=32 << 20, ge=1024)  # a JSON body, refused while it is read
+    max_upload_bytes: int = Field(default=200 << 20, ge=1024)  # one upload, as OpenAI's Batch API
+    max_upload_lines: int = Field(default=50_000, ge=1)  # requests (or documents) in one upload
+    max_line_bytes: int = Field(default=32 << 20, ge=1024)  # one line of a JSONL upload
+    max_messages: int = Field(default=2048, ge=1)
+    max_metadata_pairs: int = Field(default=16, ge=0)  # OpenAI's metadata: 16 pairs,
+    max_metadata_key_chars: int = Field(default=64, ge=1)  # keys up to 64 characters,
+    max_metadata_value_chars: int = Field(default=512, ge=1)  # values up to 512 (as JSON if not text)
+    max_metadata_bytes: int = Field(default=16 << 10, ge=64)  # the whole object, as JSON
+    max_images: int = Field(default=50, ge=0)  # image parts in one request
+    max_image_data_url_bytes: int = Field(default=20 << 20, ge=1024)  # one data: URL image
+    # ---- Requests llmqueue makes to URLs its users give: batch and budget-alert webhooks, and
+    # the images a worker fetches for a provider that takes no URLs. They go to public
+    # addresses only (checked on every connection and every redirect, workers/outbound.py);
+    # networks listed here (CIDRs, comma-separated) are allowed too, and
+    # webhook_allow_private=true lets webhooks go anywhere (tests and demos on one machine).
+    outbound_allowed_networks: str = ""
+    webhook_allow_private: bool = False
+    outbound_max_redirects: int = Field(default=5, ge=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # Signs every webhook (HMAC-SHA256, a secret per key derived from this one). Unset, one is
+    # generated at first use and kept in $LLMQUEUE_HOME/webhook_secret (with a warning): set it
+    # when the API and the workers do not share that directory.
+    webhook_secret: str | None = Field(default=None, min_length=16)
+    # How long OpenAI's "24h" completion window lasts, in seconds: shorter only in tests.
+    batch_completion_window_s: float = Field(default=86_400.0, gt=0)
+
+    @field_validator("outbound_allowed_networks")
+    @classmethod
+    def _networks_parse(cls, value: str) -> str:
+        import ipaddress
+
+        for item in (v.strip() for v in value.split(",")):
+            if item:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"not a network (CIDR): {item!r}: {exc}") from None
+        return value
+
+    @property
+    def allowed_networks(self) -> tuple[str, ...]:
+        return tuple(v.strip() for v in self.outbound_allowed_networks.split(",") if v.strip())
+
+    @field_validator("metrics_token", "session_secret", "webhook_secret", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

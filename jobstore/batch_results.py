@@ -16,6 +16,7 @@ from typing import Any
 from core.errors import JobError
 from jobstore.models import Job, JobStatus
 
+EXPIRED_CODE = "batch_expired"  # a request cancelled when its batch expired (jobstore/batches.py)
 CSV_COLUMNS = (
     "id",
     "line",
@@ -81,6 +82,8 @@ def error_status(job: Job) -> int:
 
 
 def job_error(job: Job) -> dict[str, Any]:
+    if job.status == JobStatus.CANCELLED and job.error_type == EXPIRED_CODE:
+        return {"code": EXPIRED_CODE, "message": job.error_message or "the batch expired"}
     if job.status == JobStatus.CANCELLED:
         return {"code": "batch_cancelled", "message": "the batch was cancelled before this request ran"}
     return {"code": job.error_type or "failed", "message": job.error_message or "the request failed"}
@@ -97,8 +100,11 @@ def openai_output_line(job: Job) -> dict[str, Any]:
 
 
 def openai_error_line(job: Job) -> dict[str, Any]:
-    """One line of an OpenAI batch error file: a request that failed or never ran."""
+    """One line of an OpenAI batch error file: a request that failed or never ran. One its
+    batch's window ended before has no response, as OpenAI writes it."""
     error = job_error(job)
+    if error["code"] == EXPIRED_CODE:
+        return {"id": f"batch_req_{job.id}", "custom_id": job.custom_id, "response": None, "error": error}
     status = error_status(job)
     return {
         "id": f"batch_req_{job.id}",
@@ -142,8 +148,21 @@ def document_row(job: Job, parts: tuple[int, int, Decimal, int] | None = None) -
     }
 
 
+# A cell a spreadsheet would read as a formula (or whose leading tab or CR it would drop to
+# find one): OWASP's list. Such a cell gets a leading apostrophe, so it reads as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell that cannot be taken for a formula; numbers and empty cells as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def csv_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
-    """Document rows as CSV text, header first, a row at a time."""
+    """Document rows as CSV text, header first, a row at a time; every text cell is safe to
+    open in a spreadsheet (model output and document ids are anyone's text)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -151,7 +170,7 @@ def csv_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
         flat = dict(row)
         error = flat.get("error")
         flat["error"] = f"{error['code']}: {error['message']}" if error else ""
-        writer.writerow(flat)
+        writer.writerow({k: spreadsheet_safe(v) for k, v in flat.items()})
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

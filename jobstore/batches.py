@@ -37,6 +37,7 @@ from jobstore.batch_models import (
     FilePart,
     StoredFile,
 )
+from jobstore.batch_results import EXPIRED_CODE
 from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus, new_id
 
 INSERT_CHUNK = 1000
@@ -264,6 +265,38 @@ def cancel_batch(session: Session, batch: Batch, now: datetime) -> bool:
     return True
 
 
+# OpenAI's message for a request whose batch's window ended before it ran (code EXPIRED_CODE).
+EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
+
+
+def expire_batch(session: Session, batch: Batch, now: datetime) -> int:
+    """At `expires_at`, the batch's jobs not yet claimed by a worker are cancelled as
+    `batch_expired`, and the batch is marked expired (it ends `expired` once its calls in
+    flight finish; a batch whose every job had already run when it expired ends `completed`).
+    Run again by every later check, so a job that comes back to the queue (a retry) is
+    cancelled too. Returns how many jobs it cancelled. Only job rows are locked, as in
+    `cancel_batch`."""
+    if batch.expires_at is None or aware(batch.expires_at) > now or batch.status != BatchStatus.IN_PROGRESS:
+        return 0
+    cancelled = session.execute(
+        update(Job)
+        .where(Job.batch_id == batch.id, Job.status.in_((JobStatus.QUEUED, JobStatus.DISPATCHED)))
+        .values(
+            status=JobStatus.CANCELLED,
+            finished_at=now,
+            not_before=None,
+            error_type=EXPIRED_CODE,
+            error_message=EXPIRED_MESSAGE,
+        )
+    ).rowcount  # type: ignore[attr-defined]
+    if cancelled and batch.expired_at is None:
+        session.execute(
+            update(Batch).where(Batch.id == batch.id, Batch.expired_at.is_(None)).values(expired_at=now)
+        )
+        batch.expired_at = now
+    return int(cancelled)
+
+
 def close_cancelled_attempts(session: Session, batch_id: str, now: datetime) -> None:
     """Pending attempts of a cancelled batch's cancelled jobs -> cancelled (run in its own transaction)."""
     cancelled = select(Job.id).where(Job.batch_id == batch_id, Job.status == JobStatus.CANCELLED)
@@ -367,13 +400,17 @@ def finish_batch(
     error_file_id: str | None,
 ) -> None:
     cancelled = batch.cancelling_at is not None
+    expired = not cancelled and batch.expired_at is not None  # its expired_at is when it expired
     values: dict[str, Any] = {
-        "status": BatchStatus.CANCELLED if cancelled else BatchStatus.COMPLETED,
+        "status": BatchStatus.CANCELLED
+        if cancelled
+        else (BatchStatus.EXPIRED if expired else BatchStatus.COMPLETED),
         "final_counts": counts.as_json(),
         "output_file_id": output_file_id,
         "error_file_id": error_file_id,
     }
-    values["cancelled_at" if cancelled else "completed_at"] = now
+    if not expired:
+        values["cancelled_at" if cancelled else "completed_at"] = now
     session.execute(update(Batch).where(Batch.id == batch.id).values(**values))
 
 

@@ -1,7 +1,8 @@
 """Engines and sessions for the job store, one engine per database URL per process.
 
 SQLite (the embedded default) gets WAL and a busy timeout so the API and worker processes
-can share one file; Postgres gets a pool sized for a threaded worker.
+can share one file; Postgres gets a pool sized for a threaded worker, and connect, statement
+and socket timeouts (`postgres_timeouts`) so nothing waits on a database that is away.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
+from psycopg.types.string import StrDumperUnknown
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,10 +44,53 @@ def engine_for(url: str) -> Engine:
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_timeout=60,
+        pool_timeout=settings.db_pool_timeout_s,
         pool_pre_ping=True,
         pool_recycle=1800,
+        connect_args=postgres_timeouts(),
     )
+
+
+def postgres_timeouts() -> dict[str, Any]:
+    """libpq options so that no connection waits on Postgres for ever: a connect timeout, a
+    statement timeout, and TCP keepalives plus tcp_user_timeout so a peer gone silent (a
+    stopped host, a cut network) drops the socket instead of holding a thread."""
+    settings = get_settings()
+    socket_s = settings.db_socket_timeout_s
+    options = f"-c statement_timeout={int(settings.db_statement_timeout_s * 1000)}"
+    return {
+        "connect_timeout": settings.db_connect_timeout_s,
+        "options": options,
+        "keepalives": 1,
+        "keepalives_idle": max(1, socket_s // 3),
+        "keepalives_interval": max(1, socket_s // 6),
+        "keepalives_count": 3,
+        "tcp_user_timeout": socket_s * 1000,
+    }
+
+
+class _StorableText(StrDumperUnknown):
+    """Text as Postgres can store it: NUL characters dropped (a text value cannot hold one) and
+    unpaired surrogates replaced (they are not UTF-8), instead of an error from the driver."""
+
+    def dump(self, obj: str) -> bytes:
+        if "\x00" in obj:
+            obj = obj.replace("\x00", "")
+        try:
+            return obj.encode(self._encoding)
+        except UnicodeEncodeError:
+            return obj.encode(self._encoding, "replace")
+
+
+def store_any_text(engine: Engine) -> None:
+    """Make every connection of `engine` store any Python text (`_StorableText`). The API does
+    this: what it stores as text comes from anyone; the workers keep the driver's faster dumper."""
+    if engine.dialect.name == "postgresql" and not event.contains(engine, "connect", _register_text):
+        event.listen(engine, "connect", _register_text)
+
+
+def _register_text(dbapi_conn: Any, _: Any) -> None:
+    dbapi_conn.adapters.register_dumper(str, _StorableText)
 
 
 def get_engine() -> Engine:

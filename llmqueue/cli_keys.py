@@ -123,6 +123,16 @@ def create(
     spec = _budget(budget, period, soft_limit)
     if alert_webhook is not None and not alert_webhook.startswith(("http://", "https://")):
         _fail(f"--alert-webhook must be an http(s) URL, not {alert_webhook!r}")
+    if alert_webhook is not None:
+        from workers import outbound
+
+        try:
+            outbound.check_url(alert_webhook, outbound.Policy.of(webhook=True))
+        except outbound.Refused as exc:
+            _fail(
+                f"--alert-webhook refused: {exc} (an operator may allow it: "
+                "LLMQUEUE_OUTBOUND_ALLOWED_NETWORKS or LLMQUEUE_WEBHOOK_ALLOW_PRIVATE=true)"
+            )
     from jobstore import keys
 
     role = KeyRole.ADMIN if admin else KeyRole.MEMBER

@@ -14,6 +14,8 @@ target_metadata = Base.metadata
 
 
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":  # an index on a big table may take longer
+        connection.exec_driver_sql("SET statement_timeout = 0")
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

@@ -40,6 +40,9 @@ def pytest_configure(config: pytest.Config) -> None:
             "LLMQUEUE_RETRY_BASE_S": "0.2",
             "LLMQUEUE_RETRY_MAX_S": "2",
             "LLMQUEUE_RETRIES_PER_DEPLOYMENT": "2",
+            # Test webhooks and image servers listen on 127.0.0.1; every other internal address
+            # stays refused (tests/integration/test_outbound.py uses 127.0.0.2 and others).
+            "LLMQUEUE_OUTBOUND_ALLOWED_NETWORKS": "127.0.0.1/32",
         }
     )
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "CO_API_KEY", "MISTRAL_API_KEY"):

@@ -16,9 +16,9 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 
+from core.clock import aware
 from jobstore import batch_results, batches
 from jobstore.batch_models import ENDED_BATCH_STATUSES, Batch, BatchKind
 from jobstore.batches import EMBEDDINGS_ENDPOINT
@@ -26,12 +26,13 @@ from jobstore.db import transaction
 from jobstore.embedding_results import is_embed_mode, write_embedding_files
 from jobstore.models import JobStatus
 from routing.documents import reduce_text, user_request
-from workers.messages import send_batch_check, send_batch_webhook, send_dispatch
+from workers import webhooks
+from workers.messages import send_batch_check, send_batch_webhook, send_dispatch, send_expiry_check
 from workers.next_step import NextStep, Nothing
 from workers.queues import Priority
 
 log = logging.getLogger(__name__)
-WEBHOOK_TIMEOUT_S = 10.0
+EXPIRY_LOOKAHEAD_S = 60.0  # longer than the periodic check's interval
 
 
 # ---------------------------------------------------------------- hooks the job tasks call
@@ -69,11 +70,17 @@ def reduce_request(batch: Batch, answers: list[str]) -> dict[str, Any]:
 
 
 def check_batch(batch_id: str) -> str:
-    """Release ready reduces; finalize when no job is open. Safe to run any number of times."""
+    """Expire a batch past its expires_at; release ready reduces; finalize when no job is open.
+    Safe to run any number of times."""
+    now = datetime.now(UTC)
     with transaction() as session:
         batch = session.get(Batch, batch_id)
         if batch is None or batch.status in ENDED_BATCH_STATUSES:
             return "ended"
+        expired = batches.expire_batch(session, batch, now)
+        if expired:
+            log.info("batch %s expired: %d open requests cancelled", batch_id, expired)
+        _check_at_expiry(batch, now)
         released = batches.release_ready_reduces(session, batch, reduce_request)
     send_dispatch([r.job_id for r in released if r.dispatch], priority=Priority.BATCH)
     now = datetime.now(UTC)
@@ -84,6 +91,15 @@ def check_batch(batch_id: str) -> str:
             return "finalize taken"
     finalize(batch_id)
     return "finalized"
+
+
+def _check_at_expiry(batch: Batch, now: datetime) -> None:
+    """A batch that expires before the next periodic check gets a check at its expires_at."""
+    if batch.expires_at is None:
+        return
+    left = (aware(batch.expires_at) - now).total_seconds()
+    if 0 < left <= EXPIRY_LOOKAHEAD_S:
+        send_expiry_check(batch.id, left + 0.5)
 
 
 def finalize(batch_id: str) -> None:
@@ -149,30 +165,22 @@ def webhook_payload(batch: Batch) -> dict[str, Any]:
     }
 
 
-def deliver_webhook(batch_id: str) -> bool:
-    """POST the batch's final state to its webhook_url; True once it answered 2xx."""
+def deliver_webhook(batch_id: str) -> webhooks.Delivery:
+    """POST the batch's final state to its webhook_url, signed with its key's secret, never to
+    an internal address (`workers/webhooks.py`)."""
     with transaction() as session:
         batch = session.get(Batch, batch_id)
         if batch is None or not batch.webhook_url or batch.webhook_delivered_at is not None:
-            return True
+            return webhooks.Delivery(True, retry=False, detail="nothing to deliver")
         if batch.status not in ENDED_BATCH_STATUSES:
-            return True
-        url, payload = batch.webhook_url, webhook_payload(batch)
+            return webhooks.Delivery(True, retry=False, detail="not ended")
+        url, payload, owner_id = batch.webhook_url, webhook_payload(batch), batch.owner_id
         batch.webhook_attempts += 1
-    try:
-        response = httpx.post(
-            url,
-            json=payload,
-            timeout=WEBHOOK_TIMEOUT_S,
-            headers={"User-Agent": "llmqueue-webhook", "X-Llmqueue-Batch": batch_id},
-        )
-        delivered = 200 <= response.status_code < 300
-    except httpx.HTTPError as exc:
-        log.warning("webhook for batch %s failed: %s", batch_id, type(exc).__name__)
-        delivered = False
-    if delivered:
+    event = str(payload["type"])
+    result = webhooks.deliver(url, event, payload, key_id=owner_id, headers={"X-Llmqueue-Batch": batch_id})
+    if result.delivered:
         with transaction() as session:
             found = session.get(Batch, batch_id)
             if found is not None:
                 found.webhook_delivered_at = datetime.now(UTC)
-    return delivered
+    return result

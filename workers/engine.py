@@ -43,7 +43,7 @@ from workers.calls import BREAKER_OPEN, Failed, Succeeded, investigate, release_
 from workers.next_step import NextStep
 from workers.outcomes import OutcomeWriter, sanitized
 from workers.policy import Action
-from workers.providers.errors import ProviderError, RateLimited, Transient
+from workers.providers.errors import ProviderError, RateLimited, Transient, scrub_for
 
 log = logging.getLogger(__name__)
 PROCESS = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -58,6 +58,7 @@ class CallEngine:
         self.max_in_flight = settings.max_in_flight
         self._in_flight = 0
         self._tokens: dict[str, int] = {}  # claim token -> its calls not yet written
+        self._live: set[str] = set()  # attempt ids in flight (done() frees each once, whatever it is told)
         self._room = threading.Condition()
         self._key_limits: dict[str, tuple[float, capacity.Limits]] = {}
         self.writer = OutcomeWriter(self, settings, catalog)
@@ -76,6 +77,9 @@ class CallEngine:
         """These calls' outcomes are written: their room frees, their tokens need no renewal."""
         with self._room:
             for claim in claims_done:
+                if claim.id not in self._live:
+                    continue
+                self._live.discard(claim.id)
                 self._in_flight -= 1
                 left = self._tokens.get(claim.token, 0) - 1
                 if left > 0:
@@ -115,6 +119,7 @@ class CallEngine:
             return steps
         with self._room:
             self._in_flight += len(result.claimed)
+            self._live.update(c.id for c in result.claimed)
             self._tokens[token] = self._tokens.get(token, 0) + len(result.claimed)
         limits = self._limits_of_keys({c.owner_id for c in result.claimed})
         admitted = self._breakers(result.claimed)
@@ -205,8 +210,10 @@ class CallEngine:
             response = await asyncio.wait_for(adapter.complete(request, on_text=sink), timeout)
         except TimeoutError:
             error = Transient(f"no answer within {timeout:.0f} s (timed out)")
-        except ProviderError as exc:
-            error = exc
+        except ProviderError as exc:  # issue 10 (hostile): no key or internal host reaches users
+            error = await asyncio.to_thread(
+                scrub_for, exc, deployment.api_key_env, self._endpoints(deployment)
+            )
         latency = (time.perf_counter() - started) * 1000
         used = None if error is not None else response.usage.input_tokens + response.usage.output_tokens
         try:
@@ -236,6 +243,9 @@ class CallEngine:
             emulated=self.loop.emulated.get(deployment.name, False),
         )
         self.writer.submit(Succeeded(claim, outcome))
+
+    def _endpoints(self, deployment: Deployment) -> tuple[str | None, ...]:  # issue 10 (hostile)
+        return (deployment.spec.base_url, self.settings.emulator_url)
 
     def _tokens_to_book(self, claim: Claimed, request: ChatRequest, deployment: Deployment) -> int:
         """The job's estimate: its input as this provider counts it, plus the output it may produce."""

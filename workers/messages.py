@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from core.redis import shared_redis
 from core.settings import get_settings
+from jobstore.ledger import SoftAlert
 from workers.celery_app import app
 from workers.next_step import NextStep, SendAttempt, SendDispatch
 from workers.queues import Priority, Queue, TaskName, provider_queue
@@ -93,8 +94,36 @@ def send_batch_check(batch_id: str, countdown: float = CHECK_DEBOUNCE_S) -> None
     )
 
 
+def send_expiry_check(batch_id: str, countdown: float) -> None:
+    """One check of the batch at its expiry (not debounced with the others: it is far off);
+    with Redis, one per batch however many checks ask for it."""
+    client = shared_redis()
+    key = f"{get_settings().redis_prefix}batch-expiry:{batch_id}"
+    if client is not None and not client.set(key, "1", nx=True, px=int(countdown * 1000) + 1000):
+        return
+    app.send_task(
+        TaskName.BATCH_CHECK.value,
+        args=[batch_id],
+        queue=Queue.DISPATCH.value,
+        countdown=min(countdown, countdown_cap()),
+    )
+
+
 def send_batch_webhook(batch_id: str) -> None:
     app.send_task(TaskName.BATCH_WEBHOOK.value, args=[batch_id], queue=Queue.DISPATCH.value)
+
+
+def send_alert_webhook(alert: SoftAlert) -> None:
+    """A budget's soft-limit alert, for its key's alert webhook (`workers/webhooks.py`)."""
+    body = {
+        "budget_id": alert.budget_id,
+        "owner_id": alert.owner_id,
+        "batch_id": alert.batch_id,
+        "spent_usd": f"{alert.spent_usd:f}",
+        "soft_limit_usd": f"{alert.soft_limit_usd:f}",
+        "limit_usd": f"{alert.limit_usd:f}",
+    }
+    app.send_task(TaskName.ALERT_WEBHOOK.value, args=[body], queue=Queue.DISPATCH.value)
 
 
 def send_probe(deployment: str, provider: str, expires_s: float) -> None:

@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from core.clock import utcnow
 from core.settings import Settings
@@ -38,7 +39,7 @@ from routing.catalog import Catalog
 from workers import health, streams
 from workers.batch_progress import after_step
 from workers.calls import Failed, Succeeded, Written, write_failure, write_successes
-from workers.messages import send_step
+from workers.messages import send_alert_webhook, send_step
 from workers.next_step import NextStep, Nothing
 from workers.policy import Action
 from workers.providers.errors import UnstorableResult
@@ -81,7 +82,11 @@ def sanitized(
     )
 
 
-TRANSIENT = (OperationalError, InterfaceError)
+# The job store away or too busy (no pooled connection within the pool timeout): try again.
+TRANSIENT = (OperationalError, InterfaceError, PoolTimeout)
+# A write failing for any other reason (a bug) is tried this many times, then the outcome is
+# recorded as a failed attempt (a success) or left to its lease (a failure), never retried for ever.
+MAX_STRIKES = 3
 
 
 class Engine(Protocol):
@@ -98,6 +103,7 @@ class OutcomeWriter:
         self.catalog = catalog
         self._queue: queue.SimpleQueue[Succeeded | Failed] = queue.SimpleQueue()
         self._waiting: list[Succeeded | Failed] = []  # outcomes whose write must be tried again
+        self._strikes: dict[str, int] = {}  # attempt id -> unexpected write errors so far
         self._renewed_at = time.monotonic()
         self._outage = False  # the last write found the job store away
         self._thread = threading.Thread(target=self._run, name="llmqueue-writer", daemon=True)
@@ -140,9 +146,29 @@ class OutcomeWriter:
                     time.sleep(backoff)
                 except Exception:  # never let the writer die: the outcomes wait and are tried again
                     log.exception("writing outcomes failed")
+                    self._waiting = self._struck(self._waiting)
                     time.sleep(1.0)
             if time.monotonic() - self._renewed_at >= renew_every:
                 self._renew()
+
+    def _struck(self, items: list[Succeeded | Failed]) -> list[Succeeded | Failed]:
+        """The outcomes to try again after an unexpected error: a success that failed to write
+        MAX_STRIKES times becomes a failed attempt (unstorable); such a failure is given up, and
+        its lease lapses (the sweeper repairs the attempt)."""
+        again: list[Succeeded | Failed] = []
+        for item in items:
+            strikes = self._strikes[item.claim.id] = self._strikes.get(item.claim.id, 0) + 1
+            if strikes < MAX_STRIKES:
+                again.append(item)
+            elif isinstance(item, Succeeded):
+                reason = "the answer could not be stored (an error in llmqueue's write path)"
+                again.append(Failed(item.claim, UnstorableResult(reason), action=Action.FAIL))
+                self._strikes[item.claim.id] = 0
+            else:
+                log.error("giving up writing the failure of attempt %s; its lease will lapse", item.claim.id)
+                self._strikes.pop(item.claim.id, None)
+                self.engine.done([item.claim])
+        return again
 
     def _renew(self) -> None:
         tokens = self.engine.held_tokens()
@@ -161,26 +187,29 @@ class OutcomeWriter:
     def _write(self, items: list[Succeeded | Failed]) -> None:
         successes = [i for i in items if isinstance(i, Succeeded)]
         failures = [i for i in items if isinstance(i, Failed)]
+        # Until written, every outcome waits: whatever error stops this, `_waiting` holds
+        # exactly what is not yet written (an outcome written twice would free its room twice).
+        self._waiting = list(items)
         if self._outage:
             self._renew()  # back from an outage: hold on to our calls before anything else
             self._outage = False
         if successes:
             try:
                 written = write_successes(successes, utcnow())
-            except TRANSIENT:
-                self._waiting = items
-                raise
-            except DBAPIError:
+            except DBAPIError as exc:
+                if isinstance(exc, TRANSIENT):
+                    raise
                 written, refused = self._one_by_one(successes)
                 failures += refused
+            self._waiting = list(failures)
             self.engine.done([s.claim for s in successes])
+            for item in successes:
+                self._strikes.pop(item.claim.id, None)
             self._after_successes(written)
         for index, failure in enumerate(failures):
-            try:
-                step = self._write_failure(failure)
-            except TRANSIENT:
-                self._waiting = list(failures[index:])
-                raise
+            step = self._write_failure(failure)
+            self._waiting = list(failures[index + 1 :])
+            self._strikes.pop(failure.claim.id, None)
             self.engine.done([failure.claim])
             self._after(step)
 
@@ -240,6 +269,10 @@ class OutcomeWriter:
                 alert.soft_limit_usd,
                 alert.limit_usd,
             )
+            try:  # issue 10 (hostile): and the key's alert webhook, signed, by a task
+                send_alert_webhook(alert)
+            except Exception:  # the broker is away: the alert stays in the log line above
+                log.warning("could not send the alert webhook of budget %s", alert.budget_id, exc_info=True)
 
     def _after(self, step: NextStep) -> None:
         try:

@@ -28,6 +28,7 @@ class TaskName(StrEnum):
     # A provider batch's submission, and its polls (then its results); on the provider_batch queue.
     PROVIDER_BATCH_SUBMIT = "llmqueue.provider_batch_submit"
     PROVIDER_BATCH_POLL = "llmqueue.provider_batch_poll"
+    ALERT_WEBHOOK = "llmqueue.alert_webhook"  # a budget's soft-limit alert to its key's webhook; dispatch
 
 
 class Priority(IntEnum):

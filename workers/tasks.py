@@ -18,6 +18,7 @@ from celery import Task
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from workers.batch_progress import after_step, check_batch, deliver_webhook
 from workers.celery_app import app
@@ -30,6 +31,7 @@ from workers.provider_batch_runs import poll as poll_provider_batch
 from workers.provider_batch_runs import submit as submit_provider_batch
 from workers.queues import TaskName
 from workers.streams import publish_ended
+from workers.webhooks import Delivery, deliver_budget_alert
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,6 +43,7 @@ class TaskRetry:
     # redis-py's errors are not the builtin ConnectionError; psycopg's come as OperationalError.
     on: tuple[type[BaseException], ...] = (
         OperationalError,
+        PoolTimeoutError,  # no pooled connection within LLMQUEUE_DB_POOL_TIMEOUT_S
         ConnectionError,
         RedisConnectionError,
         RedisTimeoutError,
@@ -112,8 +115,7 @@ def batch_check(self: Task, batch_id: str) -> str:
 @house_task(TaskName.BATCH_WEBHOOK)
 def batch_webhook(self: Task, batch_id: str) -> None:
     """Deliver a batch's webhook, retrying with backoff (2, 4, 8 ... s) while the receiver fails."""
-    if not deliver_webhook(batch_id) and self.request.retries < WEBHOOK_RETRIES:
-        raise self.retry(countdown=2 ** (self.request.retries + 1))
+    _retry_webhook(self, deliver_webhook(batch_id))
 
 
 @house_task(TaskName.PROVIDER_BATCH_SUBMIT)
@@ -126,3 +128,14 @@ def provider_batch_submit(self: Task, pb_id: str) -> str:
 def provider_batch_poll(self: Task, pb_id: str) -> str:
     """Cancel a provider batch if asked, poll it, and write its results once it ended."""
     return poll_provider_batch(pb_id)
+
+
+@house_task(TaskName.ALERT_WEBHOOK)
+def alert_webhook(self: Task, alert: dict[str, Any]) -> None:
+    """Tell a key's alert webhook its budget passed the soft limit, retried like a batch's."""
+    _retry_webhook(self, deliver_budget_alert(alert))
+
+
+def _retry_webhook(task: Task, result: Delivery) -> None:
+    if not result.delivered and result.retry and task.request.retries < WEBHOOK_RETRIES:
+        raise task.retry(countdown=2 ** (task.request.retries + 1))

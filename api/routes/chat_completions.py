@@ -36,6 +36,7 @@ from api.errors import ApiError, error_body
 from api.idempotency import HEADER, Idempotency, idempotent
 from api.job_events import ended_jobs, stream_hub
 from api.job_intake import store_job
+from api.limits import check_messages, check_metadata
 from api.openapi import json_body, streamed
 from api.schemas.jobs import JobCreate
 from api.schemas.openai_compat import ChatCompletion, ChatCompletionCreate, ModelNotFound
@@ -132,6 +133,8 @@ async def chat_completions(
     except ValueError:
         raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from None
     completion = _parse(body)
+    check_messages(completion.messages)  # the request limits (api/limits.py)
+    check_metadata(completion.metadata)
     try:
         create = completion.to_job(get_catalog())
     except ModelNotFound as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -27,19 +27,21 @@ from api.batch_intake import (
     NativeOptions,
     add_document,
     add_jsonl_documents,
-    lines_of,
 )
 from api.budget_checks import require_budget_left, set_batch_budget
 from api.deps import OwnerDep, SessionDep
+from api.downloads import attachment, started_stream
 from api.embed_batches import EmbedIntake, EmbedOptions, embed_options
 from api.errors import ApiError
 from api.idempotency import Idempotency, idempotent
 from api.job_intake import draft_job, owner_budget
+from api.limits import check_metadata, check_placeholder, check_webhook_url, limited_lines
 from api.openapi import schema_ref, streamed
 from api.routes.embed_results import document_summary, embed_results
 from api.schemas.batches import DocumentBatch, DocumentBatchList, DocumentDetail, DocumentRow, EconomyView
 from api.schemas.embeddings import ChunkRow, EmbeddedDocument, EncodingFormat
 from api.schemas.jobs import JobCreate
+from api.schemas.keys import MAX_USD
 from api.validation import check_routable
 from jobstore import batch_results, batches
 from jobstore.batch_models import Batch, BatchKind, BatchStatus
@@ -62,13 +64,7 @@ def _base_url(request: Request) -> str:
 
 def _routing_options(session: SessionDep, owner: ApiKey, prompt: str, fields: dict[str, Any]) -> JobCreate:
     """The options as a JobCreate with a sample document, checked exactly as a job would be."""
-    if PLACEHOLDER not in prompt:
-        raise ApiError(
-            422,
-            "prompt must contain {document}, where each document's text goes",
-            param="prompt",
-            code="missing_placeholder",
-        )
+    check_placeholder(prompt, PLACEHOLDER)
     try:
         create = JobCreate(
             messages=[{"role": "user", "content": fill(prompt, "sample")}],
@@ -104,6 +100,7 @@ def _metadata(raw: str | None) -> dict[str, Any]:
         value = None
     if not isinstance(value, dict):
         raise ApiError(422, "metadata must be a JSON object", param="metadata", code="invalid_value")
+    check_metadata(value)
     return value
 
 
@@ -150,6 +147,7 @@ def create_document_batch(
         Decimal | None,
         Form(
             gt=0,
+            le=MAX_USD,
             description="The most the whole batch may spend; documents past it fail with budget_exceeded.",
         ),
     ] = None,
@@ -202,8 +200,7 @@ def create_document_batch(
         )
     if files and jsonl is not None:
         raise ApiError(422, "send either 'files' or 'jsonl', not both", param="jsonl", code="invalid_value")
-    if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
-        raise ApiError(422, "webhook_url must be an http(s) URL", param="webhook_url", code="invalid_value")
+    check_webhook_url(webhook_url, "webhook_url")
     require_budget_left(session, owner)
     if mode == "embed":  # issue 14: chunks and vectors (api/embed_batches.py)
         embedding = embed_options(
@@ -274,13 +271,15 @@ def create_document_batch(
         batch_metadata=_metadata(metadata),
         created_at=now,
         in_progress_at=now,
+        # A deadline is the batch's too: past it, what has not run is cancelled as expired.
+        expires_at=now + timedelta(seconds=deadline_s) if deadline_s else None,
     )
     session.add(batch)
     session.flush()
     set_batch_budget(session, owner, batch.id, max_cost_usd)
     intake = Intake(batch, batches.BulkJobWriter(session))
     if jsonl is not None:
-        add_jsonl_documents(intake, options, lines_of(jsonl.file))
+        add_jsonl_documents(intake, options, limited_lines(jsonl.file, "jsonl"))
     for number, upload in enumerate(files or [], 1):
         _add_file(intake, options, number, upload)
     intake.writer.flush()
@@ -329,7 +328,7 @@ def _embed_batch(
     set_batch_budget(session, owner, batch.id, max_cost_usd)
     intake = EmbedIntake(batch, batches.BulkJobWriter(session), options, get_catalog())
     if jsonl is not None:
-        intake.add_jsonl(lines_of(jsonl.file))
+        intake.add_jsonl(limited_lines(jsonl.file, "jsonl"))
     for number, upload in enumerate(files or [], 1):
         intake.add_file(number, upload.filename or f"file-{number}", upload.file)
     intake.close()
@@ -461,12 +460,12 @@ def document_results(
     if format == "npy":
         raise ApiError(400, "npy is for an embed-mode batch's vectors", param="format", code="invalid_value")
     if format == "csv":
-        return StreamingResponse(
+        return started_stream(
             batch_results.csv_lines(_rows(batch.id, status)),
             media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="{batch.id}.csv"'},
+            headers={"Content-Disposition": attachment(f"{batch.id}.csv")},
         )
-    return StreamingResponse(_jsonl(_rows(batch.id, status)), media_type="application/x-ndjson")
+    return started_stream(_jsonl(_rows(batch.id, status)), media_type="application/x-ndjson")
 
 
 @router.get(

@@ -14,8 +14,10 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import StreamingResponse
 
 from api.deps import OwnerDep, SessionDep
+from api.downloads import attachment, started_stream
 from api.errors import ApiError
 from api.idempotency import Idempotency, idempotent
+from api.limits import UploadLines
 from api.openapi import streamed
 from api.schemas.batches import FileObject
 from jobstore import batches
@@ -24,6 +26,18 @@ from jobstore.db import session_factory
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 PURPOSES = ("batch",)
+MAX_FILENAME = 255  # files.filename
+
+
+def stored_name(filename: str | None) -> str:
+    """An upload's name as the files table keeps it: no NUL (Postgres text cannot hold one),
+    at most 255 characters (the extension kept)."""
+    name = (filename or "").replace("\x00", "") or "upload.jsonl"
+    if len(name) > MAX_FILENAME:
+        _, dot, ext = name.rpartition(".")
+        keep = ext if dot and 0 < len(ext) <= 16 else ""
+        name = name[: MAX_FILENAME - len(keep) - 1] + "." + keep if keep else name[:MAX_FILENAME]
+    return name
 
 
 def find_file(session: SessionDep, owner_id: str, file_id: str) -> StoredFile:
@@ -50,8 +64,10 @@ def upload_file(
             param="purpose",
             code="invalid_value",
         )
-    writer = batches.FileWriter(session, owner.id, file.filename or "upload.jsonl", purpose)
+    writer = batches.FileWriter(session, owner.id, stored_name(file.filename), purpose)
+    counter = UploadLines("file")  # refuses the upload past its size, lines or line length
     while block := file.file.read(FILE_PART_BYTES):
+        counter.feed(block)
         writer.write(block)
     stored = writer.close()
     if stored.bytes == 0:
@@ -88,11 +104,8 @@ def _content(file_id: str) -> Iterator[bytes]:
 def file_content(file_id: str, session: SessionDep, owner: OwnerDep) -> StreamingResponse:
     """The file's bytes, streamed a part at a time."""
     stored = find_file(session, owner.id, file_id)
-    return StreamingResponse(
+    return started_stream(
         _content(stored.id),
         media_type="application/octet-stream",
-        headers={
-            "Content-Length": str(stored.bytes),
-            "Content-Disposition": f'attachment; filename="{stored.filename}"',
-        },
+        headers={"Content-Length": str(stored.bytes), "Content-Disposition": attachment(stored.filename)},
     )

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
+from core.settings import get_settings
 from jobstore.db import get_engine
 
 router = APIRouter(tags=["health"])
@@ -34,5 +35,7 @@ def healthz() -> JSONResponse:
         checks["database"] = f"error: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(
-        {"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503
+        {"status": "ok" if ok else "degraded", "checks": checks},
+        status_code=200 if ok else 503,
+        headers=None if ok else {"Retry-After": str(get_settings().db_retry_after_s)},
     )

@@ -16,6 +16,7 @@ from api.dispatch_buffer import dispatch_buffer
 from api.errors import ApiError
 from api.idempotency import Idempotency, idempotent
 from api.job_intake import store_job
+from api.limits import check_messages, check_metadata
 from api.openapi import streamed
 from api.schemas.embeddings import EncodingFormat, VectorPublic
 from api.schemas.jobs import JobAccepted, JobCreate, JobList, JobPublic, JobRequestPublic
@@ -53,6 +54,8 @@ def submit_job(
     idem: Annotated[Idempotency | None, idempotent("POST /v1/jobs")],
 ) -> JobAccepted:
     """Accept a job: validate it, store it, commit, then hand its id to the dispatcher."""
+    check_messages(body.messages)
+    check_metadata(body.metadata)
     job, created = store_job(session, owner, body, idempotency_key=idem.key if idem else None)
     url = f"{base_url(request)}/v1/jobs/{job.id}"
     accepted = JobAccepted(id=job.id, status=job.status, url=url, created=created)

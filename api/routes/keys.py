@@ -2,7 +2,8 @@
 
 Create (the secret is in that one answer, never again), list, read, revoke, set the budget,
 change the name, role, rate limits or alert webhook. Any key may read itself at
-`/v1/keys/self` (its role, budget and what it has left). A revoked key gets 401 from every
+`/v1/keys/self` (its role, budget and what it has left) and its webhooks' signing secret at
+`/v1/keys/self/webhook-secret`. A revoked key gets 401 from every
 API process within seconds (`api/deps.py`); the last active admin cannot be revoked or
 demoted (409 `last_admin`).
 
@@ -19,10 +20,20 @@ from sqlalchemy.orm import Session
 
 from api.deps import AdminDep, OwnerDep, SessionDep
 from api.errors import ApiError
-from api.schemas.keys import BudgetSet, KeyCreate, KeyCreated, KeyList, KeyPublic, KeyUpdate
+from api.limits import check_webhook_url
+from api.schemas.keys import (
+    BudgetSet,
+    KeyCreate,
+    KeyCreated,
+    KeyList,
+    KeyPublic,
+    KeyUpdate,
+    WebhookSecret,
+)
 from core.clock import utcnow
 from jobstore import keys
 from jobstore.models import ApiKey
+from workers import webhooks
 
 router = APIRouter(prefix="/v1/keys", tags=["keys (admin)"])
 FORBIDDEN: dict[int | str, dict[str, Any]] = {403: {"description": "The caller is not an admin key"}}
@@ -48,6 +59,7 @@ def _last_admin(exc: keys.LastAdmin) -> ApiError:
 @router.post("", status_code=201, response_model=KeyCreated, responses=FORBIDDEN)
 def create_key(body: KeyCreate, session: SessionDep, admin: AdminDep) -> KeyCreated:
     """A new key. Its `secret` is in this answer only: store it now."""
+    check_webhook_url(body.alert_webhook_url, "alert_webhook_url")
     key, secret = keys.create_api_key(
         session,
         body.name,
@@ -78,6 +90,14 @@ def list_keys(
 def read_own_key(session: SessionDep, owner: OwnerDep) -> KeyPublic:
     """The calling key: its role, limits, budget and spend (any key may read itself)."""
     return _public(session, _find(session, owner.id))
+
+
+@router.get("/self/webhook-secret", response_model=WebhookSecret)
+def read_own_webhook_secret(owner: OwnerDep) -> WebhookSecret:
+    """The secret this key's webhooks (batch webhooks, budget alerts) are signed with: verify
+    `X-Llmqueue-Signature: t=<unix>,v1=<hex>` as HMAC-SHA256 of `<t>.<raw body>` under it.
+    Only the key itself can read it."""
+    return WebhookSecret(secret=webhooks.key_secret(owner.id))
 
 
 @router.get("/{key_id}", response_model=KeyPublic, responses=NOT_FOUND)
@@ -113,6 +133,7 @@ def update_key(key_id: str, body: KeyUpdate, session: SessionDep, admin: AdminDe
     """Change the fields sent: name, role, rpm, tpm, alert_webhook_url (null clears the last three)."""
     key = _find(session, key_id)
     sent = body.model_fields_set
+    check_webhook_url(body.alert_webhook_url, "alert_webhook_url")
     if "name" in sent:
         if body.name is None:
             raise ApiError(422, "name cannot be null", param="name", code="invalid_value")

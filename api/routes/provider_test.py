@@ -23,6 +23,7 @@ probe is never made by anything else.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime
@@ -46,7 +47,7 @@ from routing.catalog import Catalog, Deployment, ModelKind, get_catalog
 from routing.costs import estimate_cost, settle_cost
 from workers.providers import adapter_class
 from workers.providers.base import Target, resolve_target
-from workers.providers.errors import ProviderError
+from workers.providers.errors import ProviderError, scrub_for
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/providers", tags=["providers"])
@@ -172,8 +173,11 @@ async def call_once(
         else:
             response = await adapter.complete(request)
         return response, None, target, (time.perf_counter() - started) * 1000
-    except ProviderError as exc:
-        return None, exc, target, (time.perf_counter() - started) * 1000
+    except ProviderError as exc:  # the admin sees it, and it is stored with the test's job
+        latency = (time.perf_counter() - started) * 1000
+        endpoints = (deployment.spec.base_url, target.base_url, settings.emulator_url)
+        scrubbed = await asyncio.to_thread(scrub_for, exc, deployment.api_key_env, endpoints)
+        return None, scrubbed, target, latency
     except Exception as exc:  # an adapter bug or a bad deployment entry: report its class, not a 500
         error = ProviderError(f"unexpected {type(exc).__name__} in the {deployment.provider} adapter")
         return None, error, target, (time.perf_counter() - started) * 1000

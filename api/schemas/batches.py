@@ -233,7 +233,9 @@ class DocumentBatch(BaseModel):
 
     id: str
     object: str = "document_batch"
-    status: str = Field(description="in_progress, finalizing, completed, cancelling or cancelled.")
+    status: str = Field(
+        description="in_progress, finalizing, completed, expired (past its deadline), cancelling, cancelled."
+    )
     mode: str = Field(
         default="generate",
         description="generate, or embed: then `counts` are of provider calls (each embeds many chunks) "

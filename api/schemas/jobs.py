@@ -12,6 +12,8 @@ from api.schemas.embeddings import VectorPublic
 from core.types import ChatRequest, ToolCall
 from jobstore.models import Attempt, Job, JobKind
 
+MAX_DEADLINE_S = 366 * 86_400  # a year: a deadline further off is no deadline
+
 
 class JobCreate(ChatRequest):
     """A generation job: an OpenAI-style chat request plus how to route it."""
@@ -40,7 +42,7 @@ class JobCreate(ChatRequest):
     max_cost_usd: Decimal | None = Field(default=None, ge=0, description="Ceiling on the estimated cost.")
     cost_weight: float = Field(default=0.6, ge=0, le=1, description="balanced: weight of cost vs quality.")
     deadline_s: float | None = Field(
-        default=None, gt=0, description="Give up this many seconds after submit."
+        default=None, gt=0, le=MAX_DEADLINE_S, description="Give up this many seconds after submit."
     )
     stream: bool = Field(default=False, description="Publish tokens for GET /v1/jobs/{id}/stream.")
     metadata: dict[str, Any] = Field(default_factory=dict)

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from jobstore.keys import BudgetSpec, BudgetState, KeyView
 from jobstore.models import BudgetPeriod, KeyRole
 
+MAX_RATE = 2**31 - 1  # api_keys.rpm and tpm are Postgres integers
+MAX_USD = Decimal(10**9)  # money columns hold 12 digits before the point; a billion is plenty
+
 
 def _webhook(value: str | None) -> str | None:
     if value is not None and not value.startswith(("http://", "https://")):
@@ -24,10 +27,15 @@ class BudgetSet(BaseModel):
     month from its first day; `lifetime` never resets). `limit_usd` null removes the budget."""
 
     model_config = ConfigDict(extra="forbid")
-    limit_usd: Decimal | None = Field(ge=0, description="USD per period; null removes the budget.")
+    limit_usd: Decimal | None = Field(
+        ge=0, le=MAX_USD, description="USD per period; null removes the budget."
+    )
     period: BudgetPeriod = BudgetPeriod.LIFETIME
     soft_limit_usd: Decimal | None = Field(
-        default=None, ge=0, description="Crossing it sends one alert a period (log and signed webhook)."
+        default=None,
+        ge=0,
+        le=MAX_USD,
+        description="Crossing it sends one alert a period (log and signed webhook).",
     )
 
     @model_validator(mode="after")
@@ -50,8 +58,8 @@ class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200, description="A label: who or what uses the key.")
     role: KeyRole = Field(default=KeyRole.MEMBER, description="admin manages keys; member uses the API.")
     budget: BudgetSet | None = None
-    rpm: int | None = Field(default=None, ge=1, description="The key's own requests per minute.")
-    tpm: int | None = Field(default=None, ge=1, description="The key's own tokens per minute.")
+    rpm: int | None = Field(default=None, ge=1, le=MAX_RATE, description="The key's own requests per minute.")
+    tpm: int | None = Field(default=None, ge=1, le=MAX_RATE, description="The key's own tokens per minute.")
     alert_webhook_url: str | None = Field(default=None, description="Where budget alerts are POSTed.")
 
     _check_webhook = field_validator("alert_webhook_url")(_webhook)
@@ -63,8 +71,8 @@ class KeyUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, min_length=1, max_length=200)
     role: KeyRole | None = None
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_RATE)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_RATE)
     alert_webhook_url: str | None = None
 
     _check_webhook = field_validator("alert_webhook_url")(_webhook)
@@ -136,3 +144,13 @@ class KeyCreated(KeyPublic):
 class KeyList(BaseModel):
     object: Literal["list"] = "list"
     data: list[KeyPublic]
+
+
+class WebhookSecret(BaseModel):
+    object: Literal["webhook_secret"] = "webhook_secret"
+    secret: str = Field(description="HMAC-SHA256 key of X-Llmqueue-Signature on this key's webhooks.")
+    header: str = "X-Llmqueue-Signature"
+    scheme: str = Field(
+        default="t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'>",
+        description="Refuse a t more than 5 minutes old.",
+    )

@@ -15,7 +15,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.errors import ApiError
+from api.limits import check_messages, check_metadata
 from api.schemas.jobs import JobCreate
+from api.schemas.keys import MAX_USD
 from core.types import Message, ResponseFormat, Tool, ToolCall, ToolChoice
 from jobstore.batches import EconomyMode
 from routing.catalog import Catalog
@@ -107,7 +109,10 @@ class ChatCompletionCreate(BaseModel):
 def parse_completion(body: Any, catalog: Catalog, where: str = "") -> JobCreate:
     """A chat completion body as a JobCreate, or an ApiError naming the field (prefixed `where`)."""
     try:
-        return ChatCompletionCreate.model_validate(body).to_job(catalog, stream=False)
+        completion = ChatCompletionCreate.model_validate(body)
+        check_messages(completion.messages, where)
+        check_metadata(completion.metadata, f"{where}metadata")
+        return completion.to_job(catalog, stream=False)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
@@ -144,6 +149,7 @@ class BatchCreate(BaseModel):
     max_cost_usd: Decimal | None = Field(
         default=None,
         gt=0,
+        le=MAX_USD,
         description="llmqueue extension (the openai SDK sends it with extra_body): the most the whole "
         "batch may spend; lines past it fail with budget_exceeded.",
     )

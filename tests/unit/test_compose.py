@@ -80,6 +80,7 @@ def test_dependencies_wait_for_health(name: str) -> None:
 def test_required_variables_fail_loudly() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     assert re.search(r"\$\{POSTGRES_PASSWORD:\?[^}]+\}", text)
+    assert re.search(r"\$\{LLMQUEUE_WEBHOOK_SECRET:\?[^}]+\}", text)
     assert not re.search(r"sk-[A-Za-z0-9]{10,}", text), "no secret in the compose file"
 
 

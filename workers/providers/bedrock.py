@@ -19,14 +19,13 @@ import asyncio
 import base64
 import binascii
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import boto3
 import botocore.exceptions
+import httpx
 from botocore.config import Config
 
 from core.embeddings import EmbeddingRequest, EmbeddingResponse
@@ -41,6 +40,7 @@ from core.types import (
     Usage,
     pick_rate_limit_headers,
 )
+from workers import outbound
 from workers.providers.base import Target, TextSink, check_embedding_call
 from workers.providers.bedrock_embed import (
     BEDROCK_MAX_INPUTS,
@@ -101,12 +101,18 @@ def _image_bytes(part: ContentPart, timeout_s: float) -> tuple[str, bytes]:
         except (binascii.Error, ValueError) as exc:
             raise InvalidRequest(f"image data URL is not valid base64: {exc}") from None
     elif url.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-                mime = resp.headers.get_content_type()
-                data = resp.read(MAX_IMAGE_BYTES + 1)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        try:  # never an internal address, on any redirect hop (workers/outbound.py)
+            fetched = outbound.fetch(
+                "GET", url, policy=outbound.Policy.of(), timeout=timeout_s, max_bytes=MAX_IMAGE_BYTES
+            )
+        except outbound.Refused as exc:
+            raise InvalidRequest(f"image {url[:200]!r} was not fetched: {exc}") from None
+        except httpx.HTTPError as exc:
             raise InvalidRequest(f"could not fetch image {url[:200]!r}: {exc}") from None
+        if fetched.status_code >= 400:
+            raise InvalidRequest(f"could not fetch image {url[:200]!r}: HTTP {fetched.status_code}")
+        mime = fetched.headers.get("content-type", "").split(";")[0].strip().lower()
+        data = fetched.body
         if len(data) > MAX_IMAGE_BYTES:
             raise InvalidRequest(f"image {url[:200]!r} is larger than {MAX_IMAGE_BYTES} bytes")
     else:

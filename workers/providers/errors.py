@@ -18,16 +18,93 @@ every adapter: connection refused, DNS failure, TLS failure, timeout, reset, eac
 own message. The SDKs' own names for these mislead (the openai SDK's aiohttp transport
 calls a refused connection a `ConnectTimeout`), so the classification reads the chain of
 causes down to the socket-level error.
+
+A provider's error text reaches users (the attempt, the job, a batch's error file), so it is
+scrubbed (`scrub`): anything that looks like a key (`sk-...`, `lq_...`, Google's `AIza...`,
+AWS's `AKIA...`, a bearer token) as soon as an error is made, and, where the call is known
+(`scrub_for`), that call's own key and its endpoint's host when that host is internal.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import re
 import socket
 import ssl
+from collections.abc import Iterable
 from enum import StrEnum
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from core.errors import ErrorKind
+from workers.outbound import forbidden_range
+
+REDACTED = "[redacted]"
+INTERNAL_HOST = "[internal host]"
+# Key-shaped text: OpenAI/Anthropic/DeepSeek sk-..., ours lq_..., Google AIza..., AWS access
+# key ids, and a bearer token; masked fragments (sk-abc****xyz) count too.
+SECRET_LIKE = re.compile(
+    r"\b(?:sk-[A-Za-z0-9_\-*.]{3,}|lq_[A-Za-z0-9_\-*.]{3,}|AIza[0-9A-Za-z_\-]{10,}|(?:AKIA|ASIA)[0-9A-Z]{12,})"
+    r"|(?i:bearer)\s+[A-Za-z0-9_\-.=~+/]{20,}"
+)
+INTERNAL_SUFFIXES = (
+    ".local",
+    ".internal",
+    ".lan",
+    ".localdomain",
+    ".svc",
+    ".corp",
+    ".home.arpa",
+    ".intranet",
+)
+
+
+def scrub(text: str, *, secrets: Iterable[str] = (), hosts: Iterable[str] = ()) -> str:
+    """`text` without these secrets, anything key-shaped, or these host names (with a port);
+    and without NUL characters, which Postgres text cannot hold."""
+    text = text.replace("\x00", "")
+    for secret in secrets:
+        if secret and len(secret) >= 6:
+            text = text.replace(secret, REDACTED)
+    text = SECRET_LIKE.sub(REDACTED, text)
+    for host in hosts:
+        if host:
+            text = re.sub(re.escape(host) + r"(?::\d+)?", INTERNAL_HOST, text, flags=re.IGNORECASE)
+    return text
+
+
+@lru_cache(maxsize=256)
+def internal_host(host: str) -> bool:
+    """Whether a base URL's host is inside the deployment (its name would tell an outsider
+    about the network): a non-public IP, a one-label or site-local name, or a name that
+    resolves only to non-public addresses (or not at all)."""
+    name = host.strip("[]").lower().rstrip(".")
+    try:
+        return forbidden_range(ipaddress.ip_address(name)) is not None
+    except ValueError:
+        pass
+    if "." not in name or name == "localhost" or name.endswith(INTERNAL_SUFFIXES):
+        return True
+    try:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return True
+    return all(forbidden_range(ipaddress.ip_address(str(i[4][0]).split("%")[0])) for i in infos)
+
+
+def scrub_for(
+    error: ProviderError, api_key_env: str | None, base_urls: Iterable[str | None]
+) -> ProviderError:
+    """The error with the call's own key and (when internal) its endpoints' hosts scrubbed.
+    May resolve a host name (once per host): call it off the event loop."""
+    hosts = {urlsplit(url).hostname or "" for url in base_urls if url}
+    error.message = scrub(
+        error.message,
+        secrets=[os.environ.get(api_key_env, "")] if api_key_env else [],
+        hosts=[h for h in hosts if h and internal_host(h)],
+    )
+    return error
 
 
 class TransportFailure(StrEnum):
@@ -54,6 +131,7 @@ class ProviderError(Exception):
         provider_request_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:
+        message = scrub(message)  # key-shaped text never reaches a user
         super().__init__(message)
         self.message = message
         self.status_code = status_code
