@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck services browser clean
+.PHONY: demo test bench bench-litellm chaos lint typecheck services browser clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "llmqueue needs Python >= 3.11" or 0)'
@@ -27,6 +27,17 @@ test: $(STAMP) services browser
 BENCH_ARGS ?=
 bench: $(STAMP) services
 	$(PY) -m bench.pipeline --repeat 3 $(BENCH_ARGS)
+
+## bench-litellm: the pipeline benchmark with LiteLLM's Router as a second baseline; LiteLLM
+## goes into its own environment (bench/.venv-litellm), never into llmqueue's
+LITELLM_VENV := bench/.venv-litellm
+$(LITELLM_VENV)/bin/litellm-installed:
+	python3 -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install -q litellm
+	touch $@
+
+bench-litellm: $(STAMP) services $(LITELLM_VENV)/bin/litellm-installed
+	$(PY) -m bench.pipeline --repeat 3 --litellm $(BENCH_ARGS)
 
 ## lint: ruff, and the floor plan's import contracts (pyproject.toml [tool.importlinter])
 ## chaos: the real stack broken on purpose (kill -9 of workers, Redis and Postgres restarts)

@@ -79,16 +79,25 @@ def tree_cpu(pids: list[int]) -> dict[int, float]:
     return {p: cpu_seconds(p) for p in pids}
 
 
-def peak_rss_mb(pid: int) -> float:
-    """Peak resident set size (VmHWM) of one process, in MiB."""
+def _status_mb(pid: int, field: str) -> float:
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident set size (VmHWM) of one process, in MiB."""
+    return _status_mb(pid, "VmHWM:")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size now (VmRSS) of one process, in MiB."""
+    return _status_mb(pid, "VmRSS:")
 
 
 class CpuMeter:

@@ -246,15 +246,20 @@ def stop_profilers(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.kill()
 
 
-def run_baseline(emulator: Emulator, args: argparse.Namespace) -> dict[str, Any]:
+LITELLM_PYTHON = ROOT / "bench" / ".venv-litellm" / "bin" / "python"
+
+
+def run_baseline(emulator: Emulator, args: argparse.Namespace, litellm: bool = False) -> dict[str, Any]:
+    """The bare AsyncOpenAI client (`bench.baseline`), or with `litellm` LiteLLM's Router
+    (`bench.litellm_baseline`, in its own virtual environment), in a process of its own."""
     emulator.configure(latency_ms=args.latency_ms)
     emu_meter = CpuMeter({"emulator": emulator.child.pid})
     emu_meter.start()
     out = subprocess.run(
         [
-            sys.executable,
+            str(LITELLM_PYTHON) if litellm else sys.executable,
             "-m",
-            "bench.baseline",
+            "bench.litellm_baseline" if litellm else "bench.baseline",
             "--url",
             emulator.url,
             "--jobs",
@@ -300,6 +305,13 @@ def print_table(repeats: list[dict[str, Any]], args: argparse.Namespace) -> dict
                 f"{b['p50_ms']:>9.0f}{b['p99_ms']:>9.0f}{b['peak_rss_mb']:>8.0f}{'':>7}   "
                 f"emulator {b['emulator_cpu_ms_per_job']:.2f}"
             )
+        lite = r.get("litellm")
+        if lite:
+            print(
+                f"{i:<5}{'litellm':<10}{lite['wall_s']:>8.2f}{lite['jobs_per_s']:>8.1f}"
+                f"{lite['cpu_ms_per_job']:>11.2f}{lite['p50_ms']:>9.0f}{lite['p99_ms']:>9.0f}"
+                f"{lite['peak_rss_mb']:>8.0f}{'':>7}   emulator {lite['emulator_cpu_ms_per_job']:.2f}"
+            )
         parts = " ".join(f"{k} {v:.2f}" for k, v in p["cpu_ms_per_job_by_process"].items())
         ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else "-"
         print(
@@ -336,6 +348,18 @@ def print_table(repeats: list[dict[str, Any]], args: argparse.Namespace) -> dict
                 "ratios": ratios,
             }
         )
+    lites = [r["litellm"] for r in repeats if r.get("litellm")]
+    if lites:
+        summary.update(
+            {
+                "litellm_wall_s": med(lites, "wall_s"),
+                "litellm_cpu_ms_per_job": med(lites, "cpu_ms_per_job"),
+                "litellm_failed": med(lites, "failed"),
+                "vs_litellm_wall": statistics.median(
+                    r["pipeline"]["wall_s"] / r["litellm"]["wall_s"] for r in repeats if r.get("litellm")
+                ),
+            }
+        )
     print("-" * len(head))
     s = summary
     print(
@@ -350,6 +374,13 @@ def print_table(repeats: list[dict[str, Any]], args: argparse.Namespace) -> dict
             f"         bare wall {s['bare_wall_s']:.2f} s, {s['bare_cpu_ms_per_job']:.2f} CPU ms/call; "
             f"ratio {s['ratio']:.2f} (runs: {', '.join(f'{x:.2f}' for x in ratios)}) "
             f"-> {verdict} the <= {TARGET_RATIO} target"
+        )
+    if lites:
+        print(
+            f"         LiteLLM Router wall {s['litellm_wall_s']:.2f} s, {s['litellm_cpu_ms_per_job']:.2f} "
+            f"CPU ms/call; pipeline wall / LiteLLM wall {s['vs_litellm_wall']:.2f}; pipeline CPU "
+            f"(all processes, Postgres apart) / LiteLLM CPU "
+            f"{s['pipeline_cpu_ms_per_job'] / s['litellm_cpu_ms_per_job']:.2f}"
         )
     return summary
 
@@ -371,6 +402,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--api-workers", type=int, default=1, help="Uvicorn worker processes for the API.")
     p.add_argument("--warmup", type=int, default=20, help="Warm-up jobs before each measured run.")
     p.add_argument("--skip-baseline", action="store_true", help="Only the pipeline.")
+    p.add_argument(
+        "--litellm",
+        action="store_true",
+        help="Also run LiteLLM's Router as a baseline (needs bench/.venv-litellm: make bench-litellm).",
+    )
     p.add_argument(
         "--env",
         action="append",
@@ -394,6 +430,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.concurrency % args.provider_workers:
         p.error("--concurrency must be a multiple of --provider-workers")
+    if args.litellm and not LITELLM_PYTHON.exists():
+        p.error(f"--litellm needs LiteLLM in its own environment (make bench-litellm makes {LITELLM_PYTHON})")
     return args
 
 
@@ -416,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_baseline:
                 run["baseline"] = run_baseline(emulator, args)
                 print(f"run {i + 1}: bare client {run['baseline']['wall_s']:.2f} s", flush=True)
+            if args.litellm:
+                run["litellm"] = run_baseline(emulator, args, litellm=True)
+                print(f"run {i + 1}: LiteLLM Router {run['litellm']['wall_s']:.2f} s", flush=True)
             with PipelineStack(emulator.url, options, log_dir, args.src.resolve()) as stack:
                 run["pipeline"] = asyncio.run(run_pipeline(stack, emulator, args))
             run["ratio"] = (
