@@ -54,17 +54,23 @@ def test_a_probe_round_records_health_learned_from_tiny_calls(stack: Stack) -> N
     store.reset()
     for _ in range(5):
         store.record_failure("anthropic/claude-haiku-4-5", time.time())  # cooling down now
-    sent = send_probe_round(interval_s=0.5)
+    # A probe expires after its round's interval: long enough here for a busy worker to reach it.
+    sent = send_probe_round(interval_s=30)
     assert sent > 0
 
-    wait_for(
-        lambda: (
-            probed_ok(store, MISTRAL)
-            and probed_ok(store, SONNET)
-            and probed_ok(store, MISTRAL_EMBED)
-            and store.state(OPENAI).consecutive_failures >= 1
-        )
-    )
+    def missing() -> list[str]:
+        wanted = {
+            MISTRAL: probed_ok(store, MISTRAL),
+            SONNET: probed_ok(store, SONNET),
+            MISTRAL_EMBED: probed_ok(store, MISTRAL_EMBED),
+            OPENAI: store.state(OPENAI).consecutive_failures >= 1,
+        }
+        return [name for name, seen in wanted.items() if not seen]
+
+    deadline = time.monotonic() + 30
+    while missing():
+        assert time.monotonic() < deadline, f"no probe outcome for {missing()}"
+        time.sleep(0.2)
     # an embedding deployment is probed with one embedding, not a chat call its model cannot take
     assert [c["kind"] for c in stack.emulator.calls(model="mistral-embed")] == ["embed"]
     # A one-token answer's latency is not a job's: the probe leaves the latency stats alone.
