@@ -73,7 +73,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
 
-    def start(self, timeout: float = 40) -> WorkerProcess:
+    def start(self, timeout: float = 90) -> WorkerProcess:  # a loaded CI box is slow to import
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -144,7 +144,7 @@ class ApiServer:
 
     def start(self) -> ApiServer:
         self.thread.start()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{self.url}/healthz").status_code == 200:
