@@ -20,7 +20,7 @@ demo: $(STAMP)
 ## test: the whole suite on real Postgres, Redis and Celery workers (started if not running),
 ## the console's pages in Debian's Chromium (installed with apt if missing)
 test: $(STAMP) services browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 ## bench: the pipeline against a bare AsyncOpenAI client, 3 runs, medians (see bench/README.md);
 ## more flags with BENCH_ARGS, e.g. make bench BENCH_ARGS="--jobs 500 --latency-ms 200"
