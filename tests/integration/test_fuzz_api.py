@@ -23,7 +23,7 @@ from schemathesis import GenerationMode
 
 from tests.integration.conftest import Stack
 
-FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))  # per operation and mode
 # A guard: the run stops generating past this (the default run takes well under it).
 BUDGET_S = float(os.environ.get("FUZZ_BUDGET_S", "240"))
 
