@@ -25,7 +25,7 @@ import pytest
 from core.types import ChatRequest
 from tests.integration.conftest import Stack, make_key
 from workers import outbound, webhooks
-from workers.providers.bedrock import to_bedrock_params
+from workers.providers.bedrock_request import to_bedrock_params
 from workers.providers.errors import InvalidRequest
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32

@@ -26,7 +26,8 @@ from tests.providers.support import (
 )
 from workers.providers import errors
 from workers.providers.base import TextSink
-from workers.providers.bedrock import BedrockProvider, to_bedrock_params, usage_from_bedrock
+from workers.providers.bedrock import BedrockProvider, usage_from_bedrock
+from workers.providers.bedrock_request import to_bedrock_params
 
 DEPLOYMENT = "bedrock/nova-lite"
 

@@ -40,9 +40,8 @@ from workers.providers.gemini import (
     classify_gemini_error,
     from_gemini_response,
     map_gemini_error,
-    to_gemini_config,
-    to_gemini_contents,
 )
+from workers.providers.gemini_request import to_gemini_config, to_gemini_contents
 
 S = ProviderBatchState
 STATES = {
