@@ -59,9 +59,9 @@ def prepare_environment() -> Any:
 
 
 def announce(emulator: Any) -> None:
-    from core.providers import PROVIDERS
     from core.settings import get_settings
     from routing.catalog import get_catalog
+    from routing.credentials import emulated, resolve
 
     settings = get_settings()
     where = (
@@ -71,9 +71,16 @@ def announce(emulator: Any) -> None:
     )
     console.print(f"[bold]llmqueue demo[/bold] — job store and queue: {where}")
     catalog = get_catalog()  # a bad LLMQUEUE_CATALOG stops the demo here, named
-    providers = catalog.providers()
-    keyed = sorted(p for p in providers if p in PROVIDERS and os.environ.get(PROVIDERS[p].key_env or ""))
-    real = f" {', '.join(keyed)} answer for real (their keys are set)." if keyed else ""
+    real_ones = sorted(
+        name
+        for name, deployment in catalog.deployments.items()
+        if not emulated(
+            resolve(deployment, os.environ).problem,
+            emulator_url=emulator.url,
+            emulator_mode=settings.emulator_mode,
+        )
+    )
+    real = f" These answer for real (their keys are set): {', '.join(real_ones)}." if real_ones else ""
     console.print(
         Panel(
             f"The BUILT-IN EMULATOR at {emulator.url} answers for every provider whose API key is not "
@@ -199,7 +206,8 @@ def _run(docs: str, documents: list[Path], latency_ms: float) -> int:
             rows = list(client.batch_results(batch["id"]))
             served = [story.Served.of(row, client.job(row["job_id"])) for row in rows]
             calls = httpx.get(f"{emulator.url}/_emulator/calls").json()
-        console.print(story.results_table(served))
+        first = (previews[story.STRATEGY].get("chosen") or {}).get("deployment")
+        console.print(story.results_table(served, first, console.width))
         console.print(summary(final))
         for line in [story.routing_line(served), story.failover_line(served)]:
             console.print(line)

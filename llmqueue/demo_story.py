@@ -106,37 +106,37 @@ class Served:
     def how(self) -> str:
         """How routing got it there, in a few words."""
         if self.failed_over_from:
-            moved = "; ".join(f"failed over from {name}" for name in self.failed_over_from)
-            return moved + (", past one at its rpm" if self.spill_note else "")
-        return "spilled: first choice at its rpm" if self.spill_note else "first choice"
+            return ", ".join(f"failover from {p}" for p in self.failed_over_from)
+        return "spilled (rpm)" if self.spill_note else "first choice"
 
 
 def _spill_note(explanation: Mapping[str, Any]) -> str | None:
     note = explanation.get("capacity")
-    if isinstance(note, str) and "saturated" in note:
-        return note
-    return None
+    return note if isinstance(note, str) and "saturated" in note else None
 
 
-def results_table(served: Sequence[Served]) -> Table:
-    table = Table(title=f"the batch, routed by {STRATEGY}")
-    names = max((len(s.document) for s in served), default=8)
-    table.add_column("document", no_wrap=True, min_width=names)
+def results_table(served: Sequence[Served], first_choice: str | None, width: int) -> Table:
+    """One row per document; the answers too on a console at least 140 columns wide."""
+    title = f"the batch, routed by {STRATEGY}" + (f" (first choice: {first_choice})" if first_choice else "")
+    table = Table(title=title)
+    table.add_column("document", no_wrap=True, min_width=max((len(s.document) for s in served), default=8))
     table.add_column("served by", no_wrap=True)
-    table.add_column("how routing got it there")
-    table.add_column("tokens in/out", no_wrap=True, justify="right")
-    table.add_column("cost", no_wrap=True, justify="right")
-    table.add_column("answer", overflow="ellipsis", no_wrap=True, max_width=40)
+    table.add_column("how it got there", no_wrap=True)
+    table.add_column("tokens", no_wrap=True, justify="right")
+    table.add_column("cost", no_wrap=True, justify="right", min_width=9)
+    answers = width >= 140
+    if answers:
+        table.add_column("answer", overflow="ellipsis", no_wrap=True, max_width=40)
     for s in served:
-        answer = words(s.answer, 12) if s.answer else ""
-        table.add_row(
+        how = s.how()
+        row = [
             escape(s.document),
             (s.deployment or "-") if s.status == "succeeded" else f"[red]{s.status}[/red]",
-            s.how(),
+            f"[yellow]{how}[/yellow]" if how.startswith("failover") else how,
             f"{s.input_tokens}/{s.output_tokens}",
             usd(s.cost_usd),
-            answer,
-        )
+        ]
+        table.add_row(*row, *([words(s.answer, 12) if s.answer else ""] if answers else []))
     return table
 
 
@@ -145,10 +145,7 @@ def ranking_line(preview: Mapping[str, Any]) -> str:
     ranked = ", ".join(
         f"{c['deployment']} {float(c['score']):.2f}" for c in (preview.get("candidates") or [])[:4]
     )
-    return (
-        f"{STRATEGY} ranks (0.6 cost + 0.4 quality): {ranked}, ...; "
-        "one at its rate limit passes a job on"
-    )
+    return f"{STRATEGY} ranks (0.6 cost + 0.4 quality): {ranked}, ...; one at its rate limit passes a job on"
 
 
 def routing_line(served: Sequence[Served]) -> str:
@@ -209,7 +206,7 @@ def cost_table(catalog: Catalog, served: Sequence[Served], first_choices: Mappin
     rows: list[tuple[str, str, Decimal, str]] = [
         (
             f"{STRATEGY} (this run)",
-            ", ".join(f"{m} x{n}" for m, n in models.most_common()),
+            f"{len(models)} models, as above",
             sum((s.cost_usd for s in served), Decimal(0)),
             "recorded",
         )
