@@ -9,10 +9,11 @@ for every provider whose key is not set (and the demo says so).
 It migrates the schema, creates an API key, serves the API on a thread (uvicorn), starts one
 real Celery worker process, and submits the sample documents as one batch routed by
 `balanced` over the demo catalog (`demo_catalog.toml`, unless LLMQUEUE_CATALOG names another).
-The emulator paces nothing itself: it enforces the catalog's rpm with 429s and makes one
-provider fail part-way (`demo_story`). A live progress bar, then which provider served each
-document and why, the failovers, the rate-limited deployment's pacing, and what the batch cost
-against other strategies and always-premium.
+The emulator is set up by `demo_story`: it refuses calls past the catalog's rpm with 429s (the
+workers must pace under it) and makes one provider fail part-way. A live progress bar, then
+which deployment served each document and how routing got it there, the failovers, when the
+rate-limited deployments' calls arrived and how many got a 429, and what the batch cost against
+other strategies and always-premium.
 """
 
 from __future__ import annotations
