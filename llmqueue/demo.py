@@ -19,6 +19,7 @@ other strategies and always-premium.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -145,10 +146,12 @@ class Worker:
 
 
 @contextmanager
-def worker_process() -> Iterator[Worker]:
-    """One real Celery worker (`llmqueue worker -Q all -c 8`) in a child process, stopped at the end."""
+def worker_process(providers: list[str]) -> Iterator[Worker]:
+    """One real Celery worker in a child process, stopped at the end: the dispatcher and the
+    queues of the catalog's `providers` (the embedded broker polls each queue it serves)."""
+    queues = ",".join(["dispatch", "provider_batch", *(f"provider.{p}" for p in providers)])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llmqueue.cli", "worker", "-Q", "all", "-c", "8", "--loglevel", "INFO"],
+        [sys.executable, "-m", "llmqueue.cli", "worker", "-Q", queues, "-c", "8", "--loglevel", "INFO"],
         env=os.environ.copy(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -157,18 +160,62 @@ def worker_process() -> Iterator[Worker]:
     try:
         yield Worker(proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
+        # Warm shutdown first; the demo's work is done and recorded by now, so a worker still
+        # polling its queues after a few seconds gets Celery's cold shutdown, then a kill.
+        for stop, wait_s in ((proc.terminate, 4.0), (lambda: proc.send_signal(signal.SIGQUIT), 10.0)):
+            stop()
+            try:
+                proc.wait(wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
             proc.kill()
             proc.wait()
+
+
+def report(
+    catalog: Any,
+    previews: dict[str, dict[str, Any]],
+    served: list[story.Served],
+    calls: list[dict[str, Any]],
+    final: dict[str, Any],
+) -> None:
+    """The story, told from what the run recorded."""
+    first = (previews[story.STRATEGY].get("chosen") or {}).get("deployment")
+    console.print(story.results_table(served, first, console.width))
+    console.print(summary(final))
+    console.print(story.routing_line(served))
+    console.print(story.failover_line(served))
+    for line in story.pacing_lines(calls, catalog):
+        console.print(line)
+    first_choices = {name: model for name, p in previews.items() if (model := story.first_model(p))}
+    console.print(story.cost_table(catalog, served, first_choices))
 
 
 def run_demo(docs: str, latency_ms: float) -> int:
     documents = expand([Path(docs)], param_hint="--docs")
     with demo_home():  # the job store and broker files: removed at the end unless under LLMQUEUE_HOME
         return _run(docs, documents, latency_ms)
+
+
+def _batch(
+    client: Any, emulator_url: str, docs: str, documents: list[Path]
+) -> tuple[list[story.Served], dict[str, dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Preview the routing, submit the batch, watch it to the end, and read back what happened."""
+    previews = story.previews(client, documents[0], PROMPT)
+    console.print(story.ranking_line(previews[story.STRATEGY]))
+    batch = client.submit_documents(
+        documents, prompt=PROMPT, strategy=story.STRATEGY, max_tokens=story.MAX_TOKENS
+    )
+    console.print(
+        f"submitted {len(documents)} documents from {docs}/ as batch {batch['id']}, strategy {story.STRATEGY}"
+    )
+    final = watch(client, batch["id"], console, poll_s=0.25)
+    rows = list(client.batch_results(batch["id"]))
+    served = [story.Served.of(row, client.job(row["job_id"])) for row in rows]
+    calls = httpx.get(f"{emulator_url}/_emulator/calls").json()
+    return served, previews, calls, final
 
 
 def _run(docs: str, documents: list[Path], latency_ms: float) -> int:
@@ -187,35 +234,17 @@ def _run(docs: str, documents: list[Path], latency_ms: float) -> int:
         ).raise_for_status()
         for line in story.setup_lines(catalog):
             console.print(line)
-        upgrade()
-        with transaction() as session:
-            _, secret = create_api_key(session, "demo")
         started = time.monotonic()
-        # The worker starts first: its imports take longest, and the API's start overlaps them.
-        with worker_process() as worker, api_server() as url, Client(base_url=url, api_key=secret) as client:
-            worker.wait_ready()
-            previews = story.previews(client, documents[0], PROMPT)
-            console.print(story.ranking_line(previews[story.STRATEGY]))
-            batch = client.submit_documents(
-                documents, prompt=PROMPT, strategy=story.STRATEGY, max_tokens=story.MAX_TOKENS
-            )
-            console.print(
-                f"submitted {len(documents)} documents from {docs}/ as batch {batch['id']}, "
-                f"strategy {story.STRATEGY}"
-            )
-            final = watch(client, batch["id"], console, poll_s=0.25)
-            rows = list(client.batch_results(batch["id"]))
-            served = [story.Served.of(row, client.job(row["job_id"])) for row in rows]
-            calls = httpx.get(f"{emulator.url}/_emulator/calls").json()
-        first = (previews[story.STRATEGY].get("chosen") or {}).get("deployment")
-        console.print(story.results_table(served, first, console.width))
-        console.print(summary(final))
-        for line in [story.routing_line(served), story.failover_line(served)]:
-            console.print(line)
-        for line in story.pacing_lines(calls, catalog):
-            console.print(line)
-        first_choices = {name: story.first_model(p) for name, p in previews.items()}
-        console.print(story.cost_table(catalog, served, {k: v for k, v in first_choices.items() if v}))
+        # The worker starts first: its imports take longest, and the schema's migration and the
+        # API's start overlap them (it touches the job store only once ready).
+        with worker_process(catalog.providers()) as worker:
+            upgrade()
+            with transaction() as session:
+                _, secret = create_api_key(session, "demo")
+            with api_server() as url, Client(base_url=url, api_key=secret) as client:
+                worker.wait_ready()
+                served, previews, calls, final = _batch(client, emulator.url, docs, documents)
+                report(catalog, previews, served, calls, final)  # before the worker's shutdown
         console.print(f"done in {time.monotonic() - started:.1f} s")
         return 0 if final["status"] == "completed" and final["counts"]["succeeded"] == len(documents) else 1
     finally:
