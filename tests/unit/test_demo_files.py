@@ -112,7 +112,7 @@ def test_the_demo_tells_the_story(tmp_path: Path) -> None:
     assert "fault injected" in out and "then fail every call with 503" in out
     failovers = re.search(r"failovers: (\d+) — gemini failed part-way .*; 0 lost", out)
     assert failovers and int(failovers.group(1)) >= 1, out[-4000:]
-    assert "failed over from gemini" in out  # and the table says which documents
+    assert "failover from gemini" in out  # and the table says which documents
     assert re.search(r"paced: openai/gpt-4o-mini, 12 requests a minute .*; 429s: 0", out), out[-4000:]
     assert re.search(r"rate limits: 0 of \d+ provider calls got a 429", out)
     assert "what this batch cost, per strategy" in out
