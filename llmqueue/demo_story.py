@@ -234,7 +234,9 @@ def setup_lines(catalog: Catalog) -> list[str]:
     limited = ", ".join(f"{name} {rpm}" for name, rpm in paced_deployments(catalog).items())
     lines = [
         f"catalog: {catalog.source} ({len(catalog.models)} models of {len(catalog.providers())} providers)",
-        f"rate limits (requests a minute): {limited}; the emulator answers 429 past them",
+        f"rate limits (requests a minute): {limited}; the emulator answers 429 past them"
+        if limited
+        else "rate limits: none stated in this catalog (no deployment sets rpm)",
     ]
     failing = sorted(d.name for d in catalog.deployments.values() if d.provider == FAILING_PROVIDER)
     if failing:
