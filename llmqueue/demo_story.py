@@ -40,6 +40,7 @@ FAILING_PROVIDER = "gemini"
 FAIL_AFTER_CALLS = 2
 # The strategies the closing table compares with the one that ran, and what each is called.
 COMPARED = {"cost": "cost (cheapest first)", "quality": "always premium (quality first)"}
+PREMIUM = "quality"  # always premium: every document on the model `quality` ranks first
 
 
 def emulator_config(catalog: Catalog, latency_ms: float) -> dict[str, Any]:
@@ -201,7 +202,7 @@ def priced(catalog: Catalog, model_id: str, served: Sequence[Served]) -> Decimal
 
 def cost_table(catalog: Catalog, served: Sequence[Served], first_choices: Mapping[str, str]) -> Table:
     """What the batch cost by `balanced` (recorded) against the same tokens at the model each
-    compared strategy would pick first; the last column is against always-premium."""
+    compared strategy would pick first; the last column is each against always-premium."""
     models = Counter(s.model for s in served if s.model)
     rows: list[tuple[str, str, Decimal, str]] = [
         (
@@ -215,7 +216,8 @@ def cost_table(catalog: Catalog, served: Sequence[Served], first_choices: Mappin
         model_id = first_choices.get(strategy)
         if model_id in catalog.models:
             rows.append((label, f"{model_id} x{len(served)}", priced(catalog, model_id, served), "estimated"))
-    premium = rows[-1][2]
+    premium_label = COMPARED[PREMIUM]
+    premium = next((cost for label, _, cost, _ in rows if label == premium_label), Decimal(0))
     table = Table(
         title="what this batch cost, per strategy",
         caption="recorded: what this run cost. estimated: each document's recorded tokens at the list "
@@ -224,7 +226,7 @@ def cost_table(catalog: Catalog, served: Sequence[Served], first_choices: Mappin
     for column in ("strategy", "models", "cost", "", "against always premium"):
         table.add_column(column, justify="right" if column in ("cost", "against always premium") else "left")
     for label, used, cost, kind in rows:
-        against = f"{cost / premium:.1%} of its cost" if premium and label != rows[-1][0] else "-"
+        against = f"{cost / premium:.1%} of its cost" if premium and label != premium_label else "-"
         table.add_row(label, used, usd(cost), kind, against)
     return table
 
