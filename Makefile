@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	@touch $(STAMP)
 
-## demo: summarise the sample documents end to end, embedded (no services, no keys)
+## demo: the sample documents as one batch routed by balanced over five providers (one failing
+## part-way, rate limits paced), then cost per strategy; embedded: no services, no keys
 demo: $(STAMP)
 	$(VENV)/bin/llmqueue demo
 

@@ -45,6 +45,9 @@ class ScopeConfig(BaseModel):
     stream_chunk_ms: float = 0
     error_rate: float = Field(default=0, ge=0, le=1)
     outage: bool = False
+    # An outage that starts part-way: the first `outage_after` calls in this scope are served
+    # as usual, every later one gets the outage's 503 (the demo's failing provider).
+    outage_after: int | None = Field(default=None, ge=0)
     rpm: int | None = Field(default=None, ge=1)  # calls admitted per rolling minute; beyond, 429
     # Tokens admitted per rolling minute: a chat call weighs its input tokens plus its max_tokens
     # (its answer's output tokens without one), an embedding call its input tokens.
@@ -159,10 +162,12 @@ class Emulator:
         self.limiter = Limiter(clock)
         self._random = random.Random(self.config.seed)
         self._counter = 0
+        self._scope_calls: Counter[str] = Counter()  # calls decided per scope since `configure`
 
     def configure(self, config: EmulatorConfig) -> None:
         self.config = config
         self._random = random.Random(config.seed)
+        self._scope_calls.clear()
         self.limiter.clear()
 
     def reset(self) -> None:
@@ -226,7 +231,8 @@ class Emulator:
                 scripted.retry_after,
             )
             return fault, None
-        if scope.outage:
+        self._scope_calls[key] += 1
+        if scope.outage or (scope.outage_after is not None and self._scope_calls[key] > scope.outage_after):
             return Fault(503, "service_unavailable", "emulated outage: the service is unavailable"), None
         ticket = None
         if scope.limited:  # a scope without limits keeps no window: nothing would read it

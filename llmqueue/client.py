@@ -225,6 +225,19 @@ class Client:
     def job(self, job_id: str) -> JsonDict:
         return self._json("GET", f"/v1/jobs/{job_id}")
 
+    def route_preview(
+        self,
+        prompt: str | list[JsonDict],
+        *,
+        model: str | None = None,
+        strategy: str | None = None,
+        **options: Any,
+    ) -> JsonDict:
+        """How `submit` with the same arguments would be routed now (nothing is enqueued):
+        {strategy, chosen, candidates, excluded, waits_until}."""
+        body = {"messages": as_messages(prompt), "model": model, "strategy": strategy, **options}
+        return self._json("POST", "/v1/route/preview", json={k: v for k, v in body.items() if v is not None})
+
     def jobs(self, *, limit: int = 20, status: str | None = None) -> list[JsonDict]:
         params: JsonDict = {"limit": limit, **({"status": status} if status else {})}
         data: list[JsonDict] = self._json("GET", "/v1/jobs", params=params)["data"]

@@ -53,3 +53,8 @@ def demo_home() -> Iterator[Path]:
             os.environ["LLMQUEUE_HOME"] = previous
         if not keep:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def demo_catalog() -> Path:
+    """The demo's catalog, shipped with the package (`demo_catalog.toml`)."""
+    return Path(str(files("llmqueue") / "demo_catalog.toml"))

@@ -172,6 +172,24 @@ def test_the_call_log_records_what_the_limits_decided() -> None:
     ]
 
 
+def test_an_outage_can_start_after_some_calls() -> None:
+    """`outage_after`: the scope's first calls succeed, every later one is a 503; configuring
+    again starts the count afresh (the demo's provider that fails part-way)."""
+    emu = Emulator(EmulatorConfig(scopes={"gemini": ScopeConfig(outage_after=2)}))
+
+    async def statuses(provider: str, n: int) -> list[int]:
+        out = []
+        for _ in range(n):
+            async with emu.call(provider, "any-model") as call:
+                out.append(call.fault.status if call.fault else 200)
+        return out
+
+    assert asyncio.run(statuses("gemini", 4)) == [200, 200, 503, 503]
+    assert asyncio.run(statuses("mistral", 3)) == [200, 200, 200]  # another scope: not affected
+    emu.configure(EmulatorConfig(scopes={"gemini": ScopeConfig(outage_after=1)}))
+    assert asyncio.run(statuses("gemini", 2)) == [200, 503]
+
+
 def test_server_serves_every_format_module_it_imports() -> None:
     assert all(isinstance(m, ModuleType) and callable(m.add_routes) for m in server.FORMAT_MODULES)
     paths = {r.resource.canonical for r in server.build_app().router.routes() if r.resource is not None}

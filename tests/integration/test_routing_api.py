@@ -11,6 +11,7 @@ from typing import Any
 import openai
 import redis
 
+from llmqueue.client import Client
 from routing.breaker import HealthState
 from routing.catalog import ModelKind, get_catalog
 from tests.integration.conftest import Stack, make_key
@@ -137,6 +138,9 @@ def test_route_preview_ranks_without_enqueuing(stack: Stack) -> None:
     assert costs == sorted(costs) and data["chosen"] == data["candidates"][0]
     assert all(e["filter"] == "quality" and "min_quality 85" in e["reason"] for e in data["excluded"])
     assert len(data["excluded"]) == len(chat_deployments()) - 2  # embedding models are not candidates
+    with Client(base_url=stack.api_url, api_key=stack.key) as client:  # the Python client's way in
+        same = client.route_preview("rank me", strategy="cost", min_quality=85)
+    assert [c["model"] for c in same["candidates"]] == ranked
     assert stack.client.get("/v1/jobs").json()["data"] == []  # nothing was enqueued
 
 

@@ -102,6 +102,7 @@ def test_the_wheel_holds_what_the_package_needs(installed: Installed) -> None:
     names = set(zipfile.ZipFile(installed.wheel).namelist())
     for needed in (
         "routing/default_catalog.toml",
+        "llmqueue/demo_catalog.toml",
         "migrations/alembic.ini",
         "migrations/script.py.mako",
         "migrations/env.py",

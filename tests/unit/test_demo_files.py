@@ -5,6 +5,7 @@ it reads by default are the package's own."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,4 +79,44 @@ def test_a_demo_that_fails_part_way_leaves_nothing(tmp_path: Path) -> None:
     assert "llmqueue-demo-" in done.stdout  # it had made its folder (and said where)
     assert "broken.toml: models[0] (x): provider: Field required" in done.stderr
     assert "LLMQUEUE_CATALOG" in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp.iterdir()) == [] and list(cwd.iterdir()) == []
+
+
+def test_the_demo_tells_the_story(tmp_path: Path) -> None:
+    """The real command, from an empty folder: the batch is routed by balanced over several
+    providers, the failing provider's jobs fail over and none is lost, the rate-limited
+    deployments get no 429, the cost table compares strategies with always-premium, and
+    nothing is left behind. About a minute (the whole demo)."""
+    tmp, cwd = tmp_path / "tmp", tmp_path / "cwd"
+    tmp.mkdir()
+    cwd.mkdir()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LLMQUEUE_", "CELERY_")) and k not in ("DATABASE_URL", "REDIS_URL")
+    }
+    env.update(TMPDIR=str(tmp), COLUMNS="160")
+    done = subprocess.run(
+        [sys.executable, "-m", "llmqueue.cli", "demo"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = done.stdout
+    assert done.returncode == 0, out[-4000:] + done.stderr[-4000:]
+    documents = len(list(sample_documents().glob("*.*")))
+    routed = re.search(rf"routing: {documents} documents over (\d+) providers", out)
+    assert routed and int(routed.group(1)) > 1, out[-4000:]
+    assert "fault injected" in out and "then fail every call with 503" in out
+    failovers = re.search(r"failovers: (\d+) — gemini failed part-way .*; 0 lost", out)
+    assert failovers and int(failovers.group(1)) >= 1, out[-4000:]
+    assert "failover from gemini" in out  # and the table says which documents
+    assert re.search(r"paced: openai/gpt-4o-mini, 12 requests a minute .*; 429s: 0", out), out[-4000:]
+    assert re.search(r"rate limits: 0 of \d+ provider calls got a 429", out)
+    assert "what this batch cost, per strategy" in out
+    for row in ("balanced (this run)", "cost (cheapest first)", "always premium", "claude-sonnet-4-6"):
+        assert row in out, row
+    assert "Traceback" not in out + done.stderr
     assert list(tmp.iterdir()) == [] and list(cwd.iterdir()) == []
