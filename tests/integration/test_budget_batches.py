@@ -100,7 +100,8 @@ def test_a_batch_past_the_key_budget_spends_no_more_than_it(stack: Stack, client
     assert PAID <= completed < 3 * PAID and calls == completed  # none for a refused line
     assert len(stack.emulator.calls(model=MODEL)) == completed
     print(
-        f"\n{LINES} lines, key budget ${limit}: {completed} answered, {failed} budget_exceeded, spent ${spent}"
+        f"\n{LINES} lines, key budget ${limit}: {completed} answered, "
+        f"{failed} budget_exceeded, spent ${spent}"
     )
 
 
@@ -120,5 +121,6 @@ def test_a_batch_max_cost_usd_stops_the_batch_not_the_key(stack: Stack, client: 
     )
     assert answer.choices[0].message.content
     print(
-        f"\n{LINES} lines, max_cost_usd ${limit}: {completed} answered, {failed} budget_exceeded, spent ${spent}"
+        f"\n{LINES} lines, max_cost_usd ${limit}: {completed} answered, "
+        f"{failed} budget_exceeded, spent ${spent}"
     )
