@@ -123,6 +123,13 @@ def race(args: argparse.Namespace) -> dict[str, Any]:
             start.wait()
             for body in chunk:
                 r = stack.client.post("/v1/jobs", json=body)
+                for _ in range(5):  # a 503 (the API's pool was busy) is retried, as the SDKs do
+                    if r.status_code != 503:
+                        break
+                    with lock:
+                        refused["503, retried"] += 1
+                    time.sleep(float(r.headers.get("retry-after", "1")))
+                    r = stack.client.post("/v1/jobs", json=body)
                 with lock:
                     if r.status_code == 202:
                         ids.append(r.json()["id"])
