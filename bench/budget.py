@@ -87,6 +87,14 @@ def ledger_figures(stack: BenchStack, owner: str) -> dict[str, Any]:
             )
         }
     )
+    attempts_by = {
+        f"{s}/{e}" if e else str(s): int(n)
+        for s, e, n in stack.sql(
+            "SELECT a.status, a.error_type, count(*) FROM attempts a JOIN jobs j ON j.id = a.job_id "
+            "WHERE j.owner_id = %s GROUP BY 1, 2",
+            owner,
+        )
+    }
     return {
         "limit_usd": Decimal(limit),
         "spent_usd": Decimal(spent),
@@ -96,6 +104,7 @@ def ledger_figures(stack: BenchStack, owner: str) -> dict[str, Any]:
         "reserved_left_usd": Decimal(reserved),
         "attempts_costing_more_than_reserved": int(over_reservation),
         "jobs": dict(statuses),
+        "attempts": attempts_by,
     }
 
 
