@@ -55,6 +55,12 @@ def prompt(rng: random.Random, i: int, text: str) -> str:
     return f"Job {i}: total these orders by quantity.\n" + "\n".join(rows)
 
 
+def emulator_calls(stack: BenchStack) -> dict[str, int]:
+    """The calls the emulator answered, by kind and model (and status when not 200)."""
+    rows = httpx.get(f"{stack.emulator_url}/_emulator/calls", timeout=60).json()
+    return dict(Counter(f"{c.get('kind')} {c.get('model')} {c.get('status', '')}".strip() for c in rows))
+
+
 def key_id(stack: BenchStack) -> str:
     found: str = stack.client.get("/v1/keys/self").json()["id"]
     return found
@@ -149,7 +155,7 @@ def race(args: argparse.Namespace) -> dict[str, Any]:
             list(pool.map(submit, [bodies[i :: args.submitters] for i in range(args.submitters)]))
         stack.wait_until_done(ids, timeout=600)
         wall = time.monotonic() - began
-        calls = len(httpx.get(f"{stack.emulator_url}/_emulator/calls").json())
+        calls = emulator_calls(stack)
         return {
             "scenario": f"race: {args.jobs} jobs ({args.text}), {args.submitters} threads, ${args.limit}",
             **ledger_figures(stack, key_id(stack)),
@@ -199,7 +205,7 @@ def batch(args: argparse.Namespace) -> dict[str, Any]:
         outputs = (
             len(client.files.content(done.output_file_id).text.splitlines()) if done.output_file_id else 0
         )
-        calls = len(httpx.get(f"{stack.emulator_url}/_emulator/calls").json())
+        calls = emulator_calls(stack)
         return {
             "scenario": f"batch: {args.lines} lines, a key budget for about {args.paid}",
             **ledger_figures(stack, key_id(stack)),
