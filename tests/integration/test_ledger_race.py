@@ -69,12 +69,12 @@ class Race:
 
 
 def records_prompt(rng: random.Random, i: int) -> str:
-    """A prompt over 10 to 400 order records, of a shape whose tokens llmqueue's estimate covers."""
+    """A prompt over 20 to 800 order records, of a shape whose tokens llmqueue's estimate covers."""
     rows = (
         json.dumps(
             {"order": f"ord-{rng.randint(10000, 99999)}", "qty": rng.randint(1, 50), "usd": rng.random()}
         )
-        for _ in range(rng.randint(10, 400))
+        for _ in range(rng.randint(20, 800))
     )
     return f"Job {i}: total these orders by quantity.\n" + "\n".join(rows)
 
@@ -185,9 +185,9 @@ def test_fifty_dispatchers_never_overshoot_a_one_dollar_budget(stack: Stack) -> 
         owner = find_api_key(session, make_key("race"))
         assert owner is not None
         owner_id = owner.id
-    race = run_race(owner_id, Decimal("1"), jobs=150, seed=12, timeout=25)
+    race = run_race(owner_id, Decimal("1"), jobs=100, seed=12, timeout=25)
 
-    assert sum(race.statuses.values()) == 150 and set(race.statuses) <= set(ENDED), race
+    assert sum(race.statuses.values()) == 100 and set(race.statuses) <= set(ENDED), race
     assert race.statuses.get("succeeded", 0) > 0 and race.statuses.get("failed", 0) > 0, race
     assert set(race.errors) == {"budget_exceeded"}, race  # every refused job says why
     assert race.spent <= race.limit and race.overspend == 0, race
@@ -196,6 +196,6 @@ def test_fifty_dispatchers_never_overshoot_a_one_dollar_budget(stack: Stack) -> 
     assert race.job_costs == race.attempt_costs, race
     assert len(stack.emulator.calls(model=MODEL)) == race.statuses["succeeded"]  # none for a refused job
     print(
-        f"\n50 dispatchers, 150 jobs, $1 budget: spent ${race.spent} (attempts ${race.attempt_costs}), "
+        f"\n50 dispatchers, 100 jobs, $1 budget: spent ${race.spent} (attempts ${race.attempt_costs}), "
         f"overspend ${race.overspend}, {race.statuses}, held {race.held} times, {race.wall_s:.1f} s"
     )
