@@ -84,6 +84,8 @@ def error_status(job: Job) -> int:
 def job_error(job: Job) -> dict[str, Any]:
     if job.status == JobStatus.CANCELLED and job.error_type == EXPIRED_CODE:
         return {"code": EXPIRED_CODE, "message": job.error_message or "the batch expired"}
+    if job.status == JobStatus.CANCELLED and job.error_type:  # cancelled by llmqueue (a revoked key)
+        return {"code": job.error_type, "message": job.error_message or "the request was cancelled"}
     if job.status == JobStatus.CANCELLED:
         return {"code": "batch_cancelled", "message": "the batch was cancelled before this request ran"}
     return {"code": job.error_type or "failed", "message": job.error_message or "the request failed"}

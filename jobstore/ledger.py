@@ -134,21 +134,34 @@ def _fits() -> Any:
     return _spent_now() + _budgets.c.reserved_usd + _amount("p_amount") <= _budgets.c.limit_usd
 
 
+@cache
+def _reserve_statement(with_batch: bool) -> Any:
+    """Every budget in scope, each with whether this reservation was held on it. The UPDATE
+    holds it only where it fits (Postgres re-checks that condition on the row's latest version
+    when another reservation changed it meanwhile); whether a row fitted is read from which rows
+    the UPDATE returned, not from the updated row (whose reserved_usd already includes it)."""
+    scope = _scope(bindparam("p_owner"), bindparam("p_batch") if with_batch else None)
+    held = (
+        update(_budgets)
+        .where(scope, _fits())
+        .values(reserved_usd=_budgets.c.reserved_usd + _amount("p_amount"), **_roll())
+        .returning(_budgets.c.id)
+        .cte("held")
+    )
+    return (
+        select(_budgets.c.id, held.c.id.is_not(None).label("fits"))
+        .select_from(_budgets.outerjoin(held, held.c.id == _budgets.c.id))
+        .where(scope)
+    )
+
+
 def reserve(session: Session, owner_id: str, batch_id: str | None, amount: Decimal, now: datetime) -> bool:
     """Hold `amount` against every budget in scope, or against none: False (nothing held)
     when any would pass its limit; True when held, or when no budget applies. One statement
     (and, only when one budget fits and the other does not, a second that undoes the first)."""
     rows = session.execute(
-        update(_budgets)
-        .where(_scope(owner_id, batch_id))
-        .values(
-            reserved_usd=case(
-                (_fits(), _budgets.c.reserved_usd + _amount("p_amount")), else_=_budgets.c.reserved_usd
-            ),
-            **_roll(),
-        )
-        .returning(_budgets.c.id, _fits().label("fits")),
-        {"p_amount": amount, **period_starts(now)},
+        _reserve_statement(batch_id is not None),
+        {"p_owner": owner_id, "p_batch": batch_id, "p_amount": amount, **period_starts(now)},
     ).all()
     if all(row.fits for row in rows):
         return True

@@ -441,9 +441,12 @@ def fail_job(session: Session, job_id: str, *, error_type: str, message: str, no
     return _changed(changed)
 
 
-def cancel_job(session: Session, job_id: str, now: datetime) -> bool:
+def cancel_job(
+    session: Session, job_id: str, now: datetime, *, error_type: str | None = None, message: str | None = None
+) -> bool:
     """Cancel an open job. A call already in flight finishes and is paid for, but its
-    result does not revive the job; attempts not yet started are never sent."""
+    result does not revive the job; attempts not yet started are never sent. `error_type` and
+    `message` say why when llmqueue, not its owner, cancelled it (a revoked key)."""
     # Lock the job's pending attempts before the job, the order a claim takes them in (attempt,
     # then job): the opposite order could deadlock with a worker claiming one of them.
     session.execute(
@@ -454,7 +457,7 @@ def cancel_job(session: Session, job_id: str, now: datetime) -> bool:
     changed = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(OPEN_JOB_STATUSES))
-        .values(status=JobStatus.CANCELLED, finished_at=now)
+        .values(status=JobStatus.CANCELLED, finished_at=now, error_type=error_type, error_message=message)
     )
     if not _changed(changed):
         return False

@@ -168,9 +168,13 @@ def _dispatch_loaded(session: Session, job: Job, context: DispatchContext) -> Ne
     return route_queued_job(session, job, catalog=context.catalog, now=context.now, context=context)
 
 
+KEY_REVOKED = "key_revoked"
+KEY_REVOKED_MESSAGE = "the API key that submitted this job was revoked before it ran; it was never sent"
+
+
 def _cancel_revoked(session: Session, job: Job, now: datetime) -> Nothing:
-    """A revoked key's job is cancelled, never called."""
-    transitions.cancel_job(session, job.id, now)
+    """A revoked key's job is cancelled, never called, and says so."""
+    transitions.cancel_job(session, job.id, now, error_type=KEY_REVOKED, message=KEY_REVOKED_MESSAGE)
     return Nothing("the key was revoked", ended_batch=job.batch_id, ended=True, job_id=job.id)
 
 

@@ -294,3 +294,74 @@ def test_an_empty_or_long_key_is_refused(stack: Stack) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] == "Idempotency-Key"
     r = stack.submit(job_body("x"), **{"Idempotency-Key": "k" * 256})
     assert r.status_code == 422 and r.json()["error"]["param"] == "Idempotency-Key"
+
+
+# ---------------------------------------------------------------- llmqueue's own routes, by the openai SDK
+# The SDK's generic `post` sends what `extra_headers` sends on its typed methods: a retry of
+# /v1/jobs, /v1/embeddings/jobs and /v1/document_batches from unchanged OpenAI client code.
+
+
+def sdk_post(client: openai.OpenAI, path: str, headers: dict[str, str], **kwargs: Any) -> httpx.Response:
+    response: httpx.Response = client.post(
+        path, cast_to=httpx.Response, options={"headers": headers}, **kwargs
+    )
+    return response
+
+
+def wait_jobs(stack: Stack, job_ids: list[str]) -> None:
+    for job_id in job_ids:
+        assert stack.wait(job_id)["status"] == "succeeded"
+
+
+def test_sdk_job_retry_is_one_job_one_call(stack: Stack, client: openai.OpenAI) -> None:
+    headers = key()
+    first = sdk_post(client, "/jobs", headers, body=job_body("sdk once"))
+    second = sdk_post(client, "/jobs", headers, body=job_body("sdk once"))
+    assert first.status_code == second.status_code == 202 and first.json() == second.json()
+    assert second.headers["idempotent-replayed"] == "true"
+    wait_jobs(stack, [first.json()["id"]])
+    assert len(stack.emulator.calls(model=MODEL)) == 1 and count(stack, Job) == 1
+    with pytest.raises(openai.ConflictError) as conflict:
+        sdk_post(client, "/jobs", headers, body=job_body("sdk twice"))
+    assert isinstance(conflict.value.body, dict) and conflict.value.body["code"] == "idempotency_conflict"
+    assert count(stack, Job) == 1
+
+
+def test_sdk_embedding_jobs_retry_is_the_same_jobs_one_call(stack: Stack, client: openai.OpenAI) -> None:
+    headers = key()
+    body = {"model": "mistral-embed", "input": ["alpha", "beta"]}
+    first = sdk_post(client, "/embeddings/jobs", headers, body=body)
+    second = sdk_post(client, "/embeddings/jobs", headers, body=body)
+    assert first.status_code == second.status_code == 202 and first.json() == second.json()
+    assert second.headers["idempotent-replayed"] == "true"
+    job_ids = [j["id"] for j in first.json()["data"]]
+    wait_jobs(stack, job_ids)
+    embed_calls = [c for c in stack.emulator.calls() if c["kind"] == "embed"]
+    assert len(embed_calls) == len(job_ids) == count(stack, Job)
+    with pytest.raises(openai.ConflictError):
+        sdk_post(client, "/embeddings/jobs", headers, body={**body, "input": ["alpha", "gamma"]})
+    assert count(stack, Job) == len(job_ids)
+
+
+def test_sdk_document_batch_retry_is_one_batch(stack: Stack, client: openai.OpenAI) -> None:
+    headers = key()
+    form = {"prompt": "Summarise: {document}", "model": MODEL, "max_tokens": "20"}
+    docs = b'{"id": "d1", "text": "document one"}\n'
+
+    def send(content: bytes) -> httpx.Response:
+        multipart = {**headers, "Content-Type": "multipart/form-data"}  # as the SDK's files.create sets
+        return sdk_post(
+            client, "/document_batches", multipart, body=form, files={"jsonl": ("d.jsonl", content)}
+        )
+
+    first, second = send(docs), send(docs)
+    assert first.status_code == second.status_code == 202 and first.json() == second.json()
+    assert count(stack, Batch) == 1
+    with pytest.raises(openai.ConflictError):
+        send(docs + b'{"id": "d2", "text": "document two"}\n')
+    batch_id = first.json()["id"]
+    for _ in range(300):
+        if stack.client.get(f"/v1/document_batches/{batch_id}").json()["status"] == "completed":
+            break
+        threading.Event().wait(0.2)
+    assert len(stack.emulator.calls(model=MODEL)) == 1 and count(stack, Batch) == 1

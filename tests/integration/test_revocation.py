@@ -1,19 +1,32 @@
 """A revoked key gets 401 from every API process within 5 s: the stack's API and a second one,
-`llmqueue api` in its own process, both with the key in their caches when it is revoked."""
+`llmqueue api` in its own process, both with the key in their caches when it is revoked. And
+its work still queued (jobs and a batch's lines, submitted while the worker was stopped) is
+cancelled at dispatch, saying why, and never reaches a provider."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
+import openai
 import pytest
+from sqlalchemy import func, select
 
 from emulator.server import free_port
-from tests.integration.conftest import Stack
+from jobstore.batch_results import openai_error_line
+from jobstore.db import transaction
+from jobstore.models import Attempt, Job
+from tests.integration.conftest import ENDED, Stack, WorkerProcess
+from tests.integration.test_openai_compat import request_line
+from workers.dispatch_context import KEYS_CACHE_S
 
 PROMISED_S = 5.0
 
@@ -86,3 +99,66 @@ def test_a_revoked_key_gets_401_from_both_api_processes_within_5_s(
         r = clients[name].get("/v1/jobs", headers={"Authorization": f"Bearer {secret}"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
         assert status(name, bystander) == 200
+
+
+@contextmanager
+def paused(worker: WorkerProcess) -> Iterator[None]:
+    """The stack's worker stopped (SIGSTOP): messages wait in the broker, nothing is dispatched."""
+    assert worker.proc is not None
+    worker.proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        worker.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_revoked_keys_queued_jobs_never_reach_a_provider(admin_stack: Stack, worker: WorkerProcess) -> None:
+    created = admin_stack.client.post("/v1/keys", json={"name": "revoked-with-work"}).json()
+    member = Stack(admin_stack.api_url, created["secret"], admin_stack.emulator)
+    client = openai.OpenAI(base_url=member.api_url + "/v1", api_key=member.key, max_retries=0)
+    lines = "".join(json.dumps(request_line(f"r{i}", f"revoked line {i}")) + "\n" for i in range(5))
+    file_id = client.files.create(file=("in.jsonl", io.BytesIO(lines.encode())), purpose="batch").id
+    with paused(worker):
+        job_ids = [
+            member.submit({"messages": [{"role": "user", "content": f"revoked job {i}"}]}).json()["id"]
+            for i in range(5)
+        ]
+        batch = client.batches.create(
+            input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        assert admin_stack.client.post(f"/v1/keys/{created['id']}/revoke").status_code == 200
+        time.sleep(KEYS_CACHE_S + 0.5)  # a dispatcher's memory of the key as valid has run out
+    with transaction() as session:
+        batch_jobs = list(session.scalars(select(Job.id).where(Job.batch_id == batch.id)))
+    assert len(batch_jobs) == 5
+    ended = wait_ended(job_ids + batch_jobs)
+    assert {status for status, _, _ in ended.values()} == {"cancelled"}, ended
+    for _, error_type, message in ended.values():  # and it says why
+        assert error_type == "key_revoked" and "revoked" in (message or ""), ended
+    assert [c for c in admin_stack.emulator.calls() if "revoked" in json.dumps(c)] == []
+    with transaction() as session:
+        assert (
+            session.scalar(
+                select(func.count()).select_from(Attempt).where(Attempt.job_id.in_(job_ids + batch_jobs))
+            )
+            == 0
+        )
+    with transaction() as session:  # the batch's error file says the same for each line
+        lines_out = [
+            openai_error_line(job) for job in session.scalars(select(Job).where(Job.id.in_(batch_jobs)))
+        ]
+    assert {line["error"]["code"] for line in lines_out} == {"key_revoked"}
+    assert member.client.get(f"/v1/jobs/{job_ids[0]}").status_code == 401
+
+
+def wait_ended(job_ids: list[str], timeout: float = 30) -> dict[str, tuple[str, str | None, str | None]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        with transaction() as session:
+            rows = session.execute(
+                select(Job.id, Job.status, Job.error_type, Job.error_message).where(Job.id.in_(job_ids))
+            ).all()
+        found = {job_id: (status, error_type, message) for job_id, status, error_type, message in rows}
+        if all(s in ENDED for s, _, _ in found.values()) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
