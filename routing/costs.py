@@ -68,6 +68,20 @@ def expected_output_tokens(model: ModelSpec, max_tokens: int | None, input_token
 MIN_OUTPUT_TOKENS = 16  # a call a budget can only afford less output than this is not made
 
 
+# Our input count is exact for OpenAI's models only; other providers count with tokenizers of
+# their own (and an emulator or a proxy may count another way again). A reservation must hold
+# whatever the provider bills, so it counts the input with this margin; the settlement charges
+# the real usage and releases the rest.
+RESERVE_INPUT_FACTOR = Decimal("1.5")
+RESERVE_INPUT_SLACK = 8
+
+
+def reservable_input(input_tokens: int) -> int:
+    """The input tokens a reservation holds for: our count with the margin above."""
+    scaled = (Decimal(input_tokens) * RESERVE_INPUT_FACTOR).to_integral_value(rounding=ROUND_CEILING)
+    return int(scaled) + RESERVE_INPUT_SLACK
+
+
 def affordable_output(model: ModelSpec, input_tokens: int, headroom_usd: Decimal) -> int:
     """The most output tokens a call may produce within `headroom_usd`, up to the model's cap:
     the output bound a key with a budget always calls with, so its reservation is a true upper

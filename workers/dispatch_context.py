@@ -25,7 +25,7 @@ from jobstore import ledger
 from jobstore.models import ApiKey, Budget, Job
 from routing.breaker import DeploymentHealth
 from routing.catalog import Catalog, Deployment
-from routing.costs import MIN_OUTPUT_TOKENS, affordable_output, max_cost
+from routing.costs import MIN_OUTPUT_TOKENS, affordable_output, max_cost, reservable_input
 from routing.types import Candidate
 from workers import capacity, health
 
@@ -144,12 +144,13 @@ class DispatchContext:
         if headroom is None:
             return Reservation()
         model = chosen.model
+        held_input = reservable_input(input_tokens)
         cap = max_tokens
         if cap is None:
-            cap = affordable_output(model, input_tokens, headroom)
+            cap = affordable_output(model, held_input, headroom)
             if cap < min(MIN_OUTPUT_TOKENS, model.max_output_tokens):
                 return None
-        amount = max_cost(model, input_tokens, cap)
+        amount = max_cost(model, held_input, cap)
         if amount > headroom:
             return None
         if not ledger.reserve(self.session, job.owner_id, job.batch_id, amount, self.now):

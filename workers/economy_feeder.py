@@ -42,7 +42,13 @@ from jobstore.batches import EconomyMode, economy_mode
 from jobstore.db import transaction
 from jobstore.models import Job, new_id
 from routing.catalog import Catalog, get_catalog
-from routing.costs import MIN_OUTPUT_TOKENS, affordable_output, expected_output_tokens, max_batch_cost
+from routing.costs import (
+    MIN_OUTPUT_TOKENS,
+    affordable_output,
+    expected_output_tokens,
+    max_batch_cost,
+    reservable_input,
+)
 from routing.economy import (
     BatchPlan,
     EconomyDecision,
@@ -208,13 +214,13 @@ def _add(
         if headroom is not None:  # a budget applies: the line reserves its most at batch prices
             limit = item.max_tokens
             if limit is None:  # and its output is capped, so the reservation bounds it
-                limit = cap = affordable_output(model, item.economy.input_tokens, headroom)
+                limit = cap = affordable_output(model, reservable_input(item.economy.input_tokens), headroom)
                 if limit < min(MIN_OUTPUT_TOKENS, model.max_output_tokens):
                     refused[item.job.id] = _online(
                         "online: the budget left is too small for a provider batch"
                     )
                     continue
-            amount = max_batch_cost(model, item.economy.input_tokens, limit)
+            amount = max_batch_cost(model, reservable_input(item.economy.input_tokens), limit)
         record = {**decision.explanation(item.job.id), "provider_batch": pb_id}
         record.pop("batch", None)
         explanation = {**item.decision.explanation(), "economy": record}

@@ -7,8 +7,10 @@ then each failure in its own (a failure decides what comes next and may route a 
 Only after a commit does it do what may fail without harm: stream `done` events, batch
 checks, budget alerts, the messages a failure asked for. So a Redis fault never throws away
 a paid answer. When Postgres is away the outcomes wait here (the engine takes no more work
-meanwhile) and are written when it is back; every few seconds, the leases of the calls still
-in flight are renewed.
+meanwhile) and are written when it is back. A second thread renews the leases of the calls
+still in flight every few seconds: on its own so that a slow write (Postgres under load, a
+large batch of vectors) never delays a renewal past the lease, which would hand a call that
+is still running to another worker and buy it twice.
 
 A result the database refuses for a reason other than being away (a value it cannot store)
 is written again alone, with its text scrubbed; if even that fails, the attempt fails with
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 FLUSH_S = 0.01  # how long the first outcome waits for company
 MAX_ITEMS = 200
 RETRY_MAX_S = 5.0
+RENEW_FRACTION = 0.2  # leases are renewed every fifth of their length: four renewals may fail in a row
 MAX_ID_CHARS = 200  # attempts.provider_request_id
 
 
@@ -104,10 +107,11 @@ class OutcomeWriter:
         self._queue: queue.SimpleQueue[Succeeded | Failed] = queue.SimpleQueue()
         self._waiting: list[Succeeded | Failed] = []  # outcomes whose write must be tried again
         self._strikes: dict[str, int] = {}  # attempt id -> unexpected write errors so far
-        self._renewed_at = time.monotonic()
         self._outage = False  # the last write found the job store away
         self._thread = threading.Thread(target=self._run, name="llmqueue-writer", daemon=True)
         self._thread.start()
+        self._renewer = threading.Thread(target=self._renew_loop, name="llmqueue-lease-renewer", daemon=True)
+        self._renewer.start()
 
     def submit(self, item: Succeeded | Failed) -> None:
         self._queue.put(item)
@@ -132,9 +136,8 @@ class OutcomeWriter:
 
     def _run(self) -> None:
         backoff = 0.0
-        renew_every = self.settings.lease_s / 3
         while True:
-            items = self._take(timeout=renew_every)
+            items = self._take(timeout=1.0)
             if items:
                 try:
                     self._write(items)
@@ -148,8 +151,11 @@ class OutcomeWriter:
                     log.exception("writing outcomes failed")
                     self._waiting = self._struck(self._waiting)
                     time.sleep(1.0)
-            if time.monotonic() - self._renewed_at >= renew_every:
-                self._renew()
+
+    def _renew_loop(self) -> None:
+        while True:
+            time.sleep(RENEW_FRACTION * self.settings.lease_s)
+            self._renew()
 
     def _struck(self, items: list[Succeeded | Failed]) -> list[Succeeded | Failed]:
         """The outcomes to try again after an unexpected error: a success that failed to write
@@ -173,12 +179,10 @@ class OutcomeWriter:
     def _renew(self) -> None:
         tokens = self.engine.held_tokens()
         if not tokens:
-            self._renewed_at = time.monotonic()
             return
         try:
             with transaction() as session:
                 claims.renew(session, tokens, now=utcnow(), lease_s=self.settings.lease_s)
-            self._renewed_at = time.monotonic()
         except Exception:  # the database is away: try again next round; the lease has slack
             log.warning("could not renew %d leases", len(tokens), exc_info=True)
 
