@@ -27,6 +27,7 @@ import redis
 
 from core.redis import async_redis, shared_redis
 from core.settings import get_settings
+from core.text import storable
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ def delta_sink(job_id: str) -> DeltaSink:
             if not state["opened"]:
                 await apublish(job_id, "call", call_id)
                 state["opened"] = True
-            await apublish(job_id, "delta", delta)
+            # An unpaired surrogate cannot be sent to Redis: scrubbed as the stored result is.
+            await apublish(job_id, "delta", storable(delta))
         except (redis.RedisError, OSError) as exc:  # streaming is best effort; the call goes on
             state["broken"] = True
             log.warning("job %s: stopped streaming deltas: %s", job_id, type(exc).__name__)
