@@ -135,7 +135,7 @@ class Settings(BaseSettings):
     def allowed_networks(self) -> tuple[str, ...]:
         return tuple(v.strip() for v in self.outbound_allowed_networks.split(",") if v.strip())
 
-    @field_validator("metrics_token", "session_secret", "webhook_secret", mode="before")
+    @field_validator("metrics_token", "session_secret", "webhook_secret", "emulator_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
