@@ -278,6 +278,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bad_health = Counter(s for _, _, s in samples if s != 200)
     served = [r for r in reads if r.served]
     opened_by = sorted(r.opened_at - started for r in reads if r.opened_at)
+    all_open_at = started + (opened_by[-1] if opened_by else 0.0)
+    first_end = min((r.ended_at for r in reads), default=ended)
     return {
         "clients": args.clients,
         "jobs": jobs,
@@ -293,12 +295,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "deltas_per_client_median": statistics.median(r.events["delta"] for r in reads),
         "healthz_samples_during": len(during),
         "healthz_ms_during": _figures(during),
+        "healthz_ms_all_open": _figures(  # from the last client's opening to the first one's end
+            [ms for t, ms, _ in samples if all_open_at <= t <= first_end]
+        ),
         "healthz_ms_before": _figures(before),
         "healthz_not_200": dict(bad_health),
+        # Per 5 s from the clients' start: (p50, max) ms, to see when /healthz was slow.
+        "healthz_timeline": _timeline([(t - started, ms) for t, ms, _ in samples if t >= started]),
         "db_connections_max": max(connections, default=0),
         "api_cpu_s": round(api_cpu, 1),
         "jobs_final": final,
     }
+
+
+def _timeline(samples: list[tuple[float, float]], step: float = 5.0) -> list[tuple[int, float, float]]:
+    buckets: dict[int, list[float]] = {}
+    for at, ms in samples:
+        buckets.setdefault(int(at // step), []).append(ms)
+    return [
+        (int(b * step), round(statistics.median(v), 1), round(max(v), 1)) for b, v in sorted(buckets.items())
+    ]
 
 
 def _figures(values: list[float]) -> dict[str, float]:
