@@ -68,9 +68,8 @@ async def run(stack: Stack, job_ids: list[str]) -> tuple[list[dict[str, Any]], d
         while_open["seconds"] = time.monotonic() - start
         while_open["statuses"] = (health.status_code, lookup.status_code)
         while_open["held"] = await asyncio.to_thread(held_connections)
-        while_open["running"] = sum(
-            1 for j in job_ids if (await client.get(f"/v1/jobs/{j}")).json()["status"] != "succeeded"
-        )
+        statuses = [(await client.get(f"/v1/jobs/{j}")).json()["status"] for j in job_ids]
+        while_open["running"] = sum(1 for status in statuses if status != "succeeded")
         return list(await asyncio.gather(*readers)), while_open
 
 
