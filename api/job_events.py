@@ -19,7 +19,6 @@ Neither holds a database connection while it waits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -78,9 +77,13 @@ class EndedJobs:
     and, in case an end was lost, by one look at Postgres for all of them every FALLBACK_S."""
 
     def __init__(self) -> None:
-        self._waiting: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        # Each waiter's future; set to when it was woken (a look from then on sees the end).
+        self._waiting: dict[str, set[asyncio.Future[float]]] = defaultdict(set)
         self._listener: asyncio.Task[None] | None = None
         self._fallback: asyncio.Task[None] | None = None
+        # The look at Postgres in flight per job, and when it began: waiters of one job (ten
+        # clients streaming it) share a look that began after they asked, not one each.
+        self._looks: dict[str, tuple[float, asyncio.Future[Job | None]]] = {}
 
     def _ensure_listener(self) -> None:
         if async_redis() is None:
@@ -123,10 +126,27 @@ class EndedJobs:
                 log.warning("could not look for %d waited jobs", len(waited), exc_info=True)
 
     def _wake(self, job_ids: list[str]) -> None:
+        now = time.monotonic()
         for job_id in job_ids:
             for future in self._waiting.get(job_id, ()):
                 if not future.done():
-                    future.set_result(None)
+                    future.set_result(now)
+
+    async def _look_since(self, job_id: str, since: float) -> Job | None:
+        """A look at Postgres that began at or after `since` (so it sees every end published
+        before then), shared with the other waiters of the job that can take it."""
+        current = self._looks.get(job_id)
+        if current is None or current[0] < since:
+            look = asyncio.ensure_future(_look(job_id))
+            current = (time.monotonic(), look)
+            self._looks[job_id] = current
+
+            def forget(done: asyncio.Future[Job | None]) -> None:
+                if job_id in self._looks and self._looks[job_id][1] is done:
+                    del self._looks[job_id]
+
+            look.add_done_callback(forget)
+        return await asyncio.shield(current[1])
 
     async def wait(self, job_id: str, timeout_s: float) -> Job | None:
         """The job once it has ended, or None after `timeout_s`."""
@@ -134,11 +154,14 @@ class EndedJobs:
         deadline = time.monotonic() + timeout_s
         redis_on = async_redis() is not None
         pause = EMBEDDED_POLL_S[0]
+        since: float | None = None
         while True:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
             self._waiting[job_id].add(future)
+            if since is None:  # the first look begins after this waiter is registered
+                since = time.monotonic()
             try:
-                job = await _look(job_id)
+                job = await self._look_since(job_id, since)
                 if job is not None:
                     return job
                 left = deadline - time.monotonic()
@@ -148,8 +171,10 @@ class EndedJobs:
                     wait = left
                 else:
                     wait, pause = min(left, pause), min(EMBEDDED_POLL_S[1], pause * 1.5)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(future), wait)
+                try:
+                    since = await asyncio.wait_for(asyncio.shield(future), wait)
+                except TimeoutError:
+                    since = time.monotonic()
             finally:
                 waiters = self._waiting.get(job_id)
                 if waiters is not None:
