@@ -1,7 +1,7 @@
 """A thousand concurrent SSE clients on `GET /v1/jobs/{id}/stream` against the real stack, with
 `/healthz` timed all along (issue 10: "waiting costs no connection").
 
-`python -m bench.sse [--clients 1000] [--jobs N] [--latency-ms 8000] [--chunk-ms 50]`:
+`python -m bench.sse [--clients 1000] [--jobs N] [--latency-ms 30000] [--chunk-ms 50]`:
 starts a `BenchStack` (one API process, one worker for dispatch and OpenAI), creates one API
 key per `--per-key` clients (a key may hold LLMQUEUE_MAX_STREAMS_PER_KEY streams open in one
 API process, 100 by default), submits `--jobs` streamed jobs (the clients are spread over
@@ -336,7 +336,7 @@ def main() -> int:
         "--jobs", type=int, default=0, help="streamed jobs the clients read (default: one each)"
     )
     parser.add_argument("--per-key", type=int, default=100, help="clients per API key (the per-key cap)")
-    parser.add_argument("--latency-ms", type=float, default=8000)
+    parser.add_argument("--latency-ms", type=float, default=30000)
     parser.add_argument("--chunk-ms", type=float, default=50)
     parser.add_argument("--worker-concurrency", type=int, default=1000)
     parser.add_argument("--healthz-every", type=float, default=0.05)
