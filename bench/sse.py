@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import psycopg
 
 from bench.private_services import PrivateServices
@@ -196,9 +197,9 @@ async def run_clients(
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds a process has used (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User plus system CPU seconds a process and its children (uvicorn's workers) have used."""
+    root = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
 
 
 def start_profiler(folder: str, pid: int) -> subprocess.Popen[bytes]:
@@ -231,7 +232,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             private = services.enter_context(PrivateServices())
             where = {"pg_admin_url": private.postgres.url.rsplit("/", 1)[0] + "/postgres"}
             where["redis_url"] = private.redis.url
-        stack = services.enter_context(BenchStack(workers=workers, **where))
+        stack = services.enter_context(BenchStack(workers=workers, api_workers=args.api_workers, **where))
         stack.configure_emulator({MODEL: {"latency_ms": args.latency_ms, "stream_chunk_ms": args.chunk_ms}})
         keys = [stack.key] + [
             stack._cli("keys", "create", "--name", f"sse{i}") for i in range(1, keys_needed)
@@ -292,6 +293,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "clients": args.clients,
         "jobs": jobs,
         "keys": len(keys),
+        "api_workers": args.api_workers,
         "open_file_limit": limit,
         "served": len(served),
         "not_served": Counter(
@@ -351,6 +353,7 @@ def main() -> int:
     parser.add_argument(
         "--jobs", type=int, default=0, help="streamed jobs the clients read (default: one each)"
     )
+    parser.add_argument("--api-workers", type=int, default=1, help="uvicorn processes (compose: 2)")
     parser.add_argument("--per-key", type=int, default=100, help="clients per API key (the per-key cap)")
     parser.add_argument("--latency-ms", type=float, default=30000)
     parser.add_argument("--chunk-ms", type=float, default=50)

@@ -45,6 +45,7 @@ class BenchStack:
 
     workers: list[WorkerSpec]
     env: dict[str, str] = field(default_factory=dict)
+    api_workers: int = 1  # uvicorn processes of the API (compose runs 2)
     pg_admin_url: str = PG_ADMIN_URL
     redis_url: str = REDIS_URL
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -85,7 +86,7 @@ class BenchStack:
     def _start(self) -> None:
         self._cli("migrate")
         self._spawn("emulator", "--port", str(self.emulator_port))
-        self._spawn("api", "--port", str(self.api_port))
+        self._spawn("api", "--port", str(self.api_port), "--workers", str(self.api_workers))
         names = []
         for spec in self.workers:
             names.append(f"bench{len(self.procs)}-{self.run_id}@{socket.gethostname()}")
