@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-litellm chaos lint typecheck services browser clean
+.PHONY: demo test bench bench-litellm chaos chaos-test lint typecheck services browser clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "llmqueue needs Python >= 3.11" or 0)'
@@ -46,6 +46,10 @@ bench-litellm: $(STAMP) services $(LITELLM_VENV)/bin/litellm-installed
 CHAOS_ARGS ?=
 chaos: $(STAMP) services
 	$(PY) -m bench.chaos $(CHAOS_ARGS)
+
+## chaos-test: the chaos suite's worker kill on a 200-document batch, as a test (about 2 min)
+chaos-test: $(STAMP) services
+	LLMQUEUE_CHAOS_TEST=1 $(PY) -m pytest -q tests/chaos
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -5,9 +5,10 @@ Two hubs, one of each per API process, started on first use on the API's event l
 - `ended`: a subscription to the channel where workers publish the ids of jobs that ended
   (`workers.streams.publish_ended`, after each commit). `wait_ended(job_id)` returns the
   ended job as soon as its id comes by. A waiter also looks at Postgres (a short session,
-  returned at once) when it starts, in case the job ended before it subscribed, and then
-  every FALLBACK_S, in case an event was lost (Redis restarting); without Redis (the embedded
-  default) that look is all it does, with a growing interval.
+  returned at once) when it starts, in case the job ended before it subscribed; in case an
+  event was lost (Redis restarting), one query every FALLBACK_S looks for every job waited
+  for in the process. Without Redis (the embedded default) each waiter looks itself, with a
+  growing interval.
 - `streams`: one XREAD for every job stream clients are reading in this process (a blocking
   read names all their keys at once), its entries fanned out to each client's queue. A
   thousand SSE clients cost one Redis connection and no database connection.
@@ -18,13 +19,14 @@ Neither holds a database connection while it waits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
 import time
 from collections import defaultdict
 from typing import Any, cast
+
+from sqlalchemy import select
 
 from core.redis import async_redis
 from core.settings import get_settings
@@ -33,32 +35,63 @@ from jobstore.models import ENDED_JOB_STATUSES, Job
 from workers.streams import ended_channel, stream_key
 
 log = logging.getLogger(__name__)
-FALLBACK_S = 5.0  # how often a waiter looks at Postgres itself (events can be lost)
+FALLBACK_S = 5.0  # how often this process looks at Postgres for all its waiters (events can be lost)
 EMBEDDED_POLL_S = (0.02, 0.5)  # without Redis: first and longest pause between looks
 READ_BLOCK_MS = 250  # a new stream joins the shared read within this
 READ_COUNT = 500
+# After a read that brought entries, the shared read waits this long before the next, so each
+# round gathers many streams' entries: a read names every open stream, and a thousand streams
+# each sending a delta would otherwise make a thousand rounds of a thousand names.
+READ_GATHER_S = 0.02
+READ_GATHER_PER_KEY_S = 0.00005
+ENDED_CHUNK = 1000  # job ids per query of the shared fallback look
 
 
 def load_if_ended(job_id: str) -> Job | None:
-    """The job, detached, when it has ended; None while it runs (or when it does not exist)."""
+    """The job, detached, when it has ended; None while it runs (or when it does not exist).
+    The status is read first: only an ended job is loaded whole (with its attempts)."""
     with session_factory()() as session:
+        status = session.scalar(select(Job.status).where(Job.id == job_id))
+        if status not in ENDED_JOB_STATUSES:
+            return None
         job = session.get(Job, job_id)
-        if job is None or job.status not in ENDED_JOB_STATUSES:
+        if job is None:
             return None
         session.expunge(job)
         return job
 
 
+def ended_among(job_ids: list[str]) -> list[str]:
+    """Which of these jobs have ended: one query a thousand ids."""
+    found: list[str] = []
+    with session_factory()() as session:
+        for start in range(0, len(job_ids), ENDED_CHUNK):
+            chunk = job_ids[start : start + ENDED_CHUNK]
+            query = select(Job.id).where(Job.id.in_(chunk), Job.status.in_(ENDED_JOB_STATUSES))
+            found += session.scalars(query).all()
+    return found
+
+
 class EndedJobs:
-    """Futures of the jobs this process waits for, resolved by the workers' published ends."""
+    """Futures of the jobs this process waits for, resolved by the workers' published ends,
+    and, in case an end was lost, by one look at Postgres for all of them every FALLBACK_S."""
 
     def __init__(self) -> None:
-        self._waiting: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        # Each waiter's future; set to when it was woken (a look from then on sees the end).
+        self._waiting: dict[str, set[asyncio.Future[float]]] = defaultdict(set)
         self._listener: asyncio.Task[None] | None = None
+        self._fallback: asyncio.Task[None] | None = None
+        # The look at Postgres in flight per job, and when it began: waiters of one job (ten
+        # clients streaming it) share a look that began after they asked, not one each.
+        self._looks: dict[str, tuple[float, asyncio.Future[Job | None]]] = {}
 
     def _ensure_listener(self) -> None:
-        if async_redis() is not None and (self._listener is None or self._listener.done()):
+        if async_redis() is None:
+            return
+        if self._listener is None or self._listener.done():
             self._listener = asyncio.get_running_loop().create_task(self._listen())
+        if self._fallback is None or self._fallback.done():
+            self._fallback = asyncio.get_running_loop().create_task(self._look_for_all())
 
     async def _listen(self) -> None:
         channel = ended_channel()
@@ -77,11 +110,43 @@ class EndedJobs:
                 log.warning("lost the ended-jobs channel; subscribing again", exc_info=True)
                 await asyncio.sleep(1.0)
 
+    async def _look_for_all(self) -> None:
+        """Every FALLBACK_S, one look at Postgres for every job waited for here (not one look
+        per waiter: a thousand streams would make two hundred queries a second)."""
+        while True:
+            await asyncio.sleep(FALLBACK_S * (0.8 + 0.4 * random.random()))
+            waited = list(self._waiting)
+            if not waited:
+                continue
+            try:
+                self._wake(await asyncio.to_thread(ended_among, waited))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database is away: look again next round
+                log.warning("could not look for %d waited jobs", len(waited), exc_info=True)
+
     def _wake(self, job_ids: list[str]) -> None:
+        now = time.monotonic()
         for job_id in job_ids:
             for future in self._waiting.get(job_id, ()):
                 if not future.done():
-                    future.set_result(None)
+                    future.set_result(now)
+
+    async def _look_since(self, job_id: str, since: float) -> Job | None:
+        """A look at Postgres that began at or after `since` (so it sees every end published
+        before then), shared with the other waiters of the job that can take it."""
+        current = self._looks.get(job_id)
+        if current is None or current[0] < since:
+            look = asyncio.ensure_future(_look(job_id))
+            current = (time.monotonic(), look)
+            self._looks[job_id] = current
+
+            def forget(done: asyncio.Future[Job | None]) -> None:
+                if job_id in self._looks and self._looks[job_id][1] is done:
+                    del self._looks[job_id]
+
+            look.add_done_callback(forget)
+        return await asyncio.shield(current[1])
 
     async def wait(self, job_id: str, timeout_s: float) -> Job | None:
         """The job once it has ended, or None after `timeout_s`."""
@@ -89,22 +154,27 @@ class EndedJobs:
         deadline = time.monotonic() + timeout_s
         redis_on = async_redis() is not None
         pause = EMBEDDED_POLL_S[0]
+        since: float | None = None
         while True:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
             self._waiting[job_id].add(future)
+            if since is None:  # the first look begins after this waiter is registered
+                since = time.monotonic()
             try:
-                job = await _look(job_id)
+                job = await self._look_since(job_id, since)
                 if job is not None:
                     return job
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                if redis_on:  # woken by the event, or look again after a while (jittered)
-                    wait = min(left, FALLBACK_S * (0.8 + 0.4 * random.random()))
+                if redis_on:  # woken by the event or by the shared look (`_look_for_all`)
+                    wait = left
                 else:
                     wait, pause = min(left, pause), min(EMBEDDED_POLL_S[1], pause * 1.5)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(future), wait)
+                try:
+                    since = await asyncio.wait_for(asyncio.shield(future), wait)
+                except TimeoutError:
+                    since = time.monotonic()
             finally:
                 waiters = self._waiting.get(job_id)
                 if waiters is not None:
@@ -209,9 +279,12 @@ class StreamHub:
             client = async_redis()
             if client is None:
                 return
-            streams: dict[Any, Any] = {key: self._cursor.get(key, "0-0") for key in list(self._readers)}
-            try:
-                found: Any = await client.xread(streams, block=READ_BLOCK_MS, count=READ_COUNT)
+            keys = list(self._readers)
+            ids = [self._cursor.get(key, "0-0") for key in keys]
+            try:  # XREAD as a plain command: redis-py's wrapper adds per-call bookkeeping
+                found: Any = await client.execute_command(  # type: ignore[no-untyped-call]
+                    "XREAD", "BLOCK", READ_BLOCK_MS, "COUNT", READ_COUNT, "STREAMS", *keys, *ids
+                )
             except asyncio.CancelledError:
                 raise
             except Exception:  # Redis away: readers wait; their final state comes from Postgres
@@ -224,6 +297,8 @@ class StreamHub:
                         self._cursor[key] = entry_id
                     for sub in self._readers.get(key, ()):
                         sub.queue.put_nowait((entry_id, fields))
+            if found:  # a longer gather the more streams each round names (50 ms at 1,000)
+                await asyncio.sleep(max(READ_GATHER_S, len(keys) * READ_GATHER_PER_KEY_S))
 
 
 def _entry_order(entry_id: str) -> tuple[int, int]:

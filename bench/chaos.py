@@ -14,7 +14,7 @@ and waits for the batch to end:
 Reported for each: jobs lost (accepted, never ended), calls made twice (prompts the emulator
 answered more than once), costs recorded twice (jobs with more than one succeeded attempt, or
 whose cost is not their attempts'), time to recover, and whether every process still runs.
-`--quick` runs smaller batches (the suite's `tests/chaos` runs it).
+`--quick` runs smaller batches; `make chaos-test` runs the worker kill as a test (tests/chaos).
 """
 
 from __future__ import annotations

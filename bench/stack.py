@@ -40,10 +40,14 @@ class WorkerSpec:
 
 @dataclass
 class BenchStack:
-    """Use as a context manager. `env` overrides settings for every process."""
+    """Use as a context manager. `env` overrides settings for every process; `pg_admin_url`
+    and `redis_url` name other servers than LLMQUEUE_BENCH_PG and LLMQUEUE_BENCH_REDIS."""
 
     workers: list[WorkerSpec]
     env: dict[str, str] = field(default_factory=dict)
+    api_workers: int = 1  # uvicorn processes of the API (compose runs 2)
+    pg_admin_url: str = PG_ADMIN_URL
+    redis_url: str = REDIS_URL
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     key: str = ""
@@ -54,7 +58,7 @@ class BenchStack:
 
     @property
     def db_url(self) -> str:
-        return f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{self.db_name}"
+        return f"{self.pg_admin_url.rsplit('/', 1)[0]}/{self.db_name}"
 
     def __enter__(self) -> BenchStack:
         self.api_port, self.emulator_port = free_port(), free_port()
@@ -62,15 +66,15 @@ class BenchStack:
         self.full_env = {
             **os.environ,
             "DATABASE_URL": self.db_url,
-            "REDIS_URL": REDIS_URL,
-            "CELERY_BROKER_URL": REDIS_URL,
+            "REDIS_URL": self.redis_url,
+            "CELERY_BROKER_URL": self.redis_url,
             "LLMQUEUE_REDIS_PREFIX": self.prefix,
             "LLMQUEUE_EMULATOR_URL": self.emulator_url,
             "LLMQUEUE_EMULATOR_MODE": "always",
             "PYTHONUNBUFFERED": "1",
             **self.env,
         }
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        with psycopg.connect(self.pg_admin_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.db_name}"')
         try:
             self._start()
@@ -82,7 +86,7 @@ class BenchStack:
     def _start(self) -> None:
         self._cli("migrate")
         self._spawn("emulator", "--port", str(self.emulator_port))
-        self._spawn("api", "--port", str(self.api_port))
+        self._spawn("api", "--port", str(self.api_port), "--workers", str(self.api_workers))
         names = []
         for spec in self.workers:
             names.append(f"bench{len(self.procs)}-{self.run_id}@{socket.gethostname()}")
@@ -113,9 +117,9 @@ class BenchStack:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        with psycopg.connect(self.pg_admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-        client = redis.Redis.from_url(REDIS_URL)
+        client = redis.Redis.from_url(self.redis_url)
         for key in client.scan_iter(match=self.prefix + "*", count=1000):
             client.delete(key)
 
@@ -150,7 +154,7 @@ class BenchStack:
     def _wait_workers(self, names: list[str], timeout: float = 120) -> None:
         """A worker answers a ping only once its warm-up (SDK clients, tokenizer) is done:
         a run started before that would measure the cold start, not the pipeline."""
-        control = Celery(broker=REDIS_URL)
+        control = Celery(broker=self.redis_url)
         control.conf.broker_transport_options = {"global_keyprefix": self.prefix}
         waiting = set(names)
         deadline = time.monotonic() + timeout

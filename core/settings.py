@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # each wait grows by half, up to the max: a batch takes minutes to hours at the provider.
     provider_batch_poll_s: float = Field(default=30.0, gt=0)
     provider_batch_poll_max_s: float = Field(default=300.0, gt=0)
+    # Times a worker tries the broker again before it gives up and exits non-zero (a supervisor
+    # restarts it); the waits between grow to 30 s, so 100 is about 45 minutes; 0: for ever.
+    broker_max_retries: int = Field(default=100, ge=0)
     # Longer than any call: a message unacked this long is handed to another worker.
     visibility_timeout_s: int = Field(default=3600, gt=0)
     retries_per_deployment: int = Field(default=4, ge=0)
@@ -135,7 +138,7 @@ class Settings(BaseSettings):
     def allowed_networks(self) -> tuple[str, ...]:
         return tuple(v.strip() for v in self.outbound_allowed_networks.split(",") if v.strip())
 
-    @field_validator("metrics_token", "session_secret", "webhook_secret", mode="before")
+    @field_validator("metrics_token", "session_secret", "webhook_secret", "emulator_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

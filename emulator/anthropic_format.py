@@ -255,7 +255,7 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
         async with emu.call("anthropic", model, tokens=emu.request_tokens(conv)) as call:
             if call.fault is not None:
                 return error_response(call.fault, rate_headers(call))
-            answer = emu.answer(conv)
+            answer = emu.answer(conv, call.scope.answer_text)
             if body.get("stream"):
                 return await stream_answer(request, answer, model, call)
             headers = {"request-id": _request_id(), **rate_headers(call)}

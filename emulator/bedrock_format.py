@@ -226,7 +226,7 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
         async with emu.call("bedrock", model, tokens=emu.request_tokens(conv)) as call:
             if call.fault is not None:
                 return error_response(call.fault)
-            answer = emu.answer(conv)
+            answer = emu.answer(conv, call.scope.answer_text)
             if stream:
                 return await stream_answer(request, answer, call.scope.stream_chunk_ms)
             return web.json_response(converse_body(answer), headers={"x-amzn-RequestId": answer.request_id})

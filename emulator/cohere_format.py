@@ -206,7 +206,7 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
         async with emu.call("cohere", str(model), tokens=emu.request_tokens(conv)) as call:
             if call.fault is not None:
                 return error_response(call.fault, call)
-            answer = emu.answer(conv)
+            answer = emu.answer(conv, call.scope.answer_text)
             if body.get("stream"):
                 return await stream_answer(request, answer, call)
             return web.json_response(chat_body(answer), headers=response_headers(call))

@@ -56,6 +56,10 @@ class ScopeConfig(BaseModel):
     # False: answers carry no rate-limit headers (retry-after on a 429 stays), to test a client
     # against a provider that does not report its limits.
     rate_limit_headers: bool = True
+    # Every answer in the scope is this text instead of the composed one (tool calls and JSON
+    # modes aside): a test's way to make a model say what a store may not keep as it is (a NUL
+    # character, an unpaired surrogate).
+    answer_text: str | None = None
     script: list[ScriptedResponse] = Field(default_factory=list)
 
     @property
@@ -251,14 +255,15 @@ class Emulator:
         out = conv.max_tokens if conv.max_tokens is not None else answer.output_tokens
         return answer.input_tokens + out
 
-    def answer(self, conv: Conversation) -> Answer:
-        """The deterministic answer to a conversation (counted in `answered`)."""
+    def answer(self, conv: Conversation, text: str | None = None) -> Answer:
+        """The deterministic answer to a conversation (counted in `answered`); `text`, when
+        given (a scope's `answer_text`), is what the model says."""
         self._counter += 1
-        answer = self._compose(conv, str(self._counter))
+        answer = self._compose(conv, str(self._counter), text)
         self.answered[answer.request_id.split("-")[1]] += 1
         return answer
 
-    def _compose(self, conv: Conversation, serial: str) -> Answer:
+    def _compose(self, conv: Conversation, serial: str, given: str | None = None) -> Answer:
         prompt = "\n".join(text for _, text in conv.texts)
         digest = hashlib.sha256(f"{conv.model}\n{prompt}".encode()).hexdigest()
         request_id = f"emu-{digest[:12]}-{serial}"
@@ -275,7 +280,9 @@ class Emulator:
             text = f"Based on the tool result: {gist}"
         else:
             text = f"[emulated {conv.model}] Summary ({len(words)} words, ref {digest[:8]}): {gist}"
-        if conv.json_schema is not None:
+        if given is not None:
+            text = given
+        elif conv.json_schema is not None:
             text = json.dumps(_example_for(conv.json_schema))
         elif conv.json_mode:
             text = json.dumps({"answer": text, "model": conv.model})

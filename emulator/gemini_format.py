@@ -259,7 +259,7 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
                 return web.json_response(blocked)
             if fault is not None:
                 return error_response(fault)
-            answer = emu.answer(conv)
+            answer = emu.answer(conv, call.scope.answer_text)
             if action == "streamGenerateContent":
                 return await stream_answer(request, answer, model, call.scope.stream_chunk_ms)
             return web.json_response(response_body(answer, model))

@@ -213,7 +213,7 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
         async with emu.call("mistral", str(model), tokens=emu.request_tokens(conv)) as call:
             if call.fault is not None:
                 return error_response(call.fault, rate_headers(call))
-            answer = emu.answer(conv)
+            answer = emu.answer(conv, call.scope.answer_text)
             if body.get("stream"):
                 return await stream_answer(request, answer, str(model), call)
             return web.json_response(completion_body(answer, str(model)), headers=response_headers(call))

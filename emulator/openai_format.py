@@ -161,7 +161,7 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
         async with emu.call(provider, model, tokens=emu.request_tokens(conv)) as call:
             if call.fault is not None:
                 return error_response(call.fault, rate_headers(call))
-            answer = emu.answer(conv)
+            answer = emu.answer(conv, call.scope.answer_text)
             if body.get("stream"):
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 return await stream_answer(request, answer, model, call, include_usage)

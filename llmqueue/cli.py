@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -129,7 +129,29 @@ def worker(
         "--without-mingle",
     ]
     argv += ["-n", name or node_name(chosen)]
-    celery_app.worker_main(argv)
+    code = run_celery_worker(celery_app, argv)
+    if code:  # an unrecoverable error (the broker lost for good): non-zero, so a supervisor restarts it
+        raise SystemExit(code)
+
+
+def run_celery_worker(celery_app: Any, argv: list[str]) -> int:
+    """Run the Celery worker; its exit code. Celery's `worker_main` drops the code its worker
+    sets (1 after an "Unrecoverable error"), so a process that could not go on would exit 0
+    and a restart-on-failure supervisor would leave it dead: the worker is caught at init."""
+    from celery import signals
+
+    controllers: list[Any] = []
+
+    def remember(sender: Any, **_: Any) -> None:
+        controllers.append(sender)
+
+    signals.worker_init.connect(remember, weak=False)
+    try:
+        celery_app.worker_main(argv)
+    finally:
+        signals.worker_init.disconnect(remember)
+    code = controllers[-1].exitcode if controllers else None
+    return int(code or 0)
 
 
 def node_name(queues: list[str]) -> str:

@@ -38,6 +38,7 @@ def make_celery() -> Celery:
         broker_url=broker,
         broker_transport=transport,
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=settings.broker_max_retries or None,  # None: for ever
         broker_transport_options=transport_options,
         broker_pool_limit=50,
         task_serializer="json",

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from core.embeddings import EmbeddingRequest, EmbeddingResponse
 from core.settings import Settings
+from core.text import storable
 from core.types import FinishReason
 from jobstore import transitions
 from jobstore.claims import Claimed
@@ -92,8 +93,8 @@ def outcome_of(
         reasoning_tokens=0,
         cost_usd=embedding_cost(deployment.model, response.usage),
         latency_ms=latency_ms,
-        provider_request_id=request_id.replace("\x00", "")[:MAX_ID_CHARS] if request_id else None,
-        rate_limit_headers={k: v.replace("\x00", "") for k, v in response.rate_limit_headers.items()},
+        provider_request_id=storable(request_id)[:MAX_ID_CHARS] if request_id else None,
+        rate_limit_headers={storable(k): storable(v) for k, v in response.rate_limit_headers.items()},
         emulated=emulated,
     )
 

@@ -207,7 +207,11 @@ class CallEngine:
                 timeout_s=self.settings.provider_timeout_s,
             )
             sink = streams.delta_sink(claim.job_id) if claim.stream else None
-            response = await asyncio.wait_for(adapter.complete(request, on_text=sink), timeout)
+            try:
+                response = await asyncio.wait_for(adapter.complete(request, on_text=sink), timeout)
+            finally:  # every delta out before the outcome (and its `done`) or a retry's `call`
+                if sink is not None:
+                    await sink.flush()
         except TimeoutError:
             error = Transient(f"no answer within {timeout:.0f} s (timed out)")
         except ProviderError as exc:  # issue 10 (hostile): no key or internal host reaches users

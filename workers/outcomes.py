@@ -33,6 +33,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from core.clock import utcnow
 from core.settings import Settings
+from core.text import storable
 from core.types import ChatResponse
 from jobstore import claims, transitions
 from jobstore.claims import Claimed
@@ -55,8 +56,9 @@ MAX_ID_CHARS = 200  # attempts.provider_request_id
 
 
 def _clean(text: str) -> str:
-    """Text as Postgres can store it: no NUL characters (psycopg refuses them)."""
-    return text.replace("\x00", "") if "\x00" in text else text
+    """Text as Postgres can store it: no NUL characters (psycopg refuses them), no unpaired
+    surrogates (not UTF-8: the write would fail and, unscrubbed, the answer be thrown away)."""
+    return storable(text)
 
 
 def sanitized(

@@ -11,13 +11,16 @@ had already streamed text is retried or failed over, the next call's text starts
 beginning, and the API tells its clients to discard what they had (`reset`).
 
 Deltas are published from the worker's asyncio call loop with `redis.asyncio` (one client
-per event loop), so a slow Redis round trip never blocks the other calls on that loop. A
+per event loop), so a slow Redis round trip never blocks the other calls on that loop; a
+call has one publish in flight at a time, and the deltas that arrive meanwhile go out
+together as one entry (`StreamSink`), so a loaded Redis gets fewer, bigger entries. A
 failed publish is logged and the stream for that call stops; the stored result (which the
 API's `done` event carries) is unaffected.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -27,6 +30,7 @@ import redis
 
 from core.redis import async_redis, shared_redis
 from core.settings import get_settings
+from core.text import storable
 
 log = logging.getLogger(__name__)
 
@@ -78,22 +82,47 @@ async def apublish(job_id: str, event: str, data: str = "") -> None:
         await pipe.execute()
 
 
-def delta_sink(job_id: str) -> DeltaSink:
-    """An `on_text` callback for one provider call: publishes a `call` marker, then each delta,
-    in order (each publish is awaited before the adapter reads the next chunk)."""
-    call_id = uuid.uuid4().hex
-    state = {"opened": False, "broken": False}
+class StreamSink:
+    """An `on_text` callback for one provider call: publishes a `call` marker, then the deltas,
+    in order, one publish in flight at a time. A delta that arrives while one is in flight waits
+    and goes out with the others that came meanwhile, as one entry: the call never waits for
+    Redis, and a thousand streaming calls make as many publishes as Redis can take, not one per
+    token. `flush` waits until everything given has been sent (or streaming has stopped)."""
 
-    async def sink(delta: str) -> None:
-        if state["broken"] or not delta:
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.call_id = uuid.uuid4().hex
+        self.opened = False
+        self.broken = False
+        self.pending: list[str] = []
+        self.sending: asyncio.Task[None] | None = None
+
+    async def __call__(self, delta: str) -> None:
+        if self.broken or not delta:
             return
-        try:
-            if not state["opened"]:
-                await apublish(job_id, "call", call_id)
-                state["opened"] = True
-            await apublish(job_id, "delta", delta)
-        except (redis.RedisError, OSError) as exc:  # streaming is best effort; the call goes on
-            state["broken"] = True
-            log.warning("job %s: stopped streaming deltas: %s", job_id, type(exc).__name__)
+        # An unpaired surrogate cannot be sent to Redis: scrubbed as the stored result is.
+        self.pending.append(storable(delta))
+        if self.sending is None or self.sending.done():
+            self.sending = asyncio.ensure_future(self._send())
 
-    return sink
+    async def _send(self) -> None:
+        while self.pending and not self.broken:
+            text = "".join(self.pending)
+            self.pending.clear()
+            try:
+                if not self.opened:
+                    await apublish(self.job_id, "call", self.call_id)
+                    self.opened = True
+                await apublish(self.job_id, "delta", text)
+            except (redis.RedisError, OSError) as exc:  # streaming is best effort; the call goes on
+                self.broken = True
+                log.warning("job %s: stopped streaming deltas: %s", self.job_id, type(exc).__name__)
+
+    async def flush(self) -> None:
+        if self.sending is not None:
+            await asyncio.shield(self.sending)
+
+
+def delta_sink(job_id: str) -> StreamSink:
+    """The `on_text` callback of one provider call of `job_id` (flush it when the call ends)."""
+    return StreamSink(job_id)

@@ -18,6 +18,8 @@ import pytest
 import typer
 import yaml
 
+from core.providers import PROVIDERS, ProviderName
+from core.settings import Settings
 from llmqueue.cli import app as cli_app
 from tests.quickstart import readme_block
 from workers.queues import ALL_PROVIDER_QUEUES, ALL_QUEUES
@@ -102,6 +104,118 @@ def test_each_provider_worker_gets_only_its_own_key() -> None:
         assert not foreign, f"worker-{provider} is given {foreign}"
 
 
+# ------------------------------------------------------------ credentials and the emulator
+
+
+def credential_variables(provider: str) -> set[str]:
+    """What a process needs in its environment to call `provider` (keys and endpoint)."""
+    spec = PROVIDERS[ProviderName(provider)]
+    names = {n for n in (spec.key_env, spec.endpoint_env) if n}
+    if provider == "bedrock":  # the AWS credential chain: the key id is only its first link
+        names |= {"AWS_SECRET_ACCESS_KEY", "AWS_REGION"}
+    return names
+
+
+ROUTED_PROVIDERS = [p.value for p in ProviderName if p is not ProviderName.COMPATIBLE]  # no variable
+
+
+def resolved_environment(service: dict[str, Any], shell: dict[str, str]) -> dict[str, str]:
+    """The service's environment as compose would give it with `shell` as the caller's
+    environment: ${X:-default}, ${X:?message} (a placeholder value) and ${X} filled in."""
+
+    def fill(match: re.Match[str]) -> str:
+        name, op, default = match.group(1), match.group(2), match.group(3) or ""
+        if op == ":?":
+            return shell.get(name) or "required-and-set"
+        return shell.get(name) or (default if op == ":-" else "")
+
+    pattern = re.compile(r"\$\{([A-Z0-9_]+)(?:(:-|:\?)([^}]*))?\}")
+    return {k: pattern.sub(fill, str(v)) for k, v in (service.get("environment") or {}).items()}
+
+
+@pytest.mark.parametrize("name", ["api", "dispatcher"])
+def test_the_services_that_route_get_every_providers_credentials(name: str) -> None:
+    """Intake (the API) and the dispatcher keep only deployments with credentials (a job none
+    can take is a 422): without every key they would refuse or misroute what workers can do."""
+    env = SERVICES[name]["environment"]
+    for provider in ROUTED_PROVIDERS:
+        missing = credential_variables(provider) - set(env)
+        assert not missing, f"{name} is not given {sorted(missing)} ({provider})"
+
+
+@pytest.mark.parametrize("provider", ROUTED_PROVIDERS)
+def test_each_provider_worker_gets_its_credentials(provider: str) -> None:
+    env = SERVICES[f"worker-{provider}"].get("environment") or {}
+    missing = credential_variables(provider) - set(env)
+    assert not missing, f"worker-{provider} is not given {sorted(missing)}"
+
+
+def test_the_routing_services_see_the_same_credentials_as_the_workers() -> None:
+    """With OPENAI_API_KEY alone set, the API and the dispatcher count exactly the deployments
+    worker-openai can call: what intake accepts is what a worker can do."""
+    from routing.catalog import get_catalog
+    from routing.credentials import unavailable
+
+    shell = {"OPENAI_API_KEY": "sk-test", "POSTGRES_PASSWORD": "x"}
+    catalog = get_catalog()
+    openai = {n for n, d in catalog.deployments.items() if d.provider == "openai"}
+    worker_env = resolved_environment(SERVICES["worker-openai"], shell)
+    blocked_for_worker = unavailable(catalog, worker_env, emulator_url=None, emulator_mode="auto")
+    assert not openai & set(blocked_for_worker)
+    for name in ("api", "dispatcher"):
+        env = resolved_environment(SERVICES[name], shell)
+        settings = Settings(_env_file=None, **settings_fields(env))  # type: ignore[call-arg]
+        blocked = unavailable(
+            catalog, env, emulator_url=settings.emulator_url, emulator_mode=settings.emulator_mode
+        )
+        assert set(catalog.deployments) - set(blocked) == openai, name
+
+
+def settings_fields(env: dict[str, str]) -> dict[str, str]:
+    return {
+        "emulator_url": env.get("LLMQUEUE_EMULATOR_URL", ""),
+        "emulator_mode": env.get("LLMQUEUE_EMULATOR_MODE", "auto"),
+    }
+
+
+def test_the_emulator_is_opt_in() -> None:
+    """Compose starts no emulator and points no service at one unless asked: a provider whose
+    key is unset is skipped, never answered (and charged) by the emulator."""
+    assert SERVICES["emulator"].get("profiles") == ["emulator"]
+    for name, service in SERVICES.items():
+        assert "emulator" not in (service.get("depends_on") or {}), f"{name} starts the emulator"
+    for name, service in OWN.items():
+        env = resolved_environment(service, {})
+        settings = Settings(_env_file=None, **settings_fields(env))  # type: ignore[call-arg]
+        assert settings.emulator_url is None, name
+    # Asked for (COMPOSE_PROFILES=emulator and the URL), it answers for keyless providers.
+    env = resolved_environment(SERVICES["worker-openai"], {"LLMQUEUE_EMULATOR_URL": "http://emulator:8765"})
+    settings = Settings(_env_file=None, **settings_fields(env))  # type: ignore[call-arg]
+    assert settings.emulator_url == "http://emulator:8765" and settings.emulator_mode == "auto"
+
+
+def test_a_bare_worker_without_keys_does_not_fall_back_to_the_emulator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`llmqueue worker` with no key and no LLMQUEUE_EMULATOR_URL: every deployment that needs
+    a key is unavailable (skipped, named with what to set), none is emulated."""
+    from routing.catalog import get_catalog
+    from routing.credentials import emulated, resolve, unavailable
+
+    for name in ("LLMQUEUE_EMULATOR_URL", "LLMQUEUE_EMULATOR_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.emulator_url is None
+    catalog = get_catalog()
+    blocked = unavailable(
+        catalog, {}, emulator_url=settings.emulator_url, emulator_mode=settings.emulator_mode
+    )
+    assert set(blocked) == set(catalog.deployments)
+    for deployment in catalog.deployments.values():
+        problem = resolve(deployment, {}).problem
+        assert not emulated(problem, emulator_url=settings.emulator_url, emulator_mode=settings.emulator_mode)
+
+
 def test_workers_are_named_after_their_queues_unless_named() -> None:
     from llmqueue.cli import node_name
 
@@ -162,11 +276,10 @@ def test_compose_quickstart_sets_what_compose_needs() -> None:
     passed = {name for service in SERVICES.values() for name in service.get("environment") or {}}
     keys = [name for name in exported if name.endswith("_API_KEY") and name != "LLMQUEUE_API_KEY"]
     assert keys and all(name in passed for name in keys), f"compose passes none of {keys} on"
-    mode = exported["LLMQUEUE_EMULATOR_MODE"]
-    assert (
-        mode in ("auto", "always", "never")
-        and "LLMQUEUE_EMULATOR_MODE" in COMPOSE["x-llmqueue"]["environment"]
-    )
+    # Every variable compose requires (${X:?...}) is exported; no emulator is asked for.
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", (ROOT / "docker-compose.yml").read_text()))
+    assert required <= set(exported), f"the quickstart leaves {sorted(required - set(exported))} unset"
+    assert "LLMQUEUE_EMULATOR_URL" not in exported and "COMPOSE_PROFILES" not in exported
 
 
 def test_compose_quickstart_commands_exist() -> None:

@@ -38,6 +38,7 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 from core.errors import ErrorKind
+from core.text import storable
 from workers.outbound import forbidden_range
 
 REDACTED = "[redacted]"
@@ -62,8 +63,8 @@ INTERNAL_SUFFIXES = (
 
 def scrub(text: str, *, secrets: Iterable[str] = (), hosts: Iterable[str] = ()) -> str:
     """`text` without these secrets, anything key-shaped, or these host names (with a port);
-    and without NUL characters, which Postgres text cannot hold."""
-    text = text.replace("\x00", "")
+    and without NUL characters or unpaired surrogates, which Postgres text cannot hold."""
+    text = storable(text)
     for secret in secrets:
         if secret and len(secret) >= 6:
             text = text.replace(secret, REDACTED)
