@@ -106,7 +106,8 @@ def batch_file(jobs: int) -> bytes:
             "messages": [{"role": "user", "content": f"Item {i}: summarise {words}"}],
             "max_tokens": MAX_TOKENS,
         }
-        lines.append(json.dumps({"custom_id": f"job-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}))
+        line = {"custom_id": f"job-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+        lines.append(json.dumps(line))
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -261,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             (log_dir / name).mkdir()
             print(f"{name}: running ({log_dir / name})", flush=True)
             results.append(one_scenario(name, emulator, log_dir, args, data, src))
-            print(json.dumps({k: v for k, v in results[-1].items() if k != "statuses"}, default=str), flush=True)
+            summary = {k: v for k, v in results[-1].items() if k != "statuses"}
+            print(json.dumps(summary, default=str), flush=True)
     finally:
         emulator.stop()
     report(results, args)
