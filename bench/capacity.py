@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -252,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(names) - set(SCENARIOS)
     if unknown:
         p.error(f"unknown scenarios: {sorted(unknown)}")
+    # Stopped by a signal (a background run ignores SIGINT), it still stops its stacks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     log_dir = Path(tempfile.mkdtemp(prefix="llmq-capacity-"))
     data = batch_file(args.jobs)
     emulator = Emulator(log_dir)

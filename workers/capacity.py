@@ -13,10 +13,11 @@ one to end is woken by a publish when one does (and looks again every second reg
 
 Limits come from the catalog (`rpm`, `tpm`, `max_concurrency` on a deployment) or are learned:
 the rate-limit headers providers send (`x-ratelimit-limit-requests`, `anthropic-ratelimit-*`,
-...) set a deployment's learned limits, a `remaining` of 0 pauses it until the reset, and a 429
-pauses it for its Retry-After and, when no limit is known, shrinks its pace to 90% of what was
-admitted in the last minute. The dispatcher reads the same state to tell a saturated
-deployment (`expected_wait`) and spill a job to its next candidate.
+...) set a deployment's learned limits, a `remaining` of 0 pauses it until the next call has
+room (workers/ratelimit_headers.py), and a 429 pauses it for its Retry-After and, when no
+limit is known, shrinks its pace to 90% of what was admitted in the last minute. The
+dispatcher reads the same state to tell a saturated deployment (`expected_wait`) and spill a
+job to its next candidate.
 
 Without Redis (the embedded default) the same arithmetic runs in this process's memory.
 """
