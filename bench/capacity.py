@@ -174,6 +174,11 @@ def measure(calls: list[dict[str, Any]], start: float, end: float | None) -> dic
             "used": len(mine_ok) / (allowed_rpm * span_min),
             "weight": weight,
         }
+    timeline: dict[int, dict[str, int]] = {}  # per 30 s from the first call: answers by model and status
+    for c in calls:
+        bucket = timeline.setdefault(int((c["t"] - first) // 30) * 30, {})
+        label = f"{c['model']} {c['status']}"
+        bucket[label] = bucket.get(label, 0) + 1
     statuses: dict[int, int] = {}
     for c in calls:
         statuses[c["status"]] = statuses.get(c["status"], 0) + 1
@@ -188,6 +193,7 @@ def measure(calls: list[dict[str, Any]], start: float, end: float | None) -> dic
         "used": len(ok) / (allowed_total * span_min),
         "share_429": statuses.get(429, 0) / len(calls),
         "per_deployment": per,
+        "timeline": timeline,
     }
 
 
@@ -265,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             (log_dir / name).mkdir()
             print(f"{name}: running ({log_dir / name})", flush=True)
             results.append(one_scenario(name, emulator, log_dir, args, data, src))
-            summary = {k: v for k, v in results[-1].items() if k != "statuses"}
+            summary = {k: v for k, v in results[-1].items() if k not in ("statuses", "timeline")}
             print(json.dumps(summary, default=str), flush=True)
     finally:
         emulator.stop()

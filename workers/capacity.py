@@ -147,6 +147,7 @@ class Store(Protocol):
     async def release(self, scope: str, call_id: str) -> None: ...
     async def wait_release(self, scope: str, timeout_s: float) -> None: ...
     async def pause(self, scope: str, until: float) -> None: ...
+    async def paused_until(self, scope: str) -> float: ...
     async def learn(self, scope: str, learned: LearnedLimits) -> None: ...
     async def admitted_last_minute(self, scope: str, now: float) -> int: ...
     def queue(self, counts: Mapping[str, int]) -> None: ...
@@ -231,6 +232,9 @@ class RedisStore:
         current = _float(await client.hget(self.key(scope), "paused"))
         if until > current:
             await client.hset(self.key(scope), "paused", repr(until))
+
+    async def paused_until(self, scope: str) -> float:
+        return _float(await self._async().hget(self.key(scope), "paused"))
 
     async def learn(self, scope: str, learned: LearnedLimits) -> None:
         values = {}
@@ -357,6 +361,10 @@ class LocalStore:
             st = self._st(scope)
             st["paused"] = max(st.get("paused", 0.0), until)
 
+    async def paused_until(self, scope: str) -> float:
+        with self._lock:
+            return self._st(scope).get("paused", 0.0)
+
     async def learn(self, scope: str, learned: LearnedLimits) -> None:
         with self._lock:
             st = self._st(scope)
@@ -465,14 +473,22 @@ async def admit(
 
 
 async def wait_for_slot(admission: Admission, deployment: Deployment, call_id: str, timeout_s: float) -> None:
-    """Sleep until the booked slot, then take a call-in-flight slot when the deployment caps them."""
-    delay = admission.slot - time.time()
-    if delay > 0:
-        await asyncio.sleep(delay)
+    """Sleep until the booked slot, then take a call-in-flight slot when the deployment caps them.
+
+    A pause the provider announced after the booking (a 429's Retry-After, an exhausted window,
+    seen by any process) still holds the call: it books again, past the pause. Otherwise every
+    call booked ahead of a 429 would meet its own."""
+    st = store()
+    while True:
+        delay = admission.slot - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if not admission.booked or await st.paused_until(admission.scopes[0][0]) <= time.time():
+            break
+        admission.slot = await st.admit(admission.scopes, admission.tokens, time.time())
     limit = deployment.spec.max_concurrency
     if not limit:
         return
-    st = store()
     while not await st.acquire(deployment.name, call_id, limit, time.time(), timeout_s):
         await st.wait_release(deployment.name, 1.0)
     admission.call_id, admission.concurrency_scope = call_id, deployment.name
