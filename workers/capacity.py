@@ -128,6 +128,15 @@ end
 return 1
 """
 
+# KEYS: state hashes. ARGV: per key, how many calls sent to it started without a booking.
+UNQUEUE = """
+for i, key in ipairs(KEYS) do
+  local queued = tonumber(redis.call('HGET', key, 'queued') or '0')
+  if queued > 0 then redis.call('HSET', key, 'queued', math.max(0, queued - tonumber(ARGV[i]))) end
+end
+return 1
+"""
+
 # KEYS[1]: in-flight set. ARGV: now, call id, expiry, max. Returns 1 when taken, else 0.
 ACQUIRE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -151,6 +160,7 @@ class Store(Protocol):
     async def learn(self, scope: str, learned: LearnedLimits) -> None: ...
     async def admitted_last_minute(self, scope: str, now: float) -> int: ...
     def queue(self, counts: Mapping[str, int]) -> None: ...
+    async def started(self, counts: Mapping[str, int]) -> None: ...
     def views(self, scopes: Mapping[str, Limits], now: float) -> dict[str, CapacityView]: ...
 
 
@@ -259,6 +269,11 @@ class RedisStore:
             pipe.hincrby(self.key(scope), "queued", count)
             pipe.expire(self.key(scope), STATE_TTL_S)
         pipe.execute()
+
+    async def started(self, counts: Mapping[str, int]) -> None:
+        if counts:
+            names = list(counts)
+            await self._async().eval(UNQUEUE, len(names), *[self.key(n) for n in names], *counts.values())
 
     def views(self, scopes: Mapping[str, Limits], now: float) -> dict[str, CapacityView]:
         client = shared_redis()
@@ -384,6 +399,12 @@ class LocalStore:
                 st = self._st(scope)
                 st["queued"] = st.get("queued", 0.0) + count
 
+    async def started(self, counts: Mapping[str, int]) -> None:
+        with self._lock:
+            for scope, count in counts.items():
+                st = self._st(scope)
+                st["queued"] = max(0.0, st.get("queued", 0.0) - count)
+
     def views(self, scopes: Mapping[str, Limits], now: float) -> dict[str, CapacityView]:
         with self._lock:
             views = {}
@@ -426,6 +447,11 @@ def key_scope(owner_id: str) -> str:
 _learned: dict[str, LearnedLimits] = {}
 _limited: set[str] = set()
 _unbooked: dict[str, dict[int, int]] = {}  # calls made without a booking, per deployment and second
+# Calls started without a booking since they were last taken off their deployment's `queued`
+# count (the dispatcher's measure of the work waiting there), in one Redis call every so often.
+_started: dict[str, int] = {}
+_started_flushed = 0.0
+STARTED_FLUSH_S = 0.5
 
 
 @dataclass
@@ -467,6 +493,7 @@ async def admit(
         if len(seconds) > 120:  # keep about the last two minutes
             for old in [t for t in seconds if t < second - 120]:
                 del seconds[old]
+        _started[deployment.name] = _started.get(deployment.name, 0) + 1
         return Admission(now, tokens, scopes, booked=False)
     slot = await store().admit(scopes, tokens, now)
     return Admission(slot, tokens, scopes)
@@ -503,9 +530,15 @@ async def after_call(
     rate_limited: bool,
 ) -> None:
     """Release the call slot, give back unused tokens, and learn from what the provider said."""
+    global _started_flushed
     st = store()
     if admission.concurrency_scope:
         await st.release(admission.concurrency_scope, admission.call_id)
+    if _started and time.monotonic() - _started_flushed > STARTED_FLUSH_S:
+        counts = dict(_started)
+        _started.clear()
+        _started_flushed = time.monotonic()
+        await st.started(counts)
     scope, limits = admission.scopes[0]
     if used_tokens is not None and admission.booked:
         for name, scope_limits in admission.scopes:
