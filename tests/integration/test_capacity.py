@@ -79,7 +79,10 @@ def test_two_workers_together_keep_a_deployments_rpm(
     stack: Stack, azure_workers: list[WorkerProcess]
 ) -> None:
     stack.emulator.configure({"azure": {"rpm": RPM}})  # the provider refuses what goes past it
-    ids = [stack.submit(ask(f"paced {i}", model=AZURE)).json()["id"] for i in range(4)]
+    ids = []
+    for i in range(4):  # one message each (ids committed together would share one, for one worker)
+        ids.append(stack.submit(ask(f"paced {i}", model=AZURE)).json()["id"])
+        time.sleep(0.3)
     jobs = [stack.wait(i) for i in ids]
     assert all(j["status"] == "succeeded" and len(j["attempts"]) == 1 for j in jobs), jobs
     calls = stack.emulator.calls(provider="azure")
