@@ -324,7 +324,7 @@ class PipelineStack:
                     ],
                 )
             )
-        wait_http(f"{self.api_url}/healthz", self.api)
+        wait_http(f"{self.api_url}/healthz", self.api, timeout=90)  # a busy machine starts slowly
 
     def _migrate_and_make_keys(self) -> None:
         # Through the CLI, in child processes: llmqueue's settings are cached per process, each

@@ -13,10 +13,11 @@ one to end is woken by a publish when one does (and looks again every second reg
 
 Limits come from the catalog (`rpm`, `tpm`, `max_concurrency` on a deployment) or are learned:
 the rate-limit headers providers send (`x-ratelimit-limit-requests`, `anthropic-ratelimit-*`,
-...) set a deployment's learned limits, a `remaining` of 0 pauses it until the reset, and a 429
-pauses it for its Retry-After and, when no limit is known, shrinks its pace to 90% of what was
-admitted in the last minute. The dispatcher reads the same state to tell a saturated
-deployment (`expected_wait`) and spill a job to its next candidate.
+...) set a deployment's learned limits, a `remaining` of 0 pauses it until the next call has
+room (workers/ratelimit_headers.py), and a 429 pauses it for its Retry-After and, when no
+limit is known, shrinks its pace to 90% of what was admitted in the last minute. The
+dispatcher reads the same state to tell a saturated deployment (`expected_wait`) and spill a
+job to its next candidate.
 
 Without Redis (the embedded default) the same arithmetic runs in this process's memory.
 """
@@ -37,6 +38,7 @@ from typing import Any, Protocol
 from core.redis import async_redis, shared_redis
 from core.settings import get_settings
 from routing.catalog import Deployment
+from workers.capacity_scripts import ACQUIRE, ADMIT, GIVE_BACK, UNQUEUE
 from workers.ratelimit_headers import LearnedLimits, parse_limits
 
 log = logging.getLogger(__name__)
@@ -80,65 +82,6 @@ class CapacityView:
         return max(self.next_slot_in_s, self.paused_for_s) + self.queued * per_call
 
 
-# KEYS: one state hash per limiter in scope. ARGV: now, tokens, safety, ttl, then per key its
-# configured rpm and tpm (0 = none: the learned one, if any). Returns the booked slot (a string:
-# Lua numbers lose their fraction on the way back).
-ADMIT = """
-local now = tonumber(ARGV[1])
-local tokens = tonumber(ARGV[2])
-local safety = tonumber(ARGV[3])
-local slot = now
-local rpms, tpms = {}, {}
-for i, key in ipairs(KEYS) do
-  local st = redis.call('HMGET', key, 'tat_r', 'tat_t', 'paused', 'rpm_l', 'tpm_l')
-  local rpm = tonumber(ARGV[3 + 2 * i])
-  local tpm = tonumber(ARGV[4 + 2 * i])
-  if rpm <= 0 then rpm = tonumber(st[4]) or 0 end
-  if tpm <= 0 then tpm = tonumber(st[5]) or 0 end
-  rpm, tpm = rpm * safety, tpm * safety
-  rpms[i], tpms[i] = rpm, tpm
-  slot = math.max(slot, tonumber(st[3]) or 0)
-  if rpm > 0 then slot = math.max(slot, tonumber(st[1]) or 0) end
-  if tpm > 0 then slot = math.max(slot, tonumber(st[2]) or 0) end
-end
-for i, key in ipairs(KEYS) do
-  if rpms[i] > 0 then redis.call('HSET', key, 'tat_r', tostring(slot + 60 / rpms[i])) end
-  if tpms[i] > 0 then redis.call('HSET', key, 'tat_t', tostring(slot + tokens * 60 / tpms[i])) end
-  local queued = tonumber(redis.call('HGET', key, 'queued') or '0')
-  if queued > 0 then redis.call('HINCRBY', key, 'queued', -1) end
-  local bucket = key .. ':n:' .. math.floor(slot)
-  redis.call('INCR', bucket)
-  redis.call('EXPIRE', bucket, 130)
-  redis.call('EXPIRE', key, ARGV[4])
-end
-return tostring(slot)
-"""
-
-# KEYS[1]: a state hash. ARGV: tokens booked, tokens used, tpm (0 = the learned one), safety.
-GIVE_BACK = """
-local tpm = tonumber(ARGV[3])
-if tpm <= 0 then tpm = tonumber(redis.call('HGET', KEYS[1], 'tpm_l') or '0') end
-tpm = tpm * tonumber(ARGV[4])
-local tat = tonumber(redis.call('HGET', KEYS[1], 'tat_t') or '0')
-if tpm > 0 and tat > 0 then
-  local back = (tonumber(ARGV[1]) - tonumber(ARGV[2])) * 60 / tpm
-  redis.call('HSET', KEYS[1], 'tat_t', tostring(tat - back))
-end
-return 1
-"""
-
-# KEYS[1]: in-flight set. ARGV: now, call id, expiry, max. Returns 1 when taken, else 0.
-ACQUIRE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[4]) then
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-  redis.call('EXPIRE', KEYS[1], 3600)
-  return 1
-end
-return 0
-"""
-
-
 class Store(Protocol):
     async def admit(self, scopes: list[tuple[str, Limits]], tokens: int, now: float) -> float: ...
     async def give_back(self, scope: str, limits: Limits, booked: int, used: int) -> None: ...
@@ -146,9 +89,11 @@ class Store(Protocol):
     async def release(self, scope: str, call_id: str) -> None: ...
     async def wait_release(self, scope: str, timeout_s: float) -> None: ...
     async def pause(self, scope: str, until: float) -> None: ...
+    async def paused_until(self, scope: str) -> float: ...
     async def learn(self, scope: str, learned: LearnedLimits) -> None: ...
     async def admitted_last_minute(self, scope: str, now: float) -> int: ...
     def queue(self, counts: Mapping[str, int]) -> None: ...
+    async def started(self, counts: Mapping[str, int]) -> None: ...
     def views(self, scopes: Mapping[str, Limits], now: float) -> dict[str, CapacityView]: ...
 
 
@@ -231,6 +176,9 @@ class RedisStore:
         if until > current:
             await client.hset(self.key(scope), "paused", repr(until))
 
+    async def paused_until(self, scope: str) -> float:
+        return _float(await self._async().hget(self.key(scope), "paused"))
+
     async def learn(self, scope: str, learned: LearnedLimits) -> None:
         values = {}
         if learned.rpm:
@@ -254,6 +202,11 @@ class RedisStore:
             pipe.hincrby(self.key(scope), "queued", count)
             pipe.expire(self.key(scope), STATE_TTL_S)
         pipe.execute()
+
+    async def started(self, counts: Mapping[str, int]) -> None:
+        if counts:
+            names = list(counts)
+            await self._async().eval(UNQUEUE, len(names), *[self.key(n) for n in names], *counts.values())
 
     def views(self, scopes: Mapping[str, Limits], now: float) -> dict[str, CapacityView]:
         client = shared_redis()
@@ -356,6 +309,10 @@ class LocalStore:
             st = self._st(scope)
             st["paused"] = max(st.get("paused", 0.0), until)
 
+    async def paused_until(self, scope: str) -> float:
+        with self._lock:
+            return self._st(scope).get("paused", 0.0)
+
     async def learn(self, scope: str, learned: LearnedLimits) -> None:
         with self._lock:
             st = self._st(scope)
@@ -374,6 +331,12 @@ class LocalStore:
             for scope, count in counts.items():
                 st = self._st(scope)
                 st["queued"] = st.get("queued", 0.0) + count
+
+    async def started(self, counts: Mapping[str, int]) -> None:
+        with self._lock:
+            for scope, count in counts.items():
+                st = self._st(scope)
+                st["queued"] = max(0.0, st.get("queued", 0.0) - count)
 
     def views(self, scopes: Mapping[str, Limits], now: float) -> dict[str, CapacityView]:
         with self._lock:
@@ -417,6 +380,11 @@ def key_scope(owner_id: str) -> str:
 _learned: dict[str, LearnedLimits] = {}
 _limited: set[str] = set()
 _unbooked: dict[str, dict[int, int]] = {}  # calls made without a booking, per deployment and second
+# Calls started without a booking since they were last taken off their deployment's `queued`
+# count (the dispatcher's measure of the work waiting there), in one Redis call every so often.
+_started: dict[str, int] = {}
+_started_flushed = 0.0
+STARTED_FLUSH_S = 0.5
 
 
 @dataclass
@@ -458,20 +426,29 @@ async def admit(
         if len(seconds) > 120:  # keep about the last two minutes
             for old in [t for t in seconds if t < second - 120]:
                 del seconds[old]
+        _started[deployment.name] = _started.get(deployment.name, 0) + 1
         return Admission(now, tokens, scopes, booked=False)
     slot = await store().admit(scopes, tokens, now)
     return Admission(slot, tokens, scopes)
 
 
 async def wait_for_slot(admission: Admission, deployment: Deployment, call_id: str, timeout_s: float) -> None:
-    """Sleep until the booked slot, then take a call-in-flight slot when the deployment caps them."""
-    delay = admission.slot - time.time()
-    if delay > 0:
-        await asyncio.sleep(delay)
+    """Sleep until the booked slot, then take a call-in-flight slot when the deployment caps them.
+
+    A pause the provider announced after the booking (a 429's Retry-After, an exhausted window,
+    seen by any process) still holds the call: it books again, past the pause. Otherwise every
+    call booked ahead of a 429 would meet its own."""
+    st = store()
+    while True:
+        delay = admission.slot - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if not admission.booked or await st.paused_until(admission.scopes[0][0]) <= time.time():
+            break
+        admission.slot = await st.admit(admission.scopes, admission.tokens, time.time())
     limit = deployment.spec.max_concurrency
     if not limit:
         return
-    st = store()
     while not await st.acquire(deployment.name, call_id, limit, time.time(), timeout_s):
         await st.wait_release(deployment.name, 1.0)
     admission.call_id, admission.concurrency_scope = call_id, deployment.name
@@ -486,9 +463,15 @@ async def after_call(
     rate_limited: bool,
 ) -> None:
     """Release the call slot, give back unused tokens, and learn from what the provider said."""
+    global _started_flushed
     st = store()
     if admission.concurrency_scope:
         await st.release(admission.concurrency_scope, admission.call_id)
+    if _started and time.monotonic() - _started_flushed > STARTED_FLUSH_S:
+        counts = dict(_started)
+        _started.clear()
+        _started_flushed = time.monotonic()
+        await st.started(counts)
     scope, limits = admission.scopes[0]
     if used_tokens is not None and admission.booked:
         for name, scope_limits in admission.scopes:

@@ -7,9 +7,10 @@ window allows: split evenly between the keys that have held jobs, and within a k
 its batches, each in line order. So one key's 100,000-document batch does not starve another
 key's batch submitted after it: both progress at comparable rates from the next round on.
 
-The window is `LLMQUEUE_BATCH_IN_FLIGHT` jobs, or, when every deployment's rate limit is
-known, about 15 seconds of their combined capacity (never less than 50): rate-limited work
-then waits here, in Postgres, instead of in the broker, where it could not be reordered.
+The window is about 15 seconds of the deployments' known rate limits combined, plus 50 jobs
+for each deployment whose limit is not known yet (from its first answers' headers), at most
+`LLMQUEUE_BATCH_IN_FLIGHT` and never less than 50: rate-limited work then waits here, in
+Postgres, instead of in the broker, where it could not be reordered.
 """
 
 from __future__ import annotations
@@ -46,10 +47,14 @@ def window(now: float) -> int:
     limit = get_settings().batch_in_flight
     deployments = get_catalog().deployments
     views = capacity.store().views({n: capacity.deployment_limits(d) for n, d in deployments.items()}, now)
-    if not deployments or any(views.get(n) is None or not views[n].rpm for n in deployments):
+    if not deployments or not views:
         return limit
-    per_second = sum((views[n].rpm or 0) / 60 for n in deployments)
-    return max(MIN_WINDOW, min(limit, math.ceil(per_second * CAPACITY_HORIZON_S)))
+    # A deployment whose limit is not known yet counts for MIN_WINDOW jobs: enough to learn its
+    # limit from its first answers, not a whole window sent to it before anything is known.
+    known = [views[n].rpm or 0.0 for n in deployments if n in views and views[n].rpm]
+    unknown = len(deployments) - len(known)
+    wanted = math.ceil(sum(known) / 60 * CAPACITY_HORIZON_S) + unknown * MIN_WINDOW
+    return max(MIN_WINDOW, min(limit, wanted))
 
 
 def feed_once(now: datetime | None = None) -> int:

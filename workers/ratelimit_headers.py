@@ -4,8 +4,9 @@ OpenAI and Azure send `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` (r
 durations like `1s`, `6m0s`, `20ms`); Anthropic `anthropic-ratelimit-{requests,tokens,
 input-tokens,output-tokens}-{limit,remaining,reset}` (resets as RFC 3339 times); Mistral
 `x-ratelimitbysize-{limit,remaining}-minute` for tokens. A limit becomes the deployment's
-learned rpm or tpm; a `remaining` of 0 pauses it until its reset. Pure functions: the clock
-is passed in.
+learned rpm or tpm; a `remaining` of 0 pauses it until there is room for the next call (about
+one request's share of the minute, at most until the reset). Pure functions: the clock is
+passed in.
 """
 
 from __future__ import annotations
@@ -83,6 +84,16 @@ _TOKENS = (
 )
 
 
+def _next_room_s(rpm: float | None) -> float:
+    """How long an exhausted window is waited out. A reset is when the whole window is
+    replenished (OpenAI's, Anthropic's: the newest call ageing out, up to a minute away), but
+    room for the next call comes as the oldest calls age out: about one call's share of the
+    minute when calls are paced. Waiting for the full reset would idle a paced deployment for
+    a minute each time its window touches 0; a wait too short is corrected by the provider's
+    429, whose Retry-After is exact."""
+    return 60.0 / rpm if rpm else 1.0
+
+
 def parse_limits(headers: Mapping[str, str], now: float) -> LearnedLimits:
     """The limits and any exhausted window these headers (lower-cased names) announce."""
     lowered = {k.lower(): v for k, v in headers.items()}
@@ -97,6 +108,6 @@ def parse_limits(headers: Mapping[str, str], now: float) -> LearnedLimits:
             remaining = _number(lowered, remaining_name)
             reset = parse_reset(lowered[reset_name], now) if reset_name and reset_name in lowered else None
             if remaining is not None and remaining <= 0 and reset:
-                paused = max(paused or 0.0, now + reset)
+                paused = max(paused or 0.0, now + min(reset, _next_room_s(found["rpm"])))
             break
     return LearnedLimits(found["rpm"], found["tpm"], paused)
