@@ -19,9 +19,11 @@ demo: $(STAMP)
 	$(VENV)/bin/llmqueue demo
 
 ## test: the whole suite on real Postgres, Redis and Celery workers (started if not running),
+## in TEST_PROCS pytest processes (each with its own database, Redis prefix, stack and emulator),
 ## the console's pages in Debian's Chromium (installed with apt if missing)
+TEST_PROCS ?= 2
 test: $(STAMP) services browser
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q --durations=25 -n $(TEST_PROCS) --dist loadfile
 
 ## bench: the pipeline against a bare AsyncOpenAI client, 3 runs, medians (see bench/README.md);
 ## more flags with BENCH_ARGS, e.g. make bench BENCH_ARGS="--jobs 500 --latency-ms 200"
