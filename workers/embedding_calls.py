@@ -30,11 +30,12 @@ from jobstore.embedding_jobs import CallVectors, call_request, input_ids
 from routing.catalog import Catalog, Deployment
 from routing.embeddings import embedding_cost
 from routing.tokens import calibrate, count_text
-from workers import capacity, health, metrics
+from workers import capacity, health
 from workers.call_loop import CallLoop
+from workers.call_reports import report_call
 from workers.calls import Failed, Succeeded
 from workers.policy import Action
-from workers.providers.errors import InvalidRequest, ProviderError, RateLimited, Transient
+from workers.providers.errors import InvalidRequest, ProviderError, Transient
 
 log = logging.getLogger(__name__)
 MAX_ID_CHARS = 200  # attempts.provider_request_id
@@ -133,21 +134,13 @@ async def make_call(engine: Engine, claim: Claimed, key_limits: capacity.Limits 
     except ProviderError as exc:
         error = exc
     latency = (time.perf_counter() - started) * 1000
-    try:
-        await capacity.after_call(
-            admission,
-            used_tokens=None if error is not None else response.usage.input_tokens,
-            headers=None if error is not None else response.rate_limit_headers,
-            retry_after=error.retry_after if error is not None else None,
-            rate_limited=isinstance(error, RateLimited),
-        )
-    except Exception:  # capacity is shared state, best effort: the call's outcome still counts
-        log.warning("could not update the capacity of %s", deployment.name, exc_info=True)
-    metrics.provider_call(
+    await report_call(
+        admission,
         deployment,
         latency,
-        "success" if error is None else error.kind.value,
-        None if error is not None else response.rate_limit_headers,
+        error,
+        used_tokens=None if error is not None else response.usage.input_tokens,
+        headers=None if error is not None else response.rate_limit_headers,
     )
     if error is not None:
         engine.writer.submit(Failed(claim, error, latency_ms=round(latency, 2)))

@@ -37,13 +37,14 @@ from jobstore.models import ApiKey, JobKind
 from routing.catalog import Catalog, Deployment, get_catalog
 from routing.costs import expected_output_tokens, settle_cost
 from routing.tokens import calibrate, raw_request_tokens
-from workers import capacity, embedding_calls, health, metrics, streams
+from workers import capacity, embedding_calls, health, streams
 from workers.call_loop import CallLoop, get_call_loop
+from workers.call_reports import report_call
 from workers.calls import BREAKER_OPEN, Failed, Succeeded, investigate, release_closed
 from workers.next_step import NextStep
 from workers.outcomes import OutcomeWriter, sanitized
 from workers.policy import Action
-from workers.providers.errors import ProviderError, RateLimited, Transient, scrub_for
+from workers.providers.errors import ProviderError, Transient, scrub_for
 
 log = logging.getLogger(__name__)
 PROCESS = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -219,22 +220,15 @@ class CallEngine:
                 scrub_for, exc, deployment.api_key_env, self._endpoints(deployment)
             )
         latency = (time.perf_counter() - started) * 1000
-        used = None if error is not None else response.usage.input_tokens + response.usage.output_tokens
-        try:
-            await capacity.after_call(
-                admission,
-                used_tokens=used,
-                headers=None if error is not None else response.rate_limit_headers,
-                retry_after=error.retry_after if error is not None else None,
-                rate_limited=isinstance(error, RateLimited),
-            )
-        except Exception:  # capacity is shared state, best effort: the call's outcome still counts
-            log.warning("could not update the capacity of %s", deployment.name, exc_info=True)
-        metrics.provider_call(
+        await report_call(
+            admission,
             deployment,
             latency,
-            "success" if error is None else error.kind.value,
-            None if error is not None else response.rate_limit_headers,
+            error,
+            used_tokens=None
+            if error is not None
+            else response.usage.input_tokens + response.usage.output_tokens,
+            headers=None if error is not None else response.rate_limit_headers,
         )
         if error is not None:
             self.writer.submit(Failed(claim, error, latency_ms=round(latency, 2)))
