@@ -131,7 +131,11 @@ def test_batches_list_pages_and_stops(client: openai.OpenAI) -> None:
     assert seen.index(made[-1]) < seen.index(made[0])  # newest first
 
 
-def test_chat_completion_without_and_with_stream(client: openai.OpenAI) -> None:
+def test_chat_completion_without_and_with_stream(stack: Stack, client: openai.OpenAI) -> None:
+    # The answer's words leave the emulator 20 ms apart, as a model's would: a worker merges
+    # deltas that arrive while its last one is still being published, so words sent all at
+    # once may reach a client in one piece on a loaded box.
+    stack.emulator.configure({"gpt-4o-mini": {"stream_chunk_ms": 20}})
     reply = client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "Say hi to the compat layer"}]
     )
