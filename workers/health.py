@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 import redis
 from redis.client import Pipeline
+from redis.exceptions import RedisError
 
 from core.redis import shared_redis
 from core.settings import get_settings
@@ -316,7 +317,10 @@ class SuccessBuffer:
                 len(pending) >= self.FLUSH_COUNT or now - self._last_flush.get(deployment, 0) >= self.FLUSH_S
             )
         if due:
-            self.flush(deployment, now)
+            try:
+                self.flush(deployment, now)
+            except Exception:  # Redis away: kept for the next flush; the call's answer stands
+                log.warning("could not write health for %s; kept for the next flush", deployment)
 
     def flush(self, deployment: str, now: float) -> None:
         with self._lock:
@@ -348,8 +352,12 @@ def record_failure(deployment: str, now: float, error: ProviderError) -> Deploym
     error was the request's fault and so not counted)."""
     if isinstance(error, NOT_THE_DEPLOYMENTS_FAULT):
         return None
-    _successes.flush(deployment, now)
-    return store().record_failure(deployment, now=now, retry_after=error.retry_after)
+    try:
+        _successes.flush(deployment, now)
+        return store().record_failure(deployment, now=now, retry_after=error.retry_after)
+    except RedisError:  # the shared store is away: the failure still decides the attempt's fate
+        log.warning("could not count a failure of %s: the health store is away", deployment)
+        return None
 
 
 def health_snapshot(names: Iterable[str], now: float) -> dict[str, DeploymentHealth]:

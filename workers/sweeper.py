@@ -24,9 +24,9 @@ from workers.next_step import NextStep, SendAttempt, SendDispatch
 from workers.queues import ALL_QUEUES, Queue, priority_for, provider_queue
 
 log = logging.getLogger(__name__)
-SWEEP_EVERY_S = 30.0
+SWEEP_EVERY_S = 5.0  # a round queries only for work whose queue is empty: cheap when busy
 LEASE_SWEEP_S = 5.0  # a dead worker's calls are taken over within a lease and this
-GRACE_S = 20.0  # a queued job or pending attempt this old whose queue is empty was lost
+GRACE_S = 10.0  # a queued job or pending attempt this old whose queue is empty was lost
 BATCH = 1000
 
 
