@@ -18,6 +18,7 @@ import json
 import resource
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import openai
@@ -76,6 +77,13 @@ async def run(url: str, jobs: int, concurrency: int) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     await client.close()
+    return summary(jobs, concurrency, latencies, failures, wall, cpu)
+
+
+def summary(
+    jobs: int, concurrency: int, latencies: list[float], failures: int, wall: float, cpu: float
+) -> dict[str, Any]:
+    """One baseline run's figures, the same for every baseline (this one and LiteLLM's)."""
     return {
         "jobs": jobs,
         "concurrency": concurrency,
@@ -90,16 +98,15 @@ async def run(url: str, jobs: int, concurrency: int) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def cli(run_baseline: Callable[[str, int, int], Awaitable[dict[str, Any]]], doc: str | None) -> None:
+    """The command line every baseline shares: `--url`, `--jobs`, `--concurrency`; JSON out."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True, help="The emulator's base URL.")
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=200)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.url, args.jobs, args.concurrency))))
+    print(json.dumps(asyncio.run(run_baseline(args.url, args.jobs, args.concurrency))))
 
 
 if __name__ == "__main__":
-    main()
+    cli(run, __doc__)

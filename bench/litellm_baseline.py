@@ -13,13 +13,9 @@ It prints one JSON object like `bench.baseline`'s.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import logging
 import os
-import resource
-import statistics
 import time
 from typing import Any
 
@@ -28,7 +24,7 @@ os.environ.setdefault("LITELLM_LOG", "ERROR")
 
 from litellm import Router  # after the environment above: LiteLLM reads it at import
 
-from bench.baseline import MAX_TOKENS, MODEL, messages, percentile
+from bench.baseline import MAX_TOKENS, MODEL, cli, messages, summary
 
 
 async def run(url: str, jobs: int, concurrency: int) -> dict[str, Any]:
@@ -70,30 +66,8 @@ async def run(url: str, jobs: int, concurrency: int) -> dict[str, Any]:
     await asyncio.gather(*(one(i) for i in range(jobs)))
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
-    return {
-        "jobs": jobs,
-        "concurrency": concurrency,
-        "succeeded": len(latencies),
-        "failed": failures,
-        "wall_s": wall,
-        "jobs_per_s": jobs / wall,
-        "cpu_ms_per_job": cpu * 1000 / jobs,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "p50_ms": statistics.median(latencies) if latencies else float("nan"),
-        "p99_ms": percentile(latencies, 0.99),
-    }
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--url", required=True, help="The emulator's base URL.")
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=200)
-    args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.url, args.jobs, args.concurrency))))
+    return summary(jobs, concurrency, latencies, failures, wall, cpu)
 
 
 if __name__ == "__main__":
-    main()
+    cli(run, __doc__)
