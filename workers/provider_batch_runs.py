@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -194,12 +194,17 @@ def _deployment(pb: ProviderBatch) -> Deployment | None:
 # ---------------------------------------------------------------- submit
 
 
-def submit(pb_id: str) -> str:
-    """Submit a planned provider batch (see the module docstring)."""
-    step = _take(pb_id, SUBMIT_LEASE_S)
+def _step(pb_id: str, lease_s: float, body: Callable[[Step], str]) -> str:
+    """Run one step on the provider batch if this worker can take it (`_take`), guarded."""
+    step = _take(pb_id, lease_s)
     if step is None:
         return "held by another worker, or settled"
-    return _guarded(step, _submit)
+    return _guarded(step, body)
+
+
+def submit(pb_id: str) -> str:
+    """Submit a planned provider batch (see the module docstring)."""
+    return _step(pb_id, SUBMIT_LEASE_S, _submit)
 
 
 def _submit(step: Step) -> str:
@@ -290,10 +295,7 @@ def _poll_bounds() -> tuple[float, float]:
 
 def poll(pb_id: str) -> str:
     """Look at a submitted provider batch (see the module docstring)."""
-    step = _take(pb_id, LEASE_S)
-    if step is None:
-        return "held by another worker, or settled"
-    return _guarded(step, _poll)
+    return _step(pb_id, LEASE_S, _poll)
 
 
 def _poll(step: Step) -> str:
