@@ -43,6 +43,11 @@ def pytest_configure(config: pytest.Config) -> None:
             # Test webhooks and image servers listen on 127.0.0.1; every other internal address
             # stays refused (tests/integration/test_outbound.py uses 127.0.0.2 and others).
             "LLMQUEUE_OUTBOUND_ALLOWED_NETWORKS": "127.0.0.1/32",
+            # Two pytest processes each run a stack of several processes (API, dispatcher,
+            # workers, CLI calls) against one Postgres with max_connections 100: each process
+            # warms and keeps a small pool, and overflows only under a burst.
+            "LLMQUEUE_DB_POOL_SIZE": "3",
+            "LLMQUEUE_DB_MAX_OVERFLOW": "12",
         }
     )
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "CO_API_KEY", "MISTRAL_API_KEY"):
