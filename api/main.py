@@ -34,6 +34,7 @@ from api.routes import (
     spend,
     stats,
 )
+from core.heap import freeze_startup_heap
 from jobstore.db import get_engine, store_any_text
 from routing.catalog import get_catalog
 
@@ -68,6 +69,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
 
     await run_in_threadpool(warm_pool)
     await run_in_threadpool(count_text, "warm up the tokenizer")
+    freeze_startup_heap()
     yield
 
 

@@ -97,6 +97,27 @@ def get_engine() -> Engine:
     return engine_for(get_settings().sqlalchemy_url)
 
 
+@cache
+def _probe_engine_for(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        return engine_for(url)
+    return create_engine(
+        url,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=get_settings().db_connect_timeout_s,
+        pool_pre_ping=True,
+        connect_args=postgres_timeouts(),
+    )
+
+
+def probe_engine() -> Engine:
+    """An engine of one connection for health checks alone: a check that shared the
+    process's pool would wait behind a burst of requests (a thousand streams opening) and
+    make a busy, healthy process look dead. It still proves the database answers."""
+    return _probe_engine_for(get_settings().sqlalchemy_url)
+
+
 def warm_pool() -> None:
     """Open the pool's connections now, at process start: a burst of first jobs would
     otherwise each pay a connection setup (a Postgres backend start) while holding up the

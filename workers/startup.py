@@ -16,6 +16,7 @@ from typing import Any
 
 from celery.signals import worker_ready
 
+from core.heap import freeze_startup_heap
 from core.settings import get_settings
 from jobstore import idempotency
 from jobstore.db import warm_pool
@@ -53,6 +54,7 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
         load_adapters(providers)
         warm_provider_clients(providers)
         get_engine()  # its writer renews leases from the start
+    freeze_startup_heap()
 
 
 def start_dispatcher_loops() -> None:

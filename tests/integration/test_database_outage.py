@@ -124,9 +124,22 @@ def test_postgres_stopped_for_ten_seconds_every_request_is_answered(
             futures.append(pool.submit(_submit, client, n, time.monotonic() - start))
             n += 1
 
+    health: list[tuple[float, int]] = []  # (monotonic, /healthz status) every quarter second
+
+    def watch_health() -> None:
+        with httpx.Client(base_url=url, timeout=10) as watcher:
+            while not stop_sending.is_set():
+                try:
+                    health.append((time.monotonic(), watcher.get("/healthz").status_code))
+                except httpx.HTTPError:
+                    health.append((time.monotonic(), 0))
+                time.sleep(0.25)
+
     with ThreadPoolExecutor(max_workers=100) as pool:
         sender = threading.Thread(target=send_steadily, args=(pool,), daemon=True)
         sender.start()
+        watcher = threading.Thread(target=watch_health, daemon=True)
+        watcher.start()
         time.sleep(BEFORE_S)
         pg.stop()
         stopped_at = time.monotonic()
@@ -136,6 +149,7 @@ def test_postgres_stopped_for_ten_seconds_every_request_is_answered(
         time.sleep(AFTER_S)
         stop_sending.set()
         sender.join(5)
+        watcher.join(15)
         answers = [f.result() for f in futures]
     client.close()
 
@@ -148,6 +162,13 @@ def test_postgres_stopped_for_ten_seconds_every_request_is_answered(
             assert a.retry_after is not None and int(a.retry_after) > 0
             assert a.body["error"]["code"] in ("database_unavailable", "redis_unavailable"), a.body
             assert a.body["error"]["type"] == "service_unavailable"
+    # /healthz answers from a check at most two seconds old: it says 503 soon after Postgres
+    # stops, and 200 again once it is back.
+    assert all(status in (200, 503) for _, status in health), health
+    down = [t - stopped_at for t, status in health if status == 503]
+    assert down and down[0] < 5, f"/healthz said 503 first {down[:1]} s after Postgres stopped"
+    assert health[-1][1] == 200, "/healthz says 200 again once Postgres is back"
+
     unavailable = [a for a in answers if a.status == 503]
     accepted = [a for a in answers if a.status == 202]
     print(
