@@ -35,7 +35,7 @@ from workers.call_loop import CallLoop
 from workers.call_reports import report_call
 from workers.calls import Failed, Succeeded
 from workers.policy import Action
-from workers.providers.errors import InvalidRequest, ProviderError, Transient
+from workers.providers.errors import InvalidRequest, ProviderError, Transient, scrub_for
 
 log = logging.getLogger(__name__)
 MAX_ID_CHARS = 200  # attempts.provider_request_id
@@ -131,8 +131,8 @@ async def make_call(engine: Engine, claim: Claimed, key_limits: capacity.Limits 
         vectors = vectors_of(claim, request, response)
     except TimeoutError:
         error = Transient(f"no answer within {timeout:.0f} s (timed out)")
-    except ProviderError as exc:
-        error = exc
+    except ProviderError as exc:  # no key or internal host reaches users, as for chat calls
+        error = await asyncio.to_thread(scrub_for, exc, deployment.api_key_env, engine.endpoints(deployment))
     latency = (time.perf_counter() - started) * 1000
     await report_call(
         admission,

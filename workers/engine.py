@@ -217,7 +217,7 @@ class CallEngine:
             error = Transient(f"no answer within {timeout:.0f} s (timed out)")
         except ProviderError as exc:  # issue 10 (hostile): no key or internal host reaches users
             error = await asyncio.to_thread(
-                scrub_for, exc, deployment.api_key_env, self._endpoints(deployment)
+                scrub_for, exc, deployment.api_key_env, self.endpoints(deployment)
             )
         latency = (time.perf_counter() - started) * 1000
         await report_call(
@@ -242,7 +242,8 @@ class CallEngine:
         )
         self.writer.submit(Succeeded(claim, outcome))
 
-    def _endpoints(self, deployment: Deployment) -> tuple[str | None, ...]:  # issue 10 (hostile)
+    def endpoints(self, deployment: Deployment) -> tuple[str | None, ...]:
+        """The base URLs a call to `deployment` may go to: hosts to keep out of error text."""
         return (deployment.spec.base_url, self.settings.emulator_url)
 
     def _tokens_to_book(self, claim: Claimed, request: ChatRequest, deployment: Deployment) -> int:
