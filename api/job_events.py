@@ -24,6 +24,7 @@ import logging
 import random
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import select
@@ -59,6 +60,21 @@ def load_if_ended(job_id: str) -> Job | None:
             return None
         session.expunge(job)
         return job
+
+
+def look_owned(job_id: str, owner_id: str) -> tuple[bool, Job | None]:
+    """(whether the key owns the job, the job detached when it has ended) in one query for a
+    job still running, two for one that ended."""
+    with session_factory()() as session:
+        status = session.scalar(select(Job.status).where(Job.id == job_id, Job.owner_id == owner_id))
+        if status is None:
+            return False, None
+        if status not in ENDED_JOB_STATUSES:
+            return True, None
+        job = session.get(Job, job_id)
+        if job is not None:
+            session.expunge(job)
+        return True, job
 
 
 def ended_among(job_ids: list[str]) -> list[str]:
@@ -148,20 +164,45 @@ class EndedJobs:
             look.add_done_callback(forget)
         return await asyncio.shield(current[1])
 
-    async def wait(self, job_id: str, timeout_s: float) -> Job | None:
-        """The job once it has ended, or None after `timeout_s`."""
+    async def begin(self, job_id: str, owner_id: str) -> Begun | None:
+        """Register a waiter for the job, then look at it once, checking its owner in the same
+        query: None when this key has no such job. A stream opening pays one look, not an
+        owner check and then a look (a thousand streams opening at once are a burst of both)."""
+        self._ensure_listener()
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiting[job_id].add(future)
+        since = time.monotonic()
+        try:
+            found, job = await asyncio.to_thread(look_owned, job_id, owner_id)
+        except BaseException:
+            self._forget(job_id, future)
+            raise
+        if not found:
+            self._forget(job_id, future)
+            return None
+        return Begun(future, since, job)
+
+    async def wait(self, job_id: str, timeout_s: float, begun: Begun | None = None) -> Job | None:
+        """The job once it has ended, or None after `timeout_s`; `begun` carries on a wait
+        whose first look `begin` made."""
         self._ensure_listener()
         deadline = time.monotonic() + timeout_s
         redis_on = async_redis() is not None
         pause = EMBEDDED_POLL_S[0]
-        since: float | None = None
+        since = begun.since if begun is not None else None
         while True:
-            future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-            self._waiting[job_id].add(future)
+            looked: Job | None = None
+            if begun is not None:
+                future, looked, first = begun.future, begun.job, True
+                begun = None
+            else:
+                future = asyncio.get_running_loop().create_future()
+                self._waiting[job_id].add(future)
+                first = False
             if since is None:  # the first look begins after this waiter is registered
                 since = time.monotonic()
             try:
-                job = await self._look_since(job_id, since)
+                job = looked if first else await self._look_since(job_id, since)
                 if job is not None:
                     return job
                 left = deadline - time.monotonic()
@@ -176,11 +217,27 @@ class EndedJobs:
                 except TimeoutError:
                     since = time.monotonic()
             finally:
-                waiters = self._waiting.get(job_id)
-                if waiters is not None:
-                    waiters.discard(future)
-                    if not waiters:
-                        del self._waiting[job_id]
+                self._forget(job_id, future)
+
+    def abandon(self, job_id: str, begun: Begun) -> None:
+        """Drop a wait `begin` registered that will not be carried on."""
+        self._forget(job_id, begun.future)
+
+    def _forget(self, job_id: str, future: asyncio.Future[float]) -> None:
+        waiters = self._waiting.get(job_id)
+        if waiters is not None:
+            waiters.discard(future)
+            if not waiters:
+                del self._waiting[job_id]
+
+
+@dataclass
+class Begun:
+    """A wait `EndedJobs.begin` registered and looked at once: the job if it had ended."""
+
+    future: asyncio.Future[float]
+    since: float
+    job: Job | None
 
 
 async def _look(job_id: str) -> Job | None:

@@ -29,7 +29,7 @@ from typing import Any
 from fastapi.responses import StreamingResponse
 
 from api.errors import ApiError
-from api.job_events import ended_jobs, stream_hub, stream_limits
+from api.job_events import Begun, ended_jobs, stream_hub, stream_limits
 from jobstore.models import Job
 
 READ_COUNT = 500
@@ -65,10 +65,10 @@ class _Cursor:
                 self.saw_done = True
 
 
-async def _events(job_id: str, owner_id: str) -> AsyncIterator[bytes]:
+async def _events(job_id: str, owner_id: str, begun: Begun) -> AsyncIterator[bytes]:
     """The job's events until it ends (or the stream's time is up)."""
     _, longest = stream_limits()
-    ended = asyncio.ensure_future(ended_jobs().wait(job_id, longest))
+    ended = asyncio.ensure_future(ended_jobs().wait(job_id, longest, begun))
     sub = None
     next_entry: asyncio.Future[tuple[str, dict[str, str]]] | None = None
     cursor = _Cursor()
@@ -142,10 +142,20 @@ def _release(owner_id: str) -> None:
         _open.pop(owner_id, None)
 
 
-def job_event_stream(job_id: str, owner_id: str) -> StreamingResponse:
-    _take(owner_id)
+async def open_job_stream(job_id: str, owner_id: str) -> StreamingResponse:
+    """The job's event stream, or a 404 when this key has no such job (or a 429 past the
+    key's open streams). The owner check is the wait's first look: one query, no job loaded
+    unless it has ended, and no connection held afterwards."""
+    begun = await ended_jobs().begin(job_id, owner_id)
+    if begun is None:
+        raise ApiError(404, f"no job {job_id!r} for this API key", param="job_id", code="job_not_found")
+    try:
+        _take(owner_id)
+    except ApiError:
+        ended_jobs().abandon(job_id, begun)
+        raise
     return StreamingResponse(
-        _events(job_id, owner_id),
+        _events(job_id, owner_id, begun),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

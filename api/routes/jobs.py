@@ -20,9 +20,8 @@ from api.limits import check_messages, check_metadata
 from api.openapi import streamed
 from api.schemas.embeddings import EncodingFormat, VectorPublic
 from api.schemas.jobs import JobAccepted, JobCreate, JobList, JobPublic, JobRequestPublic
-from api.streaming import job_event_stream
+from api.streaming import open_job_stream
 from jobstore import transitions
-from jobstore.db import session_factory
 from jobstore.embedding_jobs import vectors_of
 from jobstore.jobs import get_job
 from jobstore.models import Job, JobKind, JobStatus
@@ -169,11 +168,8 @@ def cancel(job_id: str, request: Request, session: SessionDep, owner: OwnerDep) 
         404: {"description": "No such job for this key"},
     },
 )
-def stream_job(job_id: str, owner: OwnerDep) -> Response:
+async def stream_job(job_id: str, owner: OwnerDep) -> Response:
     """Server-Sent Events: `delta` events with text as it is generated, then one `done`. The
-    job's owner is checked with a session returned at once: a stream holds no connection."""
-    with session_factory()() as session:  # the id alone: a thousand streams opening load no job
-        found = session.scalar(select(Job.id).where(Job.id == job_id, Job.owner_id == owner.id))
-    if found is None:
-        raise ApiError(404, f"no job {job_id!r} for this API key", param="job_id", code="job_not_found")
-    return job_event_stream(job_id, owner.id)
+    job's owner is checked by the stream's first look at the job, with a session returned at
+    once: a stream holds no connection."""
+    return await open_job_stream(job_id, owner.id)

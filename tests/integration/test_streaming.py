@@ -9,6 +9,7 @@ while the API still reports the job `running`, and before the job's `finished_at
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -159,3 +160,33 @@ def test_streaming_someone_elses_job_is_404(stack: Stack) -> None:
     r = other.get(f"/v1/jobs/{job_id}/stream")
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "job_not_found"
+
+
+def test_a_key_past_its_open_streams_gets_429_until_one_closes(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "max_streams_per_key", 2)  # the in-process API's setting
+    stack.emulator.configure({"gpt-4o-mini": {"latency_ms": 4000}})
+    job_id = stack.submit({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "slow"}]}).json()[
+        "id"
+    ]
+    with httpx.Client(base_url=stack.api_url, headers=dict(stack.client.headers), timeout=30) as client:
+        with client.stream("GET", f"/v1/jobs/{job_id}/stream") as first:
+            assert first.status_code == 200
+            with client.stream("GET", f"/v1/jobs/{job_id}/stream") as second:
+                assert second.status_code == 200
+                third = client.get(f"/v1/jobs/{job_id}/stream")
+                assert third.status_code == 429, third.text
+                assert third.json()["error"]["code"] == "too_many_streams"
+        # Both closed: the key's count is back, and a stream reads the job to its end.
+        deadline = time.monotonic() + 5
+        while True:
+            with client.stream("GET", f"/v1/jobs/{job_id}/stream") as again:
+                if again.status_code == 200:
+                    events = [name for name, _, _ in sse_events(again)]
+                    break
+            assert time.monotonic() < deadline, "the closed streams were not counted out"
+            time.sleep(0.1)
+    assert events[-1] == "done"
