@@ -31,7 +31,8 @@ def test_an_embedding_calls_error_text_is_scrubbed_too(stack: Stack) -> None:
     emulator_host = os.environ["LLMQUEUE_EMULATOR_URL"].removeprefix("http://")
     leaky = f"Unauthorized: key sk-proj-Abc123Def456Ghi789 refused by http://{emulator_host}/v1/embeddings"
     stack.emulator.configure({"mistral-embed": {"script": [{"status": 400, "message": leaky}]}})
-    accepted = stack.client.post("/v1/embeddings/jobs", json={"model": "mistral-embed", "input": ["a starter"]})
+    body = {"model": "mistral-embed", "input": ["a starter"]}
+    accepted = stack.client.post("/v1/embeddings/jobs", json=body)
     assert accepted.status_code == 202, accepted.text
     done = stack.wait(accepted.json()["data"][0]["id"])
     assert done["status"] == "failed"
