@@ -22,7 +22,8 @@ from tests.providers.support import (
     tool_round_trip,
 )
 from workers.providers import errors
-from workers.providers.anthropic import AnthropicProvider, from_anthropic_message, to_anthropic_params
+from workers.providers.anthropic import AnthropicProvider, from_anthropic_message
+from workers.providers.anthropic_request import to_anthropic_params
 
 DEPLOYMENT = "anthropic/claude-haiku-4-5"
 

@@ -25,7 +25,8 @@ from tests.providers.support import (
     tool_round_trip,
 )
 from workers.providers import errors
-from workers.providers.mistral import MistralProvider, mistral_tool_id, to_mistral_params, usage_from_mistral
+from workers.providers.mistral import MistralProvider, usage_from_mistral
+from workers.providers.mistral_request import mistral_tool_id, to_mistral_params
 
 DEPLOYMENT = "mistral/mistral-small"
 

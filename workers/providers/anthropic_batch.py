@@ -26,8 +26,8 @@ from workers.providers.anthropic import (
     classify_anthropic_error,
     from_anthropic_message,
     map_anthropic_error,
-    to_anthropic_params,
 )
+from workers.providers.anthropic_request import to_anthropic_params
 from workers.providers.base import Target
 from workers.providers.batch_base import (
     BatchLine,

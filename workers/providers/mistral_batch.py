@@ -45,8 +45,8 @@ from workers.providers.mistral import (
     classify_mistral_error,
     from_mistral_completion,
     map_mistral_error,
-    to_mistral_params,
 )
+from workers.providers.mistral_request import to_mistral_params
 
 ENDPOINT: Final = "/v1/chat/completions"
 TIMEOUT_HOURS = 24
