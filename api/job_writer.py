@@ -70,12 +70,15 @@ class JobWriter:
                 group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
                 try:
                     outcomes = await run_in_threadpool(write_group, group)
-                except BaseException as exc:  # the database is away: every request says so
+                except asyncio.CancelledError:  # the loop is closing: nobody is left to answer
+                    for pending in group + self._pending:
+                        pending.answer.cancel()
+                    self._pending = []
+                    raise
+                except Exception as exc:  # the database is away: every request says so
                     for pending in group:
                         if not pending.answer.done():
                             pending.answer.set_exception(exc)
-                    if not isinstance(exc, Exception):
-                        raise
                     continue
                 for pending, outcome in zip(group, outcomes, strict=True):
                     if pending.answer.done():  # the client went away; its job is stored all the same

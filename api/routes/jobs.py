@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
+DRAFT_ON_LOOP_MAX_BYTES = 32 * 1024
+
+
 def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
@@ -66,7 +69,14 @@ async def submit_job(
         accepted = await run_in_threadpool(_submit_idempotent, body, owner, idem, url_base)
     else:
         chat = body.chat_request()
-        job = await job_writer().store(owner, draft_job(owner, body, chat), chat)
+        # Drafting counts the prompt's tokens in Python: a large prompt is counted on the thread
+        # pool, where the event loop keeps its turns, instead of stalling every other request.
+        size = request.headers.get("content-length")
+        if size is not None and int(size) <= DRAFT_ON_LOOP_MAX_BYTES:
+            job = draft_job(owner, body, chat)
+        else:
+            job = await run_in_threadpool(draft_job, owner, body, chat)
+        job = await job_writer().store(owner, job, chat)
         accepted = JobAccepted(id=job.id, status=job.status, url=url_base + job.id, created=True)
     response.headers["Location"] = accepted.url
     return accepted
