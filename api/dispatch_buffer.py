@@ -39,6 +39,11 @@ class DispatchBuffer:
             self._ids.append(job_id)
             self._cond.notify()
 
+    def add_many(self, job_ids: list[str]) -> None:
+        with self._cond:
+            self._ids.extend(job_ids)
+            self._cond.notify()
+
     def _take(self) -> list[str]:
         with self._cond:
             while not self._ids:

@@ -3,7 +3,8 @@
 Draft the job row, check that something can serve it (routing is asked about that very row,
 as the dispatcher will ask), count its tokens once (the count is stored, so routing never
 counts again), and insert it. The caller commits, then enqueues the job only if this request
-created it.
+created it. POST /v1/jobs without an Idempotency-Key stores its drafts in groups instead
+(`api/job_writer.py`), through the same `check_job`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from core.types import ChatRequest
 from jobstore import ledger
 from jobstore.jobs import insert_job, new_job, remaining_budget
 from jobstore.models import ApiKey, Job
-from routing.catalog import get_catalog
+from routing.catalog import Catalog, get_catalog
 from routing.tokens import raw_request_tokens
 
 
@@ -55,6 +56,11 @@ def store_job(
     serve it and jobstore.jobs.IdempotencyConflict for a reused key with another body."""
     request = create.chat_request()
     job = draft_job(owner, create, request, idempotency_key=idempotency_key)
-    decision = check_routable(job, get_catalog(), owner_budget(session, owner), request)
-    job.strategy = decision.strategy
+    check_job(job, request, get_catalog(), owner_budget(session, owner))
     return insert_job(session, job)
+
+
+def check_job(job: Job, request: ChatRequest, catalog: Catalog, budget: Decimal | None) -> None:
+    """Raise ApiError when nothing can serve the drafted job; else settle its strategy (the
+    one routing chose when the request named none)."""
+    job.strategy = check_routable(job, catalog, budget, request).strategy

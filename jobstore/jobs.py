@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -85,6 +86,12 @@ def new_job(
 def insert_job(session: Session, job: Job) -> tuple[Job, bool]:
     """Insert a drafted job. Returns (job, created), created always True now that replays are
     answered before intake (`api/idempotency.py`); the caller commits, then enqueues."""
+    _fingerprint(job)
+    _insert(session, job)
+    return job, True
+
+
+def _fingerprint(job: Job) -> None:
     job.request_hash = request_fingerprint(
         {
             "request": job.request,
@@ -93,8 +100,22 @@ def insert_job(session: Session, job: Job) -> tuple[Job, bool]:
             "routing": job.routing,
         }
     )
-    _insert(session, job)
-    return job, True
+
+
+def insert_jobs(session: Session, jobs: Sequence[Job]) -> None:
+    """Insert many drafted jobs in one statement per shape of row (executemany: one round trip
+    in psycopg's pipeline), the caller commits. The API's group commit stores a burst of
+    submissions this way (`api/job_writer.py`)."""
+    if not jobs:
+        return
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for job in jobs:
+        _fingerprint(job)
+        values = _row(job)
+        shapes.setdefault(tuple(values), []).append(values)
+    connection = session.connection()
+    for rows in shapes.values():
+        connection.execute(_INSERT_JOB, rows)
 
 
 def create_job(
@@ -112,9 +133,13 @@ def _insert(session: Session, job: Job) -> None:
     """Insert the job's row with one prebuilt Core statement; the object itself stays out of
     the session. Every submission comes this way, and the ORM's unit of work for one new row
     cost more CPU than the rest of the insert."""
-    values = {column: getattr(job, attr) for attr, column in _JOB_COLUMNS}
+    session.connection().execute(_INSERT_JOB, _row(job))
+
+
+def _row(job: Job) -> dict[str, Any]:
     # Unset columns are left out: they take their defaults, and SQL NULL rather than JSON null.
-    session.connection().execute(_INSERT_JOB, {k: v for k, v in values.items() if v is not None})
+    values = ((column, getattr(job, attr)) for attr, column in _JOB_COLUMNS)
+    return {column: value for column, value in values if value is not None}
 
 
 def get_job(session: Session, job_id: str, owner_id: str | None = None) -> Job | None:

@@ -87,7 +87,7 @@ _DISPATCH_JOB = (
     )
     .returning(_jobs.c.attempt_count)
 )
-_INSERT_ATTEMPT = insert(_attempts)
+INSERT_ATTEMPT = insert(_attempts)
 
 
 def begin_dispatch(
@@ -117,7 +117,7 @@ def begin_dispatch(
         return None
     attempt = NewAttempt(new_id("att"), job_id, number, provider, model, deployment)
     connection.execute(
-        _INSERT_ATTEMPT,
+        INSERT_ATTEMPT,
         {
             "id": attempt.id,
             "job_id": job_id,

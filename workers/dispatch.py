@@ -24,6 +24,7 @@ from core.settings import get_settings
 from jobstore import ledger, transitions
 from jobstore.batches import HELD_UNTIL
 from jobstore.db import transaction
+from jobstore.dispatches import DispatchPlan, begin_dispatches
 from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobKind, JobStatus
 from routing.catalog import Catalog, get_catalog
 from routing.embeddings import route_embedding
@@ -131,18 +132,21 @@ def dispatch_jobs(job_ids: Sequence[str], *, catalog: Catalog | None = None) -> 
     """Route these jobs in one transaction (health, capacity and budgets read once for all)."""
     catalog = catalog or get_catalog()
     now = utcnow()
-    steps: list[NextStep] = []
     with transaction() as session:
         jobs = session.scalars(
             select(Job).where(Job.id.in_(list(job_ids))).options(lazyload(Job.attempts))
         ).all()
         context = DispatchContext(session, catalog, now)
         revoked = context.revoked(jobs)
+        decided: list[NextStep | Planned] = []
         for job in jobs:
             if job.owner_id in revoked and job.status in OPEN_JOB_STATUSES:
-                steps.append(_cancel_revoked(session, job, now))
+                decided.append(_cancel_revoked(session, job, now))
             else:
-                steps.append(_dispatch_loaded(session, job, context))
+                decided.append(_dispatch_loaded(session, job, context))
+        # The routed jobs are dispatched together: one UPDATE and one INSERT for all of them.
+        begun = iter(begin_planned(session, [d for d in decided if isinstance(d, Planned)], context))
+        steps = [next(begun) if isinstance(d, Planned) else d for d in decided]
     capacity.store().queue(context.sent_counts)
     return steps
 
@@ -152,7 +156,7 @@ def dispatch_job(job_id: str, *, catalog: Catalog | None = None) -> NextStep:
     return steps[0] if steps else Nothing(f"job {job_id} not found")
 
 
-def _dispatch_loaded(session: Session, job: Job, context: DispatchContext) -> NextStep:
+def _dispatch_loaded(session: Session, job: Job, context: DispatchContext) -> NextStep | Planned:
     if job.status == JobStatus.DISPATCHED:
         pending = transitions.latest_attempt(session, job.id)
         if pending is not None and pending.status == AttemptStatus.PENDING:
@@ -165,7 +169,7 @@ def _dispatch_loaded(session: Session, job: Job, context: DispatchContext) -> Ne
         return Nothing("already dispatched")
     if job.status != JobStatus.QUEUED:
         return Nothing(f"job is {job.status}")
-    return route_queued_job(session, job, catalog=context.catalog, now=context.now, context=context)
+    return plan_queued_job(session, job, context)
 
 
 KEY_REVOKED = "key_revoked"
@@ -187,10 +191,46 @@ def route_queued_job(
     context: DispatchContext | None = None,
 ) -> NextStep:
     """Route a job that is queued in `session`'s transaction and create its next attempt
-    there, with its budget reservation. The dispatcher calls it for new jobs; a provider
-    worker's writer calls it for a failover, in the transaction that recorded the failed
-    attempt (one commit, not three)."""
+    there, with its budget reservation. A provider worker's writer calls it for a failover,
+    in the transaction that recorded the failed attempt (one commit, not three); the
+    dispatcher plans its jobs (`plan_queued_job`) and begins them together (`begin_planned`)."""
     context = context or DispatchContext(session, catalog, now)
+    step = plan_queued_job(session, job, context)
+    return begin_planned(session, [step], context)[0] if isinstance(step, Planned) else step
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A queued job routed, its budget reserved and its send counted, its dispatch not yet
+    written (`begin_planned` writes it)."""
+
+    plan: DispatchPlan
+    owner_id: str
+    batch_id: str | None
+    priority: Priority
+
+
+def begin_planned(session: Session, planned: list[Planned], context: DispatchContext) -> list[NextStep]:
+    """Write the planned dispatches (queued -> dispatched, a pending attempt each) and say what
+    to send, in order; a job someone else dispatched meanwhile gives its reservation back."""
+    made = begin_dispatches(session, [p.plan for p in planned])
+    steps: list[NextStep] = []
+    for p in planned:
+        attempt = made.get(p.plan.job_id)
+        if attempt is None:
+            ledger.release(session, p.owner_id, p.batch_id, p.plan.reserved_usd)
+            context.unsent(p.plan.deployment)
+            steps.append(Nothing("raced: job no longer queued"))
+        else:
+            steps.append(
+                SendAttempt(attempt.id, attempt.provider, priority=p.priority, deployment=attempt.deployment)
+            )
+    return steps
+
+
+def plan_queued_job(session: Session, job: Job, context: DispatchContext) -> NextStep | Planned:
+    """Route a queued job: the step that ends or defers it, or its Planned dispatch."""
+    now, catalog = context.now, context.catalog
     held = gate(
         deadline=aware(job.deadline_at) if job.deadline_at else None,
         not_before=aware(job.not_before) if job.not_before else None,
@@ -270,9 +310,9 @@ def route_queued_job(
         explanation["capacity"] = choice.note
     if reservation.amount:
         explanation["reserved_usd"] = str(reservation.amount)
-    priority = priority_of(job)  # before begin_dispatch counts the new attempt
-    attempt = transitions.begin_dispatch(
-        session,
+    # Counted now, not once written: the next job of this message weighs it (`context.waits`).
+    context.sent(chosen.deployment.name)
+    plan = DispatchPlan(
         job.id,
         provider=chosen.deployment.provider,
         model=chosen.deployment.model.id,
@@ -281,11 +321,7 @@ def route_queued_job(
         reserved_usd=reservation.amount,
         max_tokens=reservation.max_tokens,
     )
-    if attempt is None:
-        ledger.release(session, job.owner_id, job.batch_id, reservation.amount)
-        return Nothing("raced: job no longer queued")
-    context.sent(attempt.deployment)
-    return SendAttempt(attempt.id, attempt.provider, priority=priority, deployment=attempt.deployment)
+    return Planned(plan, job.owner_id, job.batch_id, priority_of(job))
 
 
 def _hold(session: Session, job: Job, now: datetime) -> NextStep:

@@ -82,6 +82,10 @@ class DispatchContext:
     def sent(self, deployment: str) -> None:
         self._sent[deployment] = self._sent.get(deployment, 0) + 1
 
+    def unsent(self, deployment: str) -> None:
+        """A counted send that did not happen (its job was dispatched by someone else)."""
+        self._sent[deployment] = self._sent.get(deployment, 0) - 1
+
     @property
     def sent_counts(self) -> dict[str, int]:
         return dict(self._sent)

@@ -10,12 +10,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import OwnerDep, SessionDep
 from api.dispatch_buffer import dispatch_buffer
 from api.errors import ApiError
 from api.idempotency import Idempotency, idempotent
-from api.job_intake import store_job
+from api.job_intake import draft_job, store_job
+from api.job_writer import job_writer
 from api.limits import check_messages, check_metadata
 from api.openapi import streamed
 from api.schemas.embeddings import EncodingFormat, VectorPublic
@@ -24,11 +26,14 @@ from api.streaming import open_job_stream
 from jobstore import transitions
 from jobstore.embedding_jobs import vectors_of
 from jobstore.jobs import get_job
-from jobstore.models import Job, JobKind, JobStatus
+from jobstore.models import ApiKey, Job, JobKind, JobStatus
 from workers.streams import publish_ended
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+DRAFT_ON_LOOP_MAX_BYTES = 32 * 1024
 
 
 def base_url(request: Request) -> str:
@@ -44,26 +49,46 @@ def base_url(request: Request) -> str:
         422: {"description": "Invalid request, unknown model, or nothing can serve it"},
     },
 )
-def submit_job(
+async def submit_job(
     body: JobCreate,
     request: Request,
     response: Response,
-    session: SessionDep,
     owner: OwnerDep,
     idem: Annotated[Idempotency | None, idempotent("POST /v1/jobs")],
 ) -> JobAccepted:
-    """Accept a job: validate it, store it, commit, then hand its id to the dispatcher."""
+    """Accept a job: validate it, store it, commit, then hand its id to the dispatcher.
+
+    An async route: validation and drafting run on the event loop, and the row is stored by
+    the group writer (`api/job_writer.py`), one transaction for the jobs submitted together.
+    A request with an Idempotency-Key is stored on its own, its record in its transaction."""
     check_messages(body.messages)
     check_metadata(body.metadata)
-    job, created = store_job(session, owner, body, idempotency_key=idem.key if idem else None)
-    url = f"{base_url(request)}/v1/jobs/{job.id}"
-    accepted = JobAccepted(id=job.id, status=job.status, url=url, created=created)
-    if idem is not None:  # recorded with the job, in its transaction (api/idempotency.py)
-        idem.save(session, 202, accepted, job.id)
-    session.commit()
+    url_base = f"{base_url(request)}/v1/jobs/"
+    if idem is not None:
+        accepted = await run_in_threadpool(_submit_idempotent, body, owner, idem, url_base)
+    else:
+        chat = body.chat_request()
+        # Drafting counts the prompt's tokens in Python: a large prompt is counted on the thread
+        # pool, where the event loop keeps its turns, instead of stalling every other request.
+        size = request.headers.get("content-length")
+        if size is not None and int(size) <= DRAFT_ON_LOOP_MAX_BYTES:
+            job = draft_job(owner, body, chat)
+        else:
+            job = await run_in_threadpool(draft_job, owner, body, chat)
+        job = await job_writer().store(owner, job, chat)
+        accepted = JobAccepted(id=job.id, status=job.status, url=url_base + job.id, created=True)
+    response.headers["Location"] = accepted.url
+    return accepted
+
+
+def _submit_idempotent(body: JobCreate, owner: ApiKey, idem: Idempotency, url_base: str) -> JobAccepted:
+    with session_factory()() as session:
+        job, created = store_job(session, owner, body, idempotency_key=idem.key)
+        accepted = JobAccepted(id=job.id, status=job.status, url=url_base + job.id, created=created)
+        idem.save(session, 202, accepted, job.id)  # recorded with the job (api/idempotency.py)
+        session.commit()
     if created:
         dispatch_buffer().add(job.id)
-    response.headers["Location"] = url
     return accepted
 
 
