@@ -24,6 +24,7 @@ from api.schemas.embeddings import EncodingFormat, VectorPublic
 from api.schemas.jobs import JobAccepted, JobCreate, JobList, JobPublic, JobRequestPublic
 from api.streaming import open_job_stream
 from jobstore import transitions
+from jobstore.db import session_factory
 from jobstore.embedding_jobs import vectors_of
 from jobstore.jobs import get_job
 from jobstore.models import ApiKey, Job, JobKind, JobStatus
