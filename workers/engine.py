@@ -101,25 +101,38 @@ class CallEngine:
         steps: list[NextStep] = []
         remaining = list(attempt_ids)
         while remaining:
+            # The room is booked under the lock before the claim: messages arrive on several
+            # task threads at once, and each one seeing the same free room would together
+            # start several times `max_in_flight`.
             with self._room:
                 while self._in_flight >= self.max_in_flight:
                     self._room.wait(1.0)
                 room = self.max_in_flight - self._in_flight
-            taken, remaining = remaining[:room], remaining[room:]
+                taken, remaining = remaining[:room], remaining[room:]
+                self._in_flight += len(taken)
             steps += self._claim_and_start(taken)
         return steps
 
     def _claim_and_start(self, attempt_ids: Sequence[str]) -> list[NextStep]:
+        """Claim and start these attempts, whose room `accept` booked; the room of those not
+        claimed is given back."""
         token = f"{PROCESS}:{uuid.uuid4().hex[:12]}"
         now = utcnow()
-        with transaction() as session:
-            result = claims.claim(session, attempt_ids, token, now=now, lease_s=self.settings.lease_s)
-            steps = release_closed(session, result.closed)
+        claimed = 0
+        try:
+            with transaction() as session:
+                result = claims.claim(session, attempt_ids, token, now=now, lease_s=self.settings.lease_s)
+                steps = release_closed(session, result.closed)
+            claimed = len(result.claimed)
+        finally:
+            if claimed < len(attempt_ids):
+                with self._room:
+                    self._in_flight -= len(attempt_ids) - claimed
+                    self._room.notify_all()
         steps += investigate(result.not_claimed, now)
         if not result.claimed:
             return steps
         with self._room:
-            self._in_flight += len(result.claimed)
             self._live.update(c.id for c in result.claimed)
             self._tokens[token] = self._tokens.get(token, 0) + len(result.claimed)
         limits = self._limits_of_keys({c.owner_id for c in result.claimed})

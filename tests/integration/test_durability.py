@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import redis
@@ -132,3 +133,23 @@ def test_worker_killed_mid_call_then_replaced_succeeds_once(stack: Stack, worker
         (job_cost,) = conn.execute("SELECT cost_usd FROM jobs WHERE id = %s", (job_id,)).fetchone()
         assert job_cost == succeeded[0][1] and job_cost > 0
     assert len(stack.emulator.calls(provider="azure")) == 2  # the killed call and the retry
+
+
+def test_a_provider_worker_keeps_its_calls_in_flight_to_its_concurrency(stack: Stack) -> None:
+    """Messages reach a provider worker on several task threads at once; together they start at
+    most `-c` calls (each books its room before it claims)."""
+    small = WorkerProcess(queues="provider.azure", concurrency=4).start()
+    try:
+        stack.emulator.configure({"azure": {"latency_ms": 600}})
+        with ThreadPoolExecutor(max_workers=12) as pool:  # submitted together, as a burst
+            texts = [f"room {i}" for i in range(36)]
+            answers = list(pool.map(lambda t: stack.submit(body(t, model="azure/gpt-4o-mini")), texts))
+        for answer in answers:
+            assert stack.wait(answer.json()["id"])["status"] == "succeeded"
+    finally:
+        small.stop()
+    starts = sorted(call["t"] for call in stack.emulator.calls(provider="azure"))
+    assert len(starts) == 36
+    # A call holds its room 600 ms, so no half second can see more than four calls start.
+    most = max(sum(1 for s in starts if t <= s < t + 0.5) for t in starts)
+    assert most <= 4, f"{most} calls started within half a second on a worker of -c 4"
