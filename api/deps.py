@@ -14,6 +14,7 @@ route that needs a key declares the bearer security scheme in the OpenAPI docume
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict
@@ -42,18 +43,24 @@ _key_cache_lock = threading.Lock()  # sync dependencies run on a thread pool
 async def get_session() -> AsyncIterator[Session]:
     """A session for the request. Made on the event loop (making one does no I/O: it connects
     at its first statement, on the route's thread), so a request pays no thread hop for it;
-    closed there too unless a transaction is still open (its rollback is a round trip)."""
+    closed there too unless a transaction is still open (its rollback is a round trip). The
+    close is shielded: a client that goes away cancels the request, and a close cancelled
+    half-way would leave the connection idle in its transaction until garbage collection."""
     session = session_factory()()
     try:
         yield session
     finally:
         if session.in_transaction():
-            await run_in_threadpool(session.close)
+            await asyncio.shield(run_in_threadpool(session.close))
         else:
             session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+# For a route that answers with a stream: the session is closed when the route function
+# returns, not when the response ends (a dependency's default), so a slow or stalled download
+# holds no database connection in an open transaction; the stream reads with its own sessions.
+StreamSessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 async def current_key(

@@ -489,12 +489,19 @@ class FileWriter:
 
 def file_parts(session: Session, file_id: str) -> Iterator[bytes]:
     """A file's content, one part (up to 1 MiB) at a time."""
-    seqs = list(
+    for seq in file_part_numbers(session, file_id):
+        yield file_part(session, file_id, seq)
+
+
+def file_part_numbers(session: Session, file_id: str) -> list[int]:
+    return list(
         session.scalars(select(FilePart.seq).where(FilePart.file_id == file_id).order_by(FilePart.seq))
     )
-    for seq in seqs:
-        data = session.scalar(select(FilePart.data).where(FilePart.file_id == file_id, FilePart.seq == seq))
-        yield bytes(data or b"")
+
+
+def file_part(session: Session, file_id: str, seq: int) -> bytes:
+    data = session.scalar(select(FilePart.data).where(FilePart.file_id == file_id, FilePart.seq == seq))
+    return bytes(data or b"")
 
 
 def file_lines(session: Session, file_id: str) -> Iterator[bytes]:

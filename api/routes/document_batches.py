@@ -29,7 +29,7 @@ from api.batch_intake import (
     add_jsonl_documents,
 )
 from api.budget_checks import require_budget_left, set_batch_budget
-from api.deps import OwnerDep, SessionDep
+from api.deps import OwnerDep, SessionDep, StreamSessionDep
 from api.downloads import attachment, started_stream
 from api.embed_batches import EmbedIntake, EmbedOptions, embed_options
 from api.errors import ApiError
@@ -430,7 +430,7 @@ def _jsonl(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
 )
 def document_results(
     batch_id: str,
-    session: SessionDep,
+    session: StreamSessionDep,
     owner: OwnerDep,
     format: Annotated[
         Literal["jsonl", "csv", "npy"],

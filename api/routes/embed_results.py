@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from api.deps import OwnerDep, SessionDep
+from api.deps import OwnerDep, SessionDep, StreamSessionDep
 from api.errors import ApiError
 from api.openapi import schema_ref, streamed
 from api.schemas.embeddings import EmbeddedDocument
@@ -107,7 +107,7 @@ def document_summary(session: SessionDep, batch: Batch, doc_id: str) -> dict[str
         404: {"description": "No such document batch for this key"},
     },
 )
-def embed_documents(batch_id: str, session: SessionDep, owner: OwnerDep) -> StreamingResponse:
+def embed_documents(batch_id: str, session: StreamSessionDep, owner: OwnerDep) -> StreamingResponse:
     """An embed-mode batch's documents, in input order: chunks, status, input tokens, cost."""
     batch = batches.owned(session, Batch, batch_id, owner.id)
     if batch is None or batch.kind != BatchKind.NATIVE:

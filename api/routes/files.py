@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import StreamingResponse
 
-from api.deps import OwnerDep, SessionDep
+from api.deps import OwnerDep, SessionDep, StreamSessionDep
 from api.downloads import attachment, started_stream
 from api.errors import ApiError
 from api.idempotency import Idempotency, idempotent
@@ -86,8 +86,14 @@ def read_file(file_id: str, session: SessionDep, owner: OwnerDep) -> FileObject:
 
 
 def _content(file_id: str) -> Iterator[bytes]:
+    """The file's parts, each read in a session of its own: a client that reads slowly (or
+    stalls) holds no connection between parts. A stored file never changes."""
     with session_factory()() as session:
-        yield from batches.file_parts(session, file_id)
+        numbers = batches.file_part_numbers(session, file_id)
+    for seq in numbers:
+        with session_factory()() as session:
+            part = batches.file_part(session, file_id, seq)
+        yield part
 
 
 @router.get(
@@ -101,7 +107,7 @@ def _content(file_id: str) -> Iterator[bytes]:
         404: {"description": "No such file for this key"},
     },
 )
-def file_content(file_id: str, session: SessionDep, owner: OwnerDep) -> StreamingResponse:
+def file_content(file_id: str, session: StreamSessionDep, owner: OwnerDep) -> StreamingResponse:
     """The file's bytes, streamed a part at a time."""
     stored = find_file(session, owner.id, file_id)
     return started_stream(

@@ -96,3 +96,26 @@ def test_a_hundred_streams_are_all_served_and_the_api_keeps_answering(stack: Sta
     for read in reads:
         assert read["deltas"] > 0 and [d["status"] for d in read["done"]] == ["succeeded"], read
     assert len(stack.emulator.calls(model=MODEL)) == JOBS
+
+
+def test_a_stalled_download_holds_no_transaction(stack: Stack) -> None:
+    """A client that stops reading a file's content (or goes away) half-way leaves no database
+    connection in an open transaction: the route's session ends with its function, and each
+    part is read in a session of its own."""
+    line = json.dumps({"custom_id": "x", "method": "POST", "url": "/v1/chat/completions", "body": {}})
+    content = ((line + " " * 200 + "\n") * 12_000).encode()  # about 3.5 MiB: four parts
+    uploaded = stack.client.post(
+        "/v1/files", files={"file": ("big.jsonl", content)}, data={"purpose": "batch"}
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    file_id = uploaded.json()["id"]
+    with stack.client.stream("GET", f"/v1/files/{file_id}/content") as response:
+        assert response.status_code == 200
+        first = next(response.iter_bytes())
+        assert first and content.startswith(first)
+        time.sleep(2.5)  # stalled: the rest waits in the server
+        assert held_connections() == []
+    time.sleep(2.5)  # and gone
+    assert held_connections() == []
+    whole = stack.client.get(f"/v1/files/{file_id}/content")
+    assert whole.content == content
