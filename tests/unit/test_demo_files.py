@@ -55,26 +55,35 @@ def test_under_llmqueue_home_the_run_is_kept_there(
     assert list(private_tmp.iterdir()) == []
 
 
-def test_a_demo_that_fails_part_way_leaves_nothing(tmp_path: Path) -> None:
-    """The real command, stopped by a broken catalog after its folder was made."""
+def run_demo(
+    tmp_path: Path, timeout: float, **env: str
+) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+    """`llmqueue demo` as a user runs it, from an empty folder with an empty TMPDIR and none
+    of the test session's services in its environment; returns what it did and the two
+    folders (to check nothing is left in them)."""
     tmp, cwd = tmp_path / "tmp", tmp_path / "cwd"
     tmp.mkdir()
     cwd.mkdir()
-    (tmp_path / "broken.toml").write_text("[[models]]\nid = 'x'\n")
-    env = {
+    clean = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("LLMQUEUE_", "CELERY_")) and k not in ("DATABASE_URL", "REDIS_URL")
     }
-    env.update(TMPDIR=str(tmp), LLMQUEUE_CATALOG=str(tmp_path / "broken.toml"), COLUMNS="200")
     done = subprocess.run(
         [sys.executable, "-m", "llmqueue.cli", "demo"],
         cwd=cwd,
-        env=env,
+        env={**clean, "TMPDIR": str(tmp), **env},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
+    return done, tmp, cwd
+
+
+def test_a_demo_that_fails_part_way_leaves_nothing(tmp_path: Path) -> None:
+    """The real command, stopped by a broken catalog after its folder was made."""
+    (tmp_path / "broken.toml").write_text("[[models]]\nid = 'x'\n")
+    done, tmp, cwd = run_demo(tmp_path, 120, LLMQUEUE_CATALOG=str(tmp_path / "broken.toml"), COLUMNS="200")
     assert done.returncode == 2
     assert "llmqueue-demo-" in done.stdout  # it had made its folder (and said where)
     assert "broken.toml: models[0] (x): provider: Field required" in done.stderr
@@ -87,23 +96,7 @@ def test_the_demo_tells_the_story(tmp_path: Path) -> None:
     providers, the failing provider's jobs fail over and none is lost, the rate-limited
     deployments get no 429, the cost table compares strategies with always-premium, and
     nothing is left behind. About a minute (the whole demo)."""
-    tmp, cwd = tmp_path / "tmp", tmp_path / "cwd"
-    tmp.mkdir()
-    cwd.mkdir()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("LLMQUEUE_", "CELERY_")) and k not in ("DATABASE_URL", "REDIS_URL")
-    }
-    env.update(TMPDIR=str(tmp), COLUMNS="160")
-    done = subprocess.run(
-        [sys.executable, "-m", "llmqueue.cli", "demo"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done, tmp, cwd = run_demo(tmp_path, 300, COLUMNS="160")
     out = done.stdout
     assert done.returncode == 0, out[-4000:] + done.stderr[-4000:]
     documents = len(list(sample_documents().glob("*.*")))
