@@ -183,6 +183,7 @@ def demo(
     latency_ms: Annotated[float, typer.Option(help="Emulated provider latency.")] = 400,
 ) -> None:
     """Summarise the sample documents through the whole pipeline, embedded: no services needed."""
+    from llmqueue.client import LlmqueueError
     from llmqueue.demo import run_demo
     from llmqueue.demo_files import sample_documents
     from routing.catalog import CatalogError
@@ -191,6 +192,8 @@ def demo(
         code = run_demo(docs or str(sample_documents()), latency_ms)
     except CatalogError as exc:  # LLMQUEUE_CATALOG names a bad file: say which and what, no traceback
         _fail(f"{exc} (fix the file LLMQUEUE_CATALOG names, or unset it)")
+    except LlmqueueError as exc:  # the API refused the batch: nothing in the catalog can serve it
+        _fail(f"{exc} (check the models LLMQUEUE_CATALOG names and the documents in --docs)")
     sys.exit(code)
 
 

@@ -33,6 +33,8 @@ from rich.table import Table
 from core.errors import FAILOVER_PREFIX
 from llmqueue.cli_jobs import usd, words
 from routing.catalog import Catalog
+from routing.costs import estimate_cost
+from routing.documents import fill
 
 STRATEGY = "balanced"
 MAX_TOKENS = 200
@@ -75,7 +77,6 @@ class Served:
     input_tokens: int
     output_tokens: int
     cost_usd: Decimal
-    latency_ms: float | None
     answer: str | None
     failed_over_from: tuple[str, ...]  # providers it failed over from, in order
     spill_note: str | None  # why the first choice did not take it, if it did not
@@ -98,7 +99,6 @@ class Served:
             input_tokens=int(row["input_tokens"] or 0),
             output_tokens=int(row["output_tokens"] or 0),
             cost_usd=Decimal(str(row["cost_usd"] or 0)),
-            latency_ms=row["latency_ms"],
             answer=row["result"] or (row.get("error") or {}).get("message"),
             failed_over_from=failed_over,
             spill_note=_spill_note(explanation),
@@ -193,11 +193,8 @@ def pacing_lines(calls: Sequence[Mapping[str, Any]], catalog: Catalog) -> list[s
 def priced(catalog: Catalog, model_id: str, served: Sequence[Served]) -> Decimal:
     """This run's recorded tokens, every document's, at `model_id`'s list prices."""
     model = catalog.models[model_id]
-    total = sum(
-        (Decimal(s.input_tokens) * model.input_price + Decimal(s.output_tokens) * model.output_price)
-        for s in served
-    )
-    return (Decimal(total) / Decimal(1_000_000)).quantize(Decimal("0.000001"))
+    total = sum((estimate_cost(model, s.input_tokens, s.output_tokens) for s in served), Decimal(0))
+    return total.quantize(Decimal("0.000001"))
 
 
 def cost_table(catalog: Catalog, served: Sequence[Served], first_choices: Mapping[str, str]) -> Table:
@@ -253,7 +250,7 @@ def setup_lines(catalog: Catalog) -> list[str]:
 def previews(client: Any, document: Path, prompt: str) -> dict[str, dict[str, Any]]:
     """How each strategy (the one that runs and those compared) would route a document of the
     batch now, before anything ran (`POST /v1/route/preview`)."""
-    text = prompt.replace("{document}", document.read_text(encoding="utf-8"))
+    text = fill(prompt, document.read_text(encoding="utf-8"))
     return {
         strategy: client.route_preview(text, strategy=strategy, max_tokens=MAX_TOKENS)
         for strategy in (STRATEGY, *COMPARED)
