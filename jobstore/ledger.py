@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cache
+from types import SimpleNamespace
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, case, or_, select, update
@@ -155,14 +156,33 @@ def _reserve_statement(with_batch: bool) -> Any:
     )
 
 
+def _reserve_one_writer(session: Session, with_batch: bool, params: dict[str, Any]) -> list[Any]:
+    """`_reserve_statement` for SQLite (the embedded store), which takes no UPDATE in a CTE:
+    the UPDATE, then the budgets in scope. SQLite has one writer at a time, so nothing can
+    change a budget between the two."""
+    scope = _scope(bindparam("p_owner"), bindparam("p_batch") if with_batch else None)
+    held = set(
+        session.scalars(
+            update(_budgets)
+            .where(scope, _fits())
+            .values(reserved_usd=_budgets.c.reserved_usd + _amount("p_amount"), **_roll())
+            .returning(_budgets.c.id),
+            params,
+        )
+    )
+    ids = session.scalars(select(_budgets.c.id).where(scope), params).all()
+    return [SimpleNamespace(id=budget_id, fits=budget_id in held) for budget_id in ids]
+
+
 def reserve(session: Session, owner_id: str, batch_id: str | None, amount: Decimal, now: datetime) -> bool:
     """Hold `amount` against every budget in scope, or against none: False (nothing held)
     when any would pass its limit; True when held, or when no budget applies. One statement
     (and, only when one budget fits and the other does not, a second that undoes the first)."""
-    rows = session.execute(
-        _reserve_statement(batch_id is not None),
-        {"p_owner": owner_id, "p_batch": batch_id, "p_amount": amount, **period_starts(now)},
-    ).all()
+    params = {"p_owner": owner_id, "p_batch": batch_id, "p_amount": amount, **period_starts(now)}
+    if session.get_bind().dialect.name == "sqlite":
+        rows = _reserve_one_writer(session, batch_id is not None, params)
+    else:
+        rows = list(session.execute(_reserve_statement(batch_id is not None), params).all())
     if all(row.fits for row in rows):
         return True
     held = [row.id for row in rows if row.fits]
