@@ -129,20 +129,20 @@ class CallEngine:
                 with self._room:
                     self._in_flight -= len(attempt_ids) - claimed
                     self._room.notify_all()
-        steps += investigate(result.not_claimed, now)
-        if not result.claimed:
-            return steps
-        with self._room:
-            self._live.update(c.id for c in result.claimed)
-            self._tokens[token] = self._tokens.get(token, 0) + len(result.claimed)
-        limits = self._limits_of_keys({c.owner_id for c in result.claimed})
-        admitted = self._breakers(result.claimed)
-        for claim in result.claimed:
-            if admitted.get(claim.id, True):
-                self.loop.submit(self._call(claim, limits.get(claim.owner_id)))
-            else:
-                self.writer.submit(Failed(claim, Transient(BREAKER_OPEN), action=Action.FAILOVER))
-        return steps
+        if result.claimed:
+            with self._room:
+                self._live.update(c.id for c in result.claimed)
+                self._tokens[token] = self._tokens.get(token, 0) + len(result.claimed)
+            limits = self._limits_of_keys({c.owner_id for c in result.claimed})
+            admitted = self._breakers(result.claimed)
+            for claim in result.claimed:
+                if admitted.get(claim.id, True):
+                    self.loop.submit(self._call(claim, limits.get(claim.owner_id)))
+                else:
+                    self.writer.submit(Failed(claim, Transient(BREAKER_OPEN), action=Action.FAILOVER))
+        # Last: it opens a transaction of its own, and should it fail, the claimed calls are
+        # already running and their room is counted where `done` gives it back.
+        return steps + investigate(result.not_claimed, now)
 
     def _breakers(self, claimed: Sequence[Claimed]) -> dict[str, bool]:
         """May each call go? One look per deployment while its breaker is closed (or open); a
