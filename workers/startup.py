@@ -33,7 +33,7 @@ from workers.probes import send_probe_round
 from workers.provider_batch_runs import DUE_EVERY_S, send_due, warm_clients
 from workers.providers import load_adapters
 from workers.queues import Queue
-from workers.sweeper import LEASE_SWEEP_S, SWEEP_EVERY_S, sweep_leases, sweep_once
+from workers.sweeper import SWEEP_EVERY_S, sweep_once
 
 BATCH_SWEEP_S = 30.0
 
@@ -63,7 +63,6 @@ def start_dispatcher_loops() -> None:
     # tokenizer's ~150 MB only if a job without one fails over.
     count_text("warm up the tokenizer")
     periodic.every("sweeper", SWEEP_EVERY_S, sweep_once)
-    periodic.every("lease-sweep", LEASE_SWEEP_S, sweep_leases)
     periodic.every("feeder", FEED_EVERY_S, feed_once)
     periodic.every("economy-planner", PLAN_EVERY_S, plan_round)
     periodic.every("provider-batch-due", DUE_EVERY_S, send_due)

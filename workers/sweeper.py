@@ -24,8 +24,9 @@ from workers.next_step import NextStep, SendAttempt, SendDispatch
 from workers.queues import ALL_QUEUES, Queue, priority_for, provider_queue
 
 log = logging.getLogger(__name__)
-SWEEP_EVERY_S = 5.0  # a round queries only for work whose queue is empty: cheap when busy
-LEASE_SWEEP_S = 5.0  # a dead worker's calls are taken over within a lease and this
+# A round resends queued jobs and pending attempts only into empty queues, and expired claims
+# always: a dead worker's calls are taken over within a lease and this.
+SWEEP_EVERY_S = 5.0
 GRACE_S = 10.0  # a queued job or pending attempt this old whose queue is empty was lost
 BATCH = 1000
 
@@ -125,11 +126,6 @@ def sweep_once() -> int:
     """One full sweep: resend every stranded step; returns how many. (`workers/periodic.py` runs
     it every SWEEP_EVERY_S seconds in one dispatcher process at a time.)"""
     return _resend(find_stranded(datetime.now(UTC), idle_queues=idle_broker_queues))
-
-
-def sweep_leases() -> int:
-    """The quick sweep, every LEASE_SWEEP_S: only the calls of workers that died."""
-    return _resend(expired_claims(datetime.now(UTC)))
 
 
 def _resend(steps: list[NextStep]) -> int:
