@@ -106,9 +106,7 @@ def write_group(group: list[_Pending]) -> list[Job | Exception]:
         for pending in group:
             try:
                 outcomes.extend(_write([pending]))
-            except DATABASE_AWAY:
-                raise
-            except Exception as exc:
+            except Exception as exc:  # its own answer; those already committed keep theirs
                 outcomes.append(exc)
     stored = [o.id for o in outcomes if isinstance(o, Job)]
     if stored:
