@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from api.errors import ApiError
 from api.job_events import Begun, ended_jobs, stream_hub, stream_limits
@@ -98,7 +99,6 @@ async def _events(job_id: str, owner_id: str, begun: Begun) -> AsyncIterator[byt
             next_entry.cancel()
         if sub is not None:
             sub.close()
-        _release(owner_id)
 
 
 async def _final(job_id: str, ended: asyncio.Future[Job | None]) -> dict[str, Any] | None:
@@ -154,8 +154,29 @@ async def open_job_stream(job_id: str, owner_id: str) -> StreamingResponse:
     except ApiError:
         ended_jobs().abandon(job_id, begun)
         raise
-    return StreamingResponse(
-        _events(job_id, owner_id, begun),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+
+    def end() -> None:
+        _release(owner_id)
+        ended_jobs().abandon(job_id, begun)
+
+    return _JobStream(_events(job_id, owner_id, begun), end)
+
+
+class _JobStream(StreamingResponse):
+    """An event stream whose key count and wait are given back when the response ends, in
+    every case: a body that never started (the client gone before the headers went out)
+    never runs its generator's `finally`."""
+
+    def __init__(self, body: AsyncIterator[bytes], end: Callable[[], None]) -> None:
+        super().__init__(
+            body,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._end = end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._end()
