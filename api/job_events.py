@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session, raiseload
 
 from core.redis import async_redis
 from core.settings import get_settings
@@ -50,16 +51,9 @@ ENDED_CHUNK = 1000  # job ids per query of the shared fallback look
 
 def load_if_ended(job_id: str) -> Job | None:
     """The job, detached, when it has ended; None while it runs (or when it does not exist).
-    The status is read first: only an ended job is loaded whole (with its attempts)."""
+    One query, and no row loaded while it runs."""
     with session_factory()() as session:
-        status = session.scalar(select(Job.status).where(Job.id == job_id))
-        if status not in ENDED_JOB_STATUSES:
-            return None
-        job = session.get(Job, job_id)
-        if job is None:
-            return None
-        session.expunge(job)
-        return job
+        return _ended_job(session, job_id)
 
 
 def look_owned(job_id: str, owner_id: str) -> tuple[bool, Job | None]:
@@ -69,12 +63,21 @@ def look_owned(job_id: str, owner_id: str) -> tuple[bool, Job | None]:
         status = session.scalar(select(Job.status).where(Job.id == job_id, Job.owner_id == owner_id))
         if status is None:
             return False, None
-        if status not in ENDED_JOB_STATUSES:
-            return True, None
-        job = session.get(Job, job_id)
-        if job is not None:
-            session.expunge(job)
-        return True, job
+        return True, _ended_job(session, job_id) if status in ENDED_JOB_STATUSES else None
+
+
+def _ended_job(session: Session, job_id: str) -> Job | None:
+    """The job, detached, if it has ended. Without its attempts: what waiters make of an ended
+    job (the `done` event, a completion) reads only the job's own columns, and reading them
+    would raise rather than quietly show none."""
+    job = session.scalar(
+        select(Job)
+        .where(Job.id == job_id, Job.status.in_(ENDED_JOB_STATUSES))
+        .options(raiseload(Job.attempts))
+    )
+    if job is not None:
+        session.expunge(job)
+    return job
 
 
 def ended_among(job_ids: list[str]) -> list[str]:
