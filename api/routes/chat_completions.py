@@ -31,17 +31,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from api.deps import OwnerDep
-from api.dispatch_buffer import dispatch_buffer
 from api.errors import ApiError, error_body
 from api.idempotency import HEADER, Idempotency, idempotent
 from api.job_events import ended_jobs, stream_hub
-from api.job_intake import store_job
+from api.job_intake import store_and_send
 from api.limits import check_messages, check_metadata
 from api.openapi import json_body, streamed
 from api.schemas.jobs import JobCreate
 from api.schemas.openai_compat import ChatCompletion, ChatCompletionCreate, ModelNotFound
 from jobstore import batch_results
-from jobstore.db import transaction
 from jobstore.models import ApiKey, IdempotencyRecord, Job, JobStatus
 from routing.catalog import get_catalog
 
@@ -61,13 +59,10 @@ def _parse(body: Any) -> ChatCompletionCreate:
 def _submit(owner: ApiKey, create: JobCreate, idem: Idempotency | None = None) -> str:
     """Validate, store, commit, then enqueue: the same path as POST /v1/jobs (through the
     dispatch buffer, which the sweeper backs if the process dies before it sends)."""
-    with transaction() as session:
-        job, _ = store_job(session, owner, create, idempotency_key=idem.key if idem else None)
-        job_id = job.id
-        if idem is not None:  # idempotency: the job is recorded in its own transaction
-            idem.save(session, 202, {"object": "chat.completion.job", "job_id": job_id}, job_id)
-    dispatch_buffer().add(job_id)
-    return job_id
+    record: dict[str, str] = store_and_send(
+        owner, create, idem, lambda job: {"object": "chat.completion.job", "job_id": job.id}
+    )
+    return record["job_id"]
 
 
 async def _wait(job_id: str, *, retry_safe: bool) -> Job:

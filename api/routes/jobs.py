@@ -13,10 +13,9 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import OwnerDep, SessionDep
-from api.dispatch_buffer import dispatch_buffer
 from api.errors import ApiError
 from api.idempotency import Idempotency, idempotent
-from api.job_intake import draft_job, store_job
+from api.job_intake import draft_job, store_and_send
 from api.job_writer import job_writer
 from api.limits import check_messages, check_metadata
 from api.openapi import streamed
@@ -24,7 +23,6 @@ from api.schemas.embeddings import EncodingFormat, VectorPublic
 from api.schemas.jobs import JobAccepted, JobCreate, JobList, JobPublic, JobRequestPublic
 from api.streaming import open_job_stream
 from jobstore import transitions
-from jobstore.db import session_factory
 from jobstore.embedding_jobs import vectors_of
 from jobstore.jobs import get_job
 from jobstore.models import ApiKey, Job, JobKind, JobStatus
@@ -83,14 +81,11 @@ async def submit_job(
 
 
 def _submit_idempotent(body: JobCreate, owner: ApiKey, idem: Idempotency, url_base: str) -> JobAccepted:
-    with session_factory()() as session:
-        job, created = store_job(session, owner, body, idempotency_key=idem.key)
-        accepted = JobAccepted(id=job.id, status=job.status, url=url_base + job.id, created=created)
-        idem.save(session, 202, accepted, job.id)  # recorded with the job (api/idempotency.py)
-        session.commit()
-    if created:
-        dispatch_buffer().add(job.id)
-    return accepted
+    def accepted(job: Job) -> JobAccepted:
+        return JobAccepted(id=job.id, status=job.status, url=url_base + job.id, created=True)
+
+    answer: JobAccepted = store_and_send(owner, body, idem, accepted)
+    return answer
 
 
 @router.get(
