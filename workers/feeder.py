@@ -67,12 +67,14 @@ def feed_once(now: datetime | None = None) -> int:
             .where(Batch.status == BatchStatus.IN_PROGRESS)
             .order_by(Batch.created_at)
         ).all()
-        if not active:
-            return 0
-        # Only with batches open: the window reads every deployment's capacity from Redis, most
-        # of a round's cost, twice a second in every dispatcher.
-        room_total = window(now.timestamp())
-        batch_ids = [b for b, _ in active]
+    if not active:
+        return 0
+    # Only with batches open: the window reads every deployment's capacity from Redis, most of
+    # a round's cost, twice a second in every dispatcher; outside a transaction, so no pooled
+    # connection waits on Redis.
+    room_total = window(now.timestamp())
+    batch_ids = [b for b, _ in active]
+    with transaction() as session:
         in_flight = (
             session.scalar(
                 select(func.count())
