@@ -212,15 +212,16 @@ def _add(
     for item in group:
         amount, cap = Decimal(0), None
         if headroom is not None:  # a budget applies: the line reserves its most at batch prices
+            bounded_input = reservable_input(item.economy.input_tokens)
             limit = item.max_tokens
             if limit is None:  # and its output is capped, so the reservation bounds it
-                limit = cap = affordable_output(model, reservable_input(item.economy.input_tokens), headroom)
+                limit = cap = affordable_output(model, bounded_input, headroom)
                 if limit < min(MIN_OUTPUT_TOKENS, model.max_output_tokens):
                     refused[item.job.id] = _online(
                         "online: the budget left is too small for a provider batch"
                     )
                     continue
-            amount = max_batch_cost(model, reservable_input(item.economy.input_tokens), limit)
+            amount = max_batch_cost(model, bounded_input, limit)
         record = {**decision.explanation(item.job.id), "provider_batch": pb_id}
         record.pop("batch", None)
         explanation = {**item.decision.explanation(), "economy": record}
