@@ -55,12 +55,6 @@ RENEW_FRACTION = 0.2  # leases are renewed every fifth of their length: four ren
 MAX_ID_CHARS = 200  # attempts.provider_request_id
 
 
-def _clean(text: str) -> str:
-    """Text as Postgres can store it: no NUL characters (psycopg refuses them), no unpaired
-    surrogates (not UTF-8: the write would fail and, unscrubbed, the answer be thrown away)."""
-    return storable(text)
-
-
 def sanitized(
     response: ChatResponse, *, cost: Decimal, latency_ms: float, emulated: bool
 ) -> transitions.CallOutcome:
@@ -68,11 +62,11 @@ def sanitized(
     calls = [c.model_dump(mode="json") for c in response.tool_calls] or None
     if calls:
         for call in calls:
-            call["function"]["arguments"] = _clean(call["function"]["arguments"])
-            call["function"]["name"] = _clean(call["function"]["name"])
+            call["function"]["arguments"] = storable(call["function"]["arguments"])
+            call["function"]["name"] = storable(call["function"]["name"])
     request_id = response.provider_request_id
     return transitions.CallOutcome(
-        text=_clean(response.text),
+        text=storable(response.text),
         tool_calls=calls,
         finish_reason=response.finish_reason.value,
         input_tokens=response.usage.input_tokens,
@@ -81,8 +75,8 @@ def sanitized(
         reasoning_tokens=response.usage.reasoning_tokens,
         cost_usd=cost,
         latency_ms=latency_ms,
-        provider_request_id=_clean(request_id)[:MAX_ID_CHARS] if request_id else None,
-        rate_limit_headers={_clean(k): _clean(v) for k, v in response.rate_limit_headers.items()},
+        provider_request_id=storable(request_id)[:MAX_ID_CHARS] if request_id else None,
+        rate_limit_headers={storable(k): storable(v) for k, v in response.rate_limit_headers.items()},
         emulated=emulated,
     )
 

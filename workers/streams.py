@@ -24,7 +24,6 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 
 import redis
 
@@ -36,8 +35,6 @@ log = logging.getLogger(__name__)
 
 STREAM_TTL_S = 3600
 MAX_ENTRIES = 100_000
-
-DeltaSink = Callable[[str], Awaitable[None]]
 
 
 def stream_key(job_id: str) -> str:
