@@ -27,8 +27,10 @@ from sqlalchemy.orm import Session
 from jobstore.batch_models import Batch, BatchKind
 from jobstore.batch_results import error_status, job_error, openai_error_line
 from jobstore.batches import FileWriter
+from jobstore.db import session_factory
 from jobstore.embedding_jobs import StoredVector, iter_vectors, unpack
 from jobstore.models import OPEN_JOB_STATUSES, Job, JobKind, JobStatus
+from jobstore.result_pages import in_pages
 
 QUANTUM = Decimal("0.00000001")  # the store's money precision (routing.costs.QUANTUM)
 Encoding = Literal["float", "base64"]
@@ -63,11 +65,14 @@ def input_shares(job: Job) -> list[tuple[int, Decimal]]:
     return [(t, q * QUANTUM) for t, q in zip(tokens, quanta, strict=True)]
 
 
+def _job_ids(session: Session, batch_id: str) -> list[str]:
+    order = (Job.line_number, Job.part, Job.id)  # an embed batch's refused documents: after their call
+    return list(session.scalars(select(Job.id).where(Job.batch_id == batch_id).order_by(*order)))
+
+
 def _jobs(session: Session, batch_id: str) -> Iterator[Job]:
     """A batch's jobs in line order, loaded one at a time (a job's request holds its texts)."""
-    order = (Job.line_number, Job.part, Job.id)  # an embed batch's refused documents: after their call
-    ids = list(session.scalars(select(Job.id).where(Job.batch_id == batch_id).order_by(*order)))
-    for job_id in ids:
+    for job_id in _job_ids(session, batch_id):
         job = session.get(Job, job_id)
         if job is not None:
             yield job
@@ -83,6 +88,19 @@ def _vectors(session: Session, job: Job) -> Iterator[StoredVector | None]:
         yield from (None for _ in inputs)
 
 
+def _jobs_with_vectors(batch_id: str) -> Iterator[tuple[Job, list[StoredVector | None]]]:
+    """A batch's jobs in line order, each with its vectors, read for a download: each job in a
+    short session of its own (`jobstore.result_pages`), so a stalled client holds nothing."""
+    with session_factory()() as session:
+        ids = _job_ids(session, batch_id)
+
+    def read(session: Session, page: Sequence[str]) -> list[tuple[Job, list[StoredVector | None]]]:
+        loaded = [session.get(Job, job_id) for job_id in page]
+        return [(job, list(_vectors(session, job))) for job in loaded if job is not None]
+
+    yield from in_pages(ids, read, 1)  # one job a page: a call's vectors (up to 2,048 inputs)
+
+
 def _error(job: Job) -> dict[str, Any] | None:
     if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
         return job_error(job)
@@ -93,7 +111,6 @@ def _error(job: Job) -> dict[str, Any] | None:
 
 
 def chunk_rows(
-    session: Session,
     batch_id: str,
     *,
     include_text: bool = False,
@@ -105,7 +122,7 @@ def chunk_rows(
     chunk not embedded (yet) has `embedding` null, its `status`, its `id` and `job_id`, and
     the `error` if its call failed; a document refused at intake is one row with its `error`
     and no chunk. `status`: only the chunks whose call is in it (e.g. failed)."""
-    for job in _jobs(session, batch_id):
+    for job, vectors in _jobs_with_vectors(batch_id):
         if status is not None and job.status != status:
             continue
         inputs = (job.request or {}).get("inputs") or []
@@ -121,7 +138,7 @@ def chunk_rows(
             }
             continue
         error = _error(job)
-        for item, stored in zip(inputs, _vectors(session, job), strict=True):
+        for item, stored in zip(inputs, vectors, strict=True):
             row: dict[str, Any] = {
                 "document": item.get("document"),
                 "chunk": item.get("chunk"),
@@ -153,15 +170,15 @@ def npy_header(rows: int, dims: int) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
 
 
-def npy_chunks(session: Session, batch: Batch) -> Iterator[bytes]:
+def npy_chunks(batch: Batch) -> Iterator[bytes]:
     """The batch's chunk vectors as one .npy matrix, row i the i-th chunk of `chunk_rows`
     (documents refused at intake have no row); a chunk whose call failed is a row of NaN."""
     options = batch.options or {}
     rows, dims = int(options.get("chunks") or 0), int(options.get("vector_dims") or 0)
     yield npy_header(rows, dims)
     missing = struct.pack(f"<{dims}f", *([math.nan] * dims))
-    for job in _jobs(session, batch.id):
-        for stored in _vectors(session, job):
+    for _, vectors in _jobs_with_vectors(batch.id):
+        for stored in vectors:
             yield missing if stored is None or stored.dims != dims else stored.blob
 
 

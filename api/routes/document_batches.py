@@ -46,10 +46,10 @@ from api.validation import check_routable
 from jobstore import batch_results, batches
 from jobstore.batch_models import Batch, BatchKind, BatchStatus
 from jobstore.batches import EconomyMode
-from jobstore.db import session_factory
 from jobstore.embedding_jobs import SAME_MODEL
 from jobstore.embedding_results import is_embed_mode
 from jobstore.models import ApiKey, Job
+from jobstore.result_pages import document_rows
 from routing.catalog import get_catalog
 from routing.documents import PLACEHOLDER, fill, window_for
 from workers.messages import send_batch_check, send_dispatch
@@ -396,13 +396,6 @@ def cancel_document_batch(
     return _public(session, batch, request)
 
 
-def _rows(batch_id: str, status: str | None = None) -> Iterator[dict[str, Any]]:
-    with session_factory()() as session:
-        parts = batches.map_totals(session, batch_id)
-        for job in batches.final_jobs(session, batch_id, status=status):
-            yield batch_results.document_row(job, parts.get(job.custom_id or ""))
-
-
 def _jsonl(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
     for row in rows:
         yield json.dumps(row, default=str) + "\n"
@@ -461,11 +454,11 @@ def document_results(
         raise ApiError(400, "npy is for an embed-mode batch's vectors", param="format", code="invalid_value")
     if format == "csv":
         return started_stream(
-            batch_results.csv_lines(_rows(batch.id, status)),
+            batch_results.csv_lines(document_rows(batch.id, status=status)),
             media_type="text/csv",
             headers={"Content-Disposition": attachment(f"{batch.id}.csv")},
         )
-    return started_stream(_jsonl(_rows(batch.id, status)), media_type="application/x-ndjson")
+    return started_stream(_jsonl(document_rows(batch.id, status=status)), media_type="application/x-ndjson")
 
 
 @router.get(

@@ -28,7 +28,6 @@ from api.openapi import schema_ref, streamed
 from api.schemas.embeddings import EmbeddedDocument
 from jobstore import batches
 from jobstore.batch_models import Batch, BatchKind
-from jobstore.db import session_factory
 from jobstore.embedding_results import Encoding, chunk_rows, document_totals, is_embed_mode, npy_chunks
 
 router = APIRouter(prefix="/v1/document_batches", tags=["document batches"])
@@ -42,21 +41,10 @@ def _lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
 def _chunks(
     batch_id: str, include_text: bool, include_vectors: bool, encoding: Encoding, status: str | None
 ) -> Iterator[str]:
-    with session_factory()() as session:
-        rows = chunk_rows(
-            session,
-            batch_id,
-            include_text=include_text,
-            include_vectors=include_vectors,
-            encoding=encoding,
-            status=status,
-        )
-        yield from _lines(rows)
-
-
-def _npy(batch: Batch) -> Iterator[bytes]:
-    with session_factory()() as session:
-        yield from npy_chunks(session, batch)
+    rows = chunk_rows(
+        batch_id, include_text=include_text, include_vectors=include_vectors, encoding=encoding, status=status
+    )
+    yield from _lines(rows)
 
 
 def embed_results(
@@ -72,7 +60,7 @@ def embed_results(
     or .npy (every chunk), streamed."""
     if fmt == "npy":
         return StreamingResponse(
-            _npy(batch),
+            npy_chunks(batch),
             media_type="application/octet-stream",
             headers={"Content-Disposition": f'attachment; filename="{batch.id}.npy"'},
         )
