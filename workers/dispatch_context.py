@@ -52,7 +52,7 @@ class DispatchContext:
     session: Session
     catalog: Catalog
     now: datetime
-    _health: dict[str, DeploymentHealth] | None = None
+    _health: dict[str, DeploymentHealth] = field(default_factory=dict)
     _capacity: dict[str, capacity.CapacityView] | None = None
     _sent: dict[str, int] = field(default_factory=dict)
     _budgets: set[tuple[str, str | None]] | None = None
@@ -60,9 +60,13 @@ class DispatchContext:
     # ------------------------------------------------------------ health and capacity
 
     def health(self, names: Iterable[str]) -> Mapping[str, DeploymentHealth]:
-        if self._health is None:
-            self._health = health.health_snapshot(list(self.catalog.deployments), self.now.timestamp())
-        return {n: self._health[n] for n in names if n in self._health}
+        """The named deployments' health, each read from the store once per context: only the
+        candidates routing asks about (a lone job's few, not the whole catalog's)."""
+        names = [n for n in names if n in self.catalog.deployments]
+        missing = [n for n in names if n not in self._health]
+        if missing:
+            self._health.update(health.health_snapshot(missing, self.now.timestamp()))
+        return {n: self._health[n] for n in names}
 
     def waits(self, candidates: Iterable[Candidate]) -> dict[str, float]:
         """Each candidate's expected wait for a free slot, counting what this message sent it."""
