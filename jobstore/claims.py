@@ -10,7 +10,9 @@ to another worker within seconds. On Postgres, leases are judged by the database
 uses the caller's.
 
 A claim requires the attempt's job to be open in the same transaction: a job cancelled
-before the claim commits is never called, and its attempt is closed as cancelled.
+before the claim commits is never called, and its attempt is closed as cancelled. So does the
+key that submitted it: an attempt sent before its key was revoked (waiting in a provider's
+queue, or for capacity) is never called either; its job is cancelled as `key_revoked`.
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from decimal import Decimal
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import DateTime, Float, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import DateTime, Float, Table, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobKind, JobStatus
+from jobstore.models import OPEN_JOB_STATUSES, ApiKey, Attempt, AttemptStatus, Job, JobKind, JobStatus
+from jobstore.transitions import cancel_for_revoked_key
 
 _attempts = cast(Table, Attempt.__table__)
 _jobs = cast(Table, Job.__table__)
+_keys = cast(Table, ApiKey.__table__)
 _TS = DateTime(timezone=True)
 
 
@@ -60,6 +64,7 @@ class ClaimResult:
     # Claimed, but its job had ended meanwhile (cancelled): closed as cancelled, never called.
     closed: list[Claimed] = field(default_factory=list)
     not_claimed: list[str] = field(default_factory=list)  # pending elsewhere, running, finished
+    revoked: set[str] = field(default_factory=set)  # of `closed`, jobs cancelled now: their key was revoked
 
 
 class Clock:
@@ -117,6 +122,7 @@ def _statements(dialect: str) -> dict[str, Any]:
             .where(
                 _jobs.c.id.in_(bindparam("p_job_ids", expanding=True)),
                 _jobs.c.status.in_([JobStatus.DISPATCHED.value, JobStatus.RUNNING.value]),
+                ~exists().where(_keys.c.id == _jobs.c.owner_id, _keys.c.revoked_at.is_not(None)),
             )
             .values(status=JobStatus.RUNNING.value)
             .returning(
@@ -175,16 +181,17 @@ def claim(
         )
     }
     ended = [row for row in rows if row.job_id not in jobs]
-    ended_jobs = (
-        {
-            job_id: (owner_id, batch_id)
-            for job_id, owner_id, batch_id in session.execute(
-                select(Job.id, Job.owner_id, Job.batch_id).where(Job.id.in_([r.job_id for r in ended]))
-            )
-        }
-        if ended
-        else {}
-    )
+    ended_jobs: dict[str, tuple[str, str | None]] = {}
+    if ended:
+        query = (
+            select(Job.id, Job.owner_id, Job.batch_id, Job.status, ApiKey.revoked_at)
+            .outerjoin(ApiKey, ApiKey.id == Job.owner_id)
+            .where(Job.id.in_([r.job_id for r in ended]))
+        )
+        for job_id, owner_id, batch_id, status, revoked_at in session.execute(query):
+            ended_jobs[job_id] = (owner_id, batch_id)
+            if status in OPEN_JOB_STATUSES and revoked_at is not None:
+                result.revoked.add(job_id)
     for row in rows:
         job = jobs.get(row.job_id)
         if job is not None:
@@ -233,6 +240,8 @@ def claim(
         connection.execute(
             statements["close"], {"p_ids": [r.id for r in ended], "p_token": token, **clock.params(now)}
         )
+    for job_id in sorted(result.revoked):  # after its attempt: the order a claim locks them in
+        cancel_for_revoked_key(session, job_id, now)
     return result
 
 

@@ -441,6 +441,16 @@ def fail_job(session: Session, job_id: str, *, error_type: str, message: str, no
     return _changed(changed)
 
 
+KEY_REVOKED = "key_revoked"
+KEY_REVOKED_MESSAGE = "the API key that submitted this job was revoked before it ran; it was never sent"
+
+
+def cancel_for_revoked_key(session: Session, job_id: str, now: datetime) -> bool:
+    """A revoked key's open job is cancelled, never called, and says so (at dispatch, or at the
+    claim of an attempt sent before the revocation)."""
+    return cancel_job(session, job_id, now, error_type=KEY_REVOKED, message=KEY_REVOKED_MESSAGE)
+
+
 def cancel_job(
     session: Session, job_id: str, now: datetime, *, error_type: str | None = None, message: str | None = None
 ) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -189,11 +189,20 @@ def route_on(session: Session, job: Job, catalog: Catalog, now: datetime) -> Nex
         return SendDispatch(job.id, priority=priority_of(job))
 
 
-def release_closed(session: Session, closed: Sequence[Claimed]) -> list[NextStep]:
-    """Attempts claimed for jobs that had ended (a cancel): their reservations go back."""
+def release_closed(
+    session: Session, closed: Sequence[Claimed], revoked: Collection[str] = ()
+) -> list[NextStep]:
+    """Attempts claimed for jobs that had ended (a cancel), or that the claim cancelled because
+    their key was revoked (`revoked`, job ids: ended now, for those waiting on them): their
+    reservations go back."""
     for claim in closed:
         ledger.release(session, claim.owner_id, claim.batch_id, claim.reserved_usd)
-    return [Nothing("job ended before its call", ended_batch=c.batch_id) for c in closed]
+    return [
+        Nothing("the key was revoked", ended_batch=c.batch_id, ended=True, job_id=c.job_id)
+        if c.job_id in revoked
+        else Nothing("job ended before its call", ended_batch=c.batch_id)
+        for c in closed
+    ]
 
 
 def investigate(attempt_ids: Sequence[str], now: datetime) -> list[NextStep]:

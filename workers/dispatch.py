@@ -172,13 +172,9 @@ def _dispatch_loaded(session: Session, job: Job, context: DispatchContext) -> Ne
     return plan_queued_job(session, job, context)
 
 
-KEY_REVOKED = "key_revoked"
-KEY_REVOKED_MESSAGE = "the API key that submitted this job was revoked before it ran; it was never sent"
-
-
 def _cancel_revoked(session: Session, job: Job, now: datetime) -> Nothing:
     """A revoked key's job is cancelled, never called, and says so."""
-    transitions.cancel_job(session, job.id, now, error_type=KEY_REVOKED, message=KEY_REVOKED_MESSAGE)
+    transitions.cancel_for_revoked_key(session, job.id, now)
     return Nothing("the key was revoked", ended_batch=job.batch_id, ended=True, job_id=job.id)
 
 

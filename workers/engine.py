@@ -122,7 +122,7 @@ class CallEngine:
         try:
             with transaction() as session:
                 result = claims.claim(session, attempt_ids, token, now=now, lease_s=self.settings.lease_s)
-                steps = release_closed(session, result.closed)
+                steps = release_closed(session, result.closed, result.revoked)
             claimed = len(result.claimed)
         finally:
             if claimed < len(attempt_ids):

@@ -25,7 +25,7 @@ from workers.celery_app import app
 from workers.dispatch import dispatch_job, dispatch_jobs
 from workers.engine import get_engine
 from workers.messages import send_step, send_steps
-from workers.next_step import SendDispatch, ended_jobs
+from workers.next_step import NextStep, SendDispatch, ended_jobs
 from workers.probes import probe_deployment
 from workers.provider_batch_runs import poll as poll_provider_batch
 from workers.provider_batch_runs import submit as submit_provider_batch
@@ -93,11 +93,14 @@ def call_provider(self: Task, attempt_ids: list[str] | str, deployment: str | No
     attempts that could not be claimed need (a repair is routed here, not via the dispatch
     queue). `deployment` is the sender's hint, kept for messages sent before it was unused."""
     ids = [attempt_ids] if isinstance(attempt_ids, str) else attempt_ids
+    taken: list[NextStep] = []
     for step in get_engine().accept(ids):
         if isinstance(step, SendDispatch) and not step.countdown:
             step = dispatch_job(step.job_id)
         send_step(step)
         after_step(step)
+        taken.append(step)
+    publish_ended(ended_jobs(taken))  # jobs ended here (a revoked key's): tell their waiters
 
 
 @house_task(TaskName.PROBE, retry=None)  # a probe lost is replaced by the next round's

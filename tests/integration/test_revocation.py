@@ -162,3 +162,36 @@ def wait_ended(job_ids: list[str], timeout: float = 30) -> dict[str, tuple[str, 
         if all(s in ENDED for s, _, _ in found.values()) or time.monotonic() > deadline:
             return found
         time.sleep(0.2)
+
+
+def test_an_attempt_sent_before_its_key_was_revoked_is_never_called(admin_stack: Stack) -> None:
+    """The job was routed and its attempt sent to a provider queue no worker was serving yet
+    (provider.azure: the tests' own); the key is revoked; the worker that then takes the
+    message claims nothing for it: the job is cancelled as key_revoked and no call is made."""
+    created = admin_stack.client.post("/v1/keys", json={"name": "revoked-while-queued"}).json()
+    member = Stack(admin_stack.api_url, created["secret"], admin_stack.emulator)
+    text = "revoked while its attempt waited"
+    body = {"model": "azure/gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
+    job_id = member.submit(body).json()["id"]
+    deadline = time.monotonic() + 30
+    while True:  # routed and sent: dispatched, its attempt pending in provider.azure
+        with transaction() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            if job.status == "dispatched":
+                break
+        assert time.monotonic() < deadline, f"job still {job.status}"
+        time.sleep(0.1)
+    assert admin_stack.client.post(f"/v1/keys/{created['id']}/revoke").status_code == 200
+
+    azure = WorkerProcess(queues="provider.azure", concurrency=4).start()
+    try:
+        ended = wait_ended([job_id])
+    finally:
+        azure.stop()
+    assert ended[job_id][:2] == ("cancelled", "key_revoked"), ended
+    assert "revoked" in (ended[job_id][2] or "")
+    assert [c for c in admin_stack.emulator.calls() if text in json.dumps(c)] == []
+    with transaction() as session:
+        statuses = list(session.scalars(select(Attempt.status).where(Attempt.job_id == job_id)))
+    assert statuses == ["cancelled"]
