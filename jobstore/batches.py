@@ -28,6 +28,7 @@ from sqlalchemy import case, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from core.clock import aware, utcnow
+from jobstore import ledger
 from jobstore.batch_models import (
     FILE_PART_BYTES,
     OPEN_BATCH_STATUSES,
@@ -298,13 +299,20 @@ def expire_batch(session: Session, batch: Batch, now: datetime) -> int:
 
 
 def close_cancelled_attempts(session: Session, batch_id: str, now: datetime) -> None:
-    """Pending attempts of a cancelled batch's cancelled jobs -> cancelled (run in its own transaction)."""
+    """Pending attempts of a cancelled batch's cancelled jobs -> cancelled (run in its own
+    transaction), and the budget they reserved at dispatch given back (an attempt a worker
+    claimed first is running instead, and its claim gives its reservation back)."""
     cancelled = select(Job.id).where(Job.batch_id == batch_id, Job.status == JobStatus.CANCELLED)
-    session.execute(
+    closed = session.execute(
         update(Attempt)
         .where(Attempt.job_id.in_(cancelled), Attempt.status == AttemptStatus.PENDING)
         .values(status=AttemptStatus.CANCELLED, finished_at=now)
-    )
+        .returning(Attempt.reserved_usd)
+    ).all()
+    reserved = sum((Decimal(row.reserved_usd or 0) for row in closed), Decimal(0))
+    owner_id = session.scalar(select(Batch.owner_id).where(Batch.id == batch_id)) if reserved else None
+    if owner_id is not None:
+        ledger.release(session, owner_id, batch_id, reserved)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any, Protocol, cast
 from sqlalchemy import Table, bindparam, case, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 
+from jobstore import ledger
 from jobstore.models import OPEN_JOB_STATUSES, Attempt, AttemptStatus, Job, JobStatus, new_id
 
 
@@ -455,25 +456,31 @@ def cancel_job(
     session: Session, job_id: str, now: datetime, *, error_type: str | None = None, message: str | None = None
 ) -> bool:
     """Cancel an open job. A call already in flight finishes and is paid for, but its
-    result does not revive the job; attempts not yet started are never sent. `error_type` and
-    `message` say why when llmqueue, not its owner, cancelled it (a revoked key)."""
+    result does not revive the job; attempts not yet started are never sent, and the budget
+    they reserved at dispatch is given back. `error_type` and `message` say why when
+    llmqueue, not its owner, cancelled it (a revoked key)."""
     # Lock the job's pending attempts before the job, the order a claim takes them in (attempt,
     # then job): the opposite order could deadlock with a worker claiming one of them.
-    session.execute(
-        select(Attempt.id)
+    pending = session.execute(
+        select(Attempt.id, Attempt.reserved_usd)
         .where(Attempt.job_id == job_id, Attempt.status == AttemptStatus.PENDING)
         .with_for_update()
     ).all()
-    changed = session.execute(
+    ended = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(OPEN_JOB_STATUSES))
         .values(status=JobStatus.CANCELLED, finished_at=now, error_type=error_type, error_message=message)
-    )
-    if not _changed(changed):
+        .returning(Job.owner_id, Job.batch_id)
+    ).first()
+    if ended is None:
         return False
     session.execute(
         update(Attempt)
         .where(Attempt.job_id == job_id, Attempt.status == AttemptStatus.PENDING)
         .values(status=AttemptStatus.CANCELLED, finished_at=now)
     )
+    # The pending attempts were locked above, so a claim cannot have taken one meanwhile (a
+    # claim that took one first made it running: its call's outcome settles its reservation).
+    reserved = sum((Decimal(row.reserved_usd or 0) for row in pending), Decimal(0))
+    ledger.release(session, ended.owner_id, ended.batch_id, reserved)
     return True
