@@ -88,15 +88,19 @@ def _vectors(session: Session, job: Job) -> Iterator[StoredVector | None]:
         yield from (None for _ in inputs)
 
 
-def _jobs_with_vectors(batch_id: str) -> Iterator[tuple[Job, list[StoredVector | None]]]:
-    """A batch's jobs in line order, each with its vectors, read for a download: each job in a
-    short session of its own (`jobstore.result_pages`), so a stalled client holds nothing."""
+def _jobs_with_vectors(
+    batch_id: str, status: str | None = None
+) -> Iterator[tuple[Job, list[StoredVector | None]]]:
+    """A batch's jobs in line order (`status`: only those in it), each with its vectors, read
+    for a download: each job in a short session of its own (`jobstore.result_pages`), so a
+    stalled client holds nothing."""
     with session_factory()() as session:
         ids = _job_ids(session, batch_id)
 
     def read(session: Session, page: Sequence[str]) -> list[tuple[Job, list[StoredVector | None]]]:
         loaded = [session.get(Job, job_id) for job_id in page]
-        return [(job, list(_vectors(session, job))) for job in loaded if job is not None]
+        wanted = [j for j in loaded if j is not None and (status is None or j.status == status)]
+        return [(job, list(_vectors(session, job))) for job in wanted]
 
     yield from in_pages(ids, read, 1)  # one job a page: a call's vectors (up to 2,048 inputs)
 
@@ -122,9 +126,7 @@ def chunk_rows(
     chunk not embedded (yet) has `embedding` null, its `status`, its `id` and `job_id`, and
     the `error` if its call failed; a document refused at intake is one row with its `error`
     and no chunk. `status`: only the chunks whose call is in it (e.g. failed)."""
-    for job, vectors in _jobs_with_vectors(batch_id):
-        if status is not None and job.status != status:
-            continue
+    for job, vectors in _jobs_with_vectors(batch_id, status):
         inputs = (job.request or {}).get("inputs") or []
         if not inputs:  # a document refused at intake
             yield {

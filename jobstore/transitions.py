@@ -443,7 +443,9 @@ def fail_job(session: Session, job_id: str, *, error_type: str, message: str, no
 
 
 KEY_REVOKED = "key_revoked"
-KEY_REVOKED_MESSAGE = "the API key that submitted this job was revoked before it ran; it was never sent"
+KEY_REVOKED_MESSAGE = (
+    "the API key that submitted this job was revoked before it ran; no call was made for it after that"
+)
 
 
 def cancel_for_revoked_key(session: Session, job_id: str, now: datetime) -> bool:
