@@ -93,7 +93,7 @@ def _jobs_with_vectors(
 ) -> Iterator[tuple[Job, list[StoredVector | None]]]:
     """A batch's jobs in line order (`status`: only those in it), each with its vectors, read
     for a download: each job in a short session of its own (`jobstore.result_pages`), so a
-    stalled client holds nothing."""
+    stalled client holds nothing. The ids are read when it is called, not at the first row."""
     with session_factory()() as session:
         ids = _job_ids(session, batch_id)
 
@@ -102,7 +102,7 @@ def _jobs_with_vectors(
         wanted = [j for j in loaded if j is not None and (status is None or j.status == status)]
         return [(job, list(_vectors(session, job))) for job in wanted]
 
-    yield from in_pages(ids, read, 1)  # one job a page: a call's vectors (up to 2,048 inputs)
+    return in_pages(ids, read, 1)  # one job a page: a call's vectors (up to 2,048 inputs)
 
 
 def _error(job: Job) -> dict[str, Any] | None:
@@ -177,9 +177,10 @@ def npy_chunks(batch: Batch) -> Iterator[bytes]:
     (documents refused at intake have no row); a chunk whose call failed is a row of NaN."""
     options = batch.options or {}
     rows, dims = int(options.get("chunks") or 0), int(options.get("vector_dims") or 0)
+    jobs = _jobs_with_vectors(batch.id)  # its ids read first: a database away fails the first chunk
     yield npy_header(rows, dims)
     missing = struct.pack(f"<{dims}f", *([math.nan] * dims))
-    for _, vectors in _jobs_with_vectors(batch.id):
+    for _, vectors in jobs:
         for stored in vectors:
             yield missing if stored is None or stored.dims != dims else stored.blob
 

@@ -23,6 +23,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from api.deps import OwnerDep, SessionDep, StreamSessionDep
+from api.downloads import started_stream
 from api.errors import ApiError
 from api.openapi import schema_ref, streamed
 from api.schemas.embeddings import EmbeddedDocument
@@ -58,8 +59,10 @@ def embed_results(
 ) -> StreamingResponse:
     """An embed-mode batch's chunk results as JSONL (`status`: only chunks whose call is in it)
     or .npy (every chunk), streamed."""
+    # Started: the first chunk (the first database read) is taken before the answer, so a
+    # database away is a 503, not a 200 cut short (`api.downloads.started_stream`).
     if fmt == "npy":
-        return StreamingResponse(
+        return started_stream(
             npy_chunks(batch),
             media_type="application/octet-stream",
             headers={"Content-Disposition": f'attachment; filename="{batch.id}.npy"'},
@@ -68,7 +71,7 @@ def embed_results(
         raise ApiError(
             400, "an embed-mode batch's results are jsonl or npy", param="format", code="invalid_value"
         )
-    return StreamingResponse(
+    return started_stream(
         _chunks(batch.id, include_text, include_vectors, encoding, status), media_type="application/x-ndjson"
     )
 
