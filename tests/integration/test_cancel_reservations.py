@@ -19,6 +19,7 @@ from jobstore.db import transaction
 from jobstore.models import Attempt, Job
 from tests.integration.conftest import Stack
 from tests.integration.test_document_batches import submit
+from workers.dispatch_context import BUDGETS_CACHE_S
 
 MODEL = "azure/gpt-4o-mini"  # provider.azure: no worker of the shared stack takes its messages
 
@@ -47,6 +48,7 @@ def wait_pending(job_ids: list[str], timeout: float = 30) -> None:
 def with_budget(stack: Stack, admin_stack: Stack) -> None:
     key_id = stack.client.get("/v1/keys/self").json()["id"]
     admin_stack.client.put(f"/v1/keys/{key_id}/budget", json={"limit_usd": "5"}).raise_for_status()
+    time.sleep(BUDGETS_CACHE_S + 0.3)  # the dispatcher knows which keys have a budget this late
 
 
 def test_cancelling_a_dispatched_job_gives_its_reservation_back(stack: Stack, admin_stack: Stack) -> None:
