@@ -1,7 +1,8 @@
 """A revoked key gets 401 from every API process within 5 s: the stack's API and a second one,
 `llmqueue api` in its own process, both with the key in their caches when it is revoked. And
 its work still queued (jobs and a batch's lines, submitted while the worker was stopped) is
-cancelled at dispatch, saying why, and never reaches a provider."""
+cancelled at dispatch, saying why, and never reaches a provider; so is an attempt already sent
+to a provider queue before the revocation, cancelled at its claim."""
 
 from __future__ import annotations
 
