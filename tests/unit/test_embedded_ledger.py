@@ -1,6 +1,7 @@
 """The ledger on the embedded store (SQLite, what runs without DATABASE_URL): a budget's
-reservations hold and refuse as on Postgres, and a cancel gives its job's reservation back. SQLite takes no UPDATE inside a CTE, so the
-reservation there is two statements (`jobstore.ledger._reserve_one_writer`)."""
+reservations hold and refuse as on Postgres, and a cancel gives its job's reservation back.
+SQLite takes no UPDATE inside a CTE, so the reservation there is two statements
+(`jobstore.ledger._reserve_one_writer`)."""
 
 from __future__ import annotations
 
