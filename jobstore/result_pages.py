@@ -23,13 +23,12 @@ from jobstore import batch_results, batches
 from jobstore.db import session_factory
 from jobstore.models import Job
 
+K = TypeVar("K")
 T = TypeVar("T")
 PAGE_ROWS = 200  # a page of result rows: ~100 KB of JSON for short answers
 
 
-def in_pages(
-    keys: Sequence[str], read: Callable[[Session, Sequence[str]], list[T]], page: int
-) -> Iterator[T]:
+def in_pages(keys: Sequence[K], read: Callable[[Session, Sequence[K]], list[T]], page: int) -> Iterator[T]:
     """`read(session, keys)` for each page of `keys`, each in a session closed before its
     items are yielded."""
     for start in range(0, len(keys), page):

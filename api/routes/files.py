@@ -23,6 +23,7 @@ from api.schemas.batches import FileObject
 from jobstore import batches
 from jobstore.batch_models import FILE_PART_BYTES, StoredFile
 from jobstore.db import session_factory
+from jobstore.result_pages import in_pages
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 PURPOSES = ("batch",)
@@ -90,10 +91,9 @@ def _content(file_id: str) -> Iterator[bytes]:
     stalls) holds no connection between parts. A stored file never changes."""
     with session_factory()() as session:
         numbers = batches.file_part_numbers(session, file_id)
-    for seq in numbers:
-        with session_factory()() as session:
-            part = batches.file_part(session, file_id, seq)
-        yield part
+    yield from in_pages(
+        numbers, lambda session, seqs: [batches.file_part(session, file_id, seq) for seq in seqs], 1
+    )
 
 
 @router.get(
